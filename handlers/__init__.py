@@ -1,0 +1,1 @@
+"""Entry points: thin shims over the `shared` package."""

@@ -1,0 +1,1 @@
+"""serverless-embeddings: the embedding library (spec, models, media, storage, ledger, pipeline)."""

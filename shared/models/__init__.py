@@ -1,0 +1,1 @@
+"""Model registry, loaders and backends."""

