@@ -1,0 +1,42 @@
+"""Lambda: embed text chunks with all-MiniLM-L6-v2 on ONNX Runtime (seed 003).
+
+Handler: `handlers.aws_lambda.embed_text.handler`. The request (`shared.lambda_text.request`):
+
+    {"batch_id": "b1", "chunks": [{"chunk_id": "c1", "content": "text"}], "dims": 384, "truncate": true}
+
+Accepted input shapes (samples in infra/events/):
+1. Direct invocation (`aws lambda invoke`, SDK, `sam local invoke`): the event is the request
+   object. Returns the response object, or `{"error": {"code", "message", "field"}}`.
+2. Function URL / API Gateway HTTP API proxy event (payload format 2.0) with the request as a JSON
+   `body`, plain or base64 (`isBase64Encoded: true`).
+3. API Gateway REST API proxy event (payload format 1.0), same body rules.
+Proxy events get `{"statusCode", "headers": {"content-type": "application/json"}, "body"}`; errors
+carry the same `{"error": ...}` JSON with status 400 (invalid input), 413 (too many chunks or an
+oversize content), 405 (not POST), 415 (Content-Type not JSON) or 500 (internal fault).
+
+Response: `{"batch_id", "model", "dims", "vectors": [{"chunk_id", "vector"}]}`.
+
+The model loads once, here at init (the cold start), from MODEL_DIR; a missing model fails the init
+with a message naming the directory and the command that builds it. Settings: shared.settings.TextSettings
+(MODEL_DIR, TEXT_*) and POWERTOOLS_SERVICE_NAME / POWERTOOLS_METRICS_NAMESPACE.
+"""
+
+from __future__ import annotations
+
+import os
+
+from aws_lambda_powertools import Logger, Metrics
+
+from shared.lambda_text import ObservabilitySettings, build_handler
+from shared.models.minilm_onnx import MiniLMOnnx
+from shared.settings import TextSettings
+
+SETTINGS = TextSettings.from_env(os.environ)
+OBSERVABILITY = ObservabilitySettings.from_env(os.environ)
+logger = Logger(service=OBSERVABILITY.service)
+metrics = Metrics(namespace=OBSERVABILITY.namespace, service=OBSERVABILITY.service)
+
+MODEL = MiniLMOnnx.load(SETTINGS)
+MODEL.warmup()
+
+handler = build_handler(MODEL, SETTINGS, logger=logger, metrics=metrics, observability=OBSERVABILITY)

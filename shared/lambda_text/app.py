@@ -1,0 +1,129 @@
+"""The text-embedding Lambda handler, built from an injected model and settings.
+
+`handlers.aws_lambda.embed_text` loads the real model once at init and calls `build_handler`; tests
+call it with a fake model and their own Logger/Metrics, without touching the environment.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from shared.errors import EmbeddingError, InvalidInput
+from shared.lambda_text.embed import TextModel, embed_batch
+from shared.lambda_text.proxy import error_body, is_proxy_event, proxy_response, read_json_body
+from shared.lambda_text.request import parse_request
+from shared.settings import TextSettings, read
+
+BATCH_STARTED = "embedding.batch_started.v1"
+BATCH_COMPLETED = "embedding.batch_completed.v1"
+BATCH_REJECTED = "embedding.batch_rejected.v1"
+BATCH_FAILED = "embedding.batch_failed.v1"
+
+Handler = Callable[[Any, Any], dict]
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """Powertools' own variables, read here too so the defaults hold outside Lambda (CLI, tests)."""
+
+    service: str = "embed-text"
+    namespace: str = "ServerlessEmbeddings"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ObservabilitySettings:
+        return cls(
+            service=read(env, "POWERTOOLS_SERVICE_NAME", str, cls.service, "embed-text"),
+            namespace=read(env, "POWERTOOLS_METRICS_NAMESPACE", str, cls.namespace, "ServerlessEmbeddings"),
+        )
+
+
+def build_handler(
+    model: TextModel,
+    settings: TextSettings,
+    *,
+    logger: Logger | None = None,
+    metrics: Metrics | None = None,
+    observability: ObservabilitySettings | None = None,
+) -> Handler:
+    """Return `handler(event, context)` serving `model` (see handlers/aws_lambda/embed_text.py for shapes).
+
+    Direct invocations get the response dict or `{"error": {...}}`; proxy events get a proxy
+    response with the same JSON as body and the error's HTTP status. Metrics (EMF, to stdout):
+    ChunksEmbedded, BatchDurationMs, ValidationErrors, InternalErrors, ColdStart.
+    """
+    obs = observability or ObservabilitySettings()
+    logger = logger or Logger(service=obs.service)
+    metrics = metrics or Metrics(namespace=obs.namespace, service=obs.service)
+
+    def reply(status: int, body: dict, proxy: bool, headers: Mapping[str, str] | None = None) -> dict:
+        return proxy_response(status, body, headers) if proxy else body
+
+    def refuse(error: InvalidInput, proxy: bool, batch_id: str | None) -> dict:
+        metrics.add_metric(name="ValidationErrors", unit=MetricUnit.Count, value=1)
+        logger.warning(
+            BATCH_REJECTED,
+            extra={
+                "event": BATCH_REJECTED,
+                "batch_id": batch_id,
+                "status": error.status,
+                "code": error.code,
+                "field": error.field,
+                "reason": error.public_message,
+            },
+        )
+        headers = {"allow": "POST"} if error.status == 405 else None
+        return reply(error.status, error_body(error), proxy, headers)
+
+    def fail(error: EmbeddingError, proxy: bool, batch_id: str | None) -> dict:
+        metrics.add_metric(name="InternalErrors", unit=MetricUnit.Count, value=1)
+        logger.exception(
+            BATCH_FAILED, extra={"event": BATCH_FAILED, "batch_id": batch_id, "code": error.code}
+        )
+        return reply(error.status, error_body(error), proxy)
+
+    def handle(event: Any, context: Any) -> dict:
+        proxy = is_proxy_event(event)
+        batch_id = None
+        try:
+            request = parse_request(
+                read_json_body(event) if proxy else event, settings, model_dims=model.dims
+            )
+            batch_id = request.batch_id
+            n = len(request.chunks)
+            logger.info(BATCH_STARTED, extra={"event": BATCH_STARTED, "batch_id": batch_id, "chunk_count": n})
+            start = time.perf_counter()
+            body = embed_batch(model, request, settings)
+        except InvalidInput as e:
+            return refuse(e, proxy, batch_id)
+        except EmbeddingError as e:
+            return fail(e, proxy, batch_id)
+        except Exception:  # the API boundary: a bug is logged with its traceback, never returned
+            internal = EmbeddingError(
+                f"internal error; request id {getattr(context, 'aws_request_id', 'unknown')}"
+            )
+            return fail(internal, proxy, batch_id)
+        duration_ms = (time.perf_counter() - start) * 1000.0
+        metrics.add_metric(name="ChunksEmbedded", unit=MetricUnit.Count, value=n)
+        metrics.add_metric(name="BatchDurationMs", unit=MetricUnit.Milliseconds, value=duration_ms)
+        logger.info(
+            BATCH_COMPLETED,
+            extra={
+                "event": BATCH_COMPLETED,
+                "batch_id": batch_id,
+                "chunk_count": n,
+                "duration_ms": round(duration_ms, 3),
+                "dims": body["dims"],
+                "model": body["model"],
+            },
+        )
+        return reply(200, body, proxy)
+
+    return metrics.log_metrics(capture_cold_start_metric=True)(
+        logger.inject_lambda_context(clear_state=True)(handle)
+    )

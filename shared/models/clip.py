@@ -1,0 +1,213 @@
+"""OpenCLIP image/text embeddings (ViT-B-32 by default, EVA02-L-14-336 selectable), loaded from MODEL_DIR.
+
+The folder holds `open_clip_config.json` + `open_clip_model.safetensors` (what the hub repos ship) and
+is loaded with open_clip's own `local-dir:` schema, so baked real weights and the tiny random dev
+models go through the same code. Preprocessing (size, mean/std, interpolation, resize mode) comes
+from the config's `preprocess_cfg`, i.e. it is bound to the weights (seed 001).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from shared.errors import InvalidInput
+from shared.models import registry
+from shared.models._loading import check_output, identity, precision_name, torch_dtype
+from shared.models.backend import l2_normalize
+
+TTA_RESIZE = 8 / 7  # 5-crop TTA: short side resized to image_size * 8/7 (256 for 224, 384 for 336)
+
+
+class ClipBackend:
+    """A loaded OpenCLIP model. Every output row is float32 and L2-normalised.
+
+    Attributes: name (registry name), dims, random (dev-only random weights), model_label
+    (repo@revision, or "<name>:random-weights"), image_size, device, precision.
+    """
+
+    name: str
+    dims: int
+    random: bool
+    model_label: str
+    image_size: int
+    device: str
+    precision: str
+
+    def __init__(
+        self,
+        model: Any,
+        preprocess: Any,
+        tokenizer: Any,
+        *,
+        folder: Path,
+        name: str | None,
+        device: str,
+        dtype: torch.dtype,
+        dims: int,
+        batch_size: int,
+    ) -> None:
+        self._model = model
+        self._preprocess = preprocess
+        self._tokenizer = tokenizer
+        self._dtype = dtype
+        self._batch_size = batch_size
+        self.name, self.random, self.model_label = identity(folder, name)
+        self.device = device
+        self.precision = precision_name(dtype)
+        self.dims = dims
+        cfg = model.visual.preprocess_cfg
+        size = cfg["size"]
+        self.image_size = int(size if isinstance(size, int) else size[0])
+        self._to_tensor = T.Compose([T.ToTensor(), T.Normalize(mean=cfg["mean"], std=cfg["std"])])
+        interp = (
+            T.InterpolationMode.BICUBIC
+            if cfg.get("interpolation", "bicubic") == "bicubic"
+            else (T.InterpolationMode.BILINEAR)
+        )
+        self._tta = T.Compose(
+            [T.Resize(round(self.image_size * TTA_RESIZE), interpolation=interp), T.FiveCrop(self.image_size)]
+        )
+
+    @classmethod
+    def load(
+        cls,
+        folder: Path,
+        *,
+        device: str = "cpu",
+        precision: str = "fp32",
+        name: str | None = None,
+        batch_size: int = 64,
+    ) -> ClipBackend:
+        """Load from a model folder. precision: fp32 | fp16 | bf16 (CUDA only; CPU always runs fp32).
+
+        batch_size caps how many crops go through one forward pass.
+        """
+        import open_clip
+
+        folder = Path(folder).resolve()
+        dtype = torch_dtype(precision, device)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            f"local-dir:{folder}", device=device, precision=precision_name(dtype), weights_only=True
+        )
+        model.eval()
+        tokenizer = open_clip.get_tokenizer(f"local-dir:{folder}")
+        dims = int(json.loads((folder / "open_clip_config.json").read_text())["model_cfg"]["embed_dim"])
+        return cls(
+            model,
+            preprocess,
+            tokenizer,
+            folder=folder,
+            name=name,
+            device=device,
+            dtype=dtype,
+            dims=dims,
+            batch_size=batch_size,
+        )
+
+    @classmethod
+    def from_model_dir(cls, model_dir: Path, name: str = "clip-vit-b-32", **kw: Any) -> ClipBackend:
+        """`require_model(model_dir, name)` (ModelNotFound naming dir + bake command), then `load`."""
+        return cls.load(registry.require_model(model_dir, name), name=name, **kw)
+
+    # -- images -------------------------------------------------------------------------------
+
+    def embed(self, batch: Sequence[Image.Image]) -> np.ndarray:
+        """Backend protocol: `embed_images(batch)` with the defaults (no TTA, panorama tiling on)."""
+        return self.embed_images(batch)
+
+    def embed_images(
+        self, images: Sequence[Image.Image], *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+    ) -> np.ndarray:
+        """Embed PIL images -> float32 [n, dims], unit rows.
+
+        tta: 5-crop test-time augmentation (4 corners + centre at the model's input size, from the
+        image resized so its short side is image_size * 8/7), the 5 embeddings averaged and
+        renormalised. panorama_max_ratio: an image whose long/short side ratio exceeds it is cut into
+        ceil(ratio) square-ish tiles along the long side, each embedded (with TTA if on), averaged and
+        renormalised; None disables tiling. All crops of all images run as batched forward passes.
+        """
+        if panorama_max_ratio is not None and panorama_max_ratio < 1:
+            raise InvalidInput(f"must be >= 1 or None, got {panorama_max_ratio}", field="panorama_max_ratio")
+        views: list[torch.Tensor] = []
+        owner: list[int] = []
+        for i, image in enumerate(images):
+            if not isinstance(image, Image.Image):
+                raise InvalidInput(f"item {i} is a {type(image).__name__}, not an image", field="images")
+            image = image.convert("RGB")
+            for tile in _panorama_tiles(image, panorama_max_ratio):
+                crops = self._tta(tile) if tta else (tile,)
+                for crop in crops:
+                    views.append(self._to_tensor(crop) if tta else self._preprocess(crop))
+                    owner.append(i)
+        return self._pool(self._encode_pixels(views), owner, len(images))
+
+    def embed_frames(self, frames: np.ndarray) -> np.ndarray:
+        """Embed decoded video frames uint8 [n, H, W, 3] (RGB) -> float32 [n, dims] (no TTA/tiling)."""
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise InvalidInput(
+                f"expected uint8 [n, H, W, 3], got {frames.dtype} {list(frames.shape)}", field="frames"
+            )
+        views = [self._preprocess(Image.fromarray(f)) for f in frames]
+        return self._encode_pixels(views)
+
+    def _encode_pixels(self, views: list[torch.Tensor]) -> np.ndarray:
+        out = np.zeros((0, self.dims), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(views), self._batch_size):
+                pixels = torch.stack(views[start : start + self._batch_size]).to(self.device, self._dtype)
+                chunks.append(self._model.encode_image(pixels).float().cpu().numpy())
+        if chunks:
+            out = np.concatenate(chunks)
+        return l2_normalize(out)
+
+    def _pool(self, vectors: np.ndarray, owner: list[int], n: int) -> np.ndarray:
+        if len(owner) == n:  # one view per image: nothing to average
+            return vectors
+        index = np.asarray(owner)
+        pooled = np.stack([vectors[index == i].mean(axis=0) for i in range(n)]) if n else vectors[:0]
+        return l2_normalize(pooled)
+
+    # -- text ---------------------------------------------------------------------------------
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts with the model's own open_clip tokenizer (truncated to its context) -> [n, dims]."""
+        texts = list(texts)
+        if not all(isinstance(t, str) for t in texts):
+            raise InvalidInput("every item must be a string", field="texts")
+        if not texts:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self._batch_size):
+                tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
+                chunks.append(self._model.encode_text(tokens).float().cpu().numpy())
+        return l2_normalize(np.concatenate(chunks))
+
+    def warmup(self) -> None:
+        """One canary forward pass per tower; raises ModelUnhealthy on NaN/inf or a wrong shape."""
+        canary = Image.new("RGB", (self.image_size, self.image_size), (127, 64, 200))
+        check_output(self.embed_images([canary]), self.dims, f"{self.name} image tower")
+        check_output(self.embed_texts(["a photo of a cat"]), self.dims, f"{self.name} text tower")
+
+
+def _panorama_tiles(image: Image.Image, max_ratio: float | None) -> list[Image.Image]:
+    w, h = image.size
+    long, short = max(w, h), min(w, h)
+    if max_ratio is None or long <= max_ratio * short:
+        return [image]
+    n = math.ceil(long / short)
+    edges = [round(k * long / n) for k in range(n + 1)]
+    if w >= h:
+        return [image.crop((edges[k], 0, edges[k + 1], h)) for k in range(n)]
+    return [image.crop((0, edges[k], w, edges[k + 1])) for k in range(n)]

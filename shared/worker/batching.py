@@ -1,0 +1,197 @@
+"""Micro-batching of concurrent requests into shared forward passes (seed 001's batching scheduler).
+
+RunPod's concurrent handler runs many async jobs on one event loop. Each job calls
+`await batcher.submit(items)`; the batcher collects items from every caller for up to `window_ms`
+after the first one arrives (or until `max_batch` items are waiting), runs ONE model call for all of
+them in the model's own thread (so the loop keeps accepting), and hands each caller back its rows.
+
+- A caller with more than `max_batch` items is split into chunks; its rows come back in order.
+- Only one model call per batcher is in flight; requests arriving meanwhile form the next batch.
+- Validate before submitting: a batch call that raises is retried one caller at a time, so an
+  exception reaches only the callers whose items cause it; the others still get their rows.
+- Works under any running loop (state is per loop), e.g. the SDK's API server or its job loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchStats:
+    """Counters for observability and tests: one `passes` per model call."""
+
+    passes: int = 0
+    items: int = 0
+    requests: int = 0
+    retries: int = 0
+    largest: int = 0
+    busy_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """Which forward pass served a caller's (last) chunk, and how many items that pass held."""
+
+    pass_id: int
+    size: int
+
+
+@dataclass
+class _Entry(Generic[T]):
+    items: list[T]
+    future: asyncio.Future
+    info: list[BatchInfo] = field(default_factory=list)
+
+
+class _LoopState:
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue = asyncio.Queue()
+        self.task: asyncio.Task | None = None
+
+
+class MicroBatcher(Generic[T]):
+    """Combine concurrent `submit` calls into batched calls of `fn(items) -> float32 [len(items), d]`."""
+
+    def __init__(
+        self,
+        fn: Callable[[list[T]], np.ndarray],
+        *,
+        window_ms: float = 15.0,
+        max_batch: int = 64,
+        executor: Executor | None = None,
+        name: str = "batch",
+    ) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be >= 1")
+        self._fn = fn
+        self._window = max(0.0, window_ms) / 1000.0
+        self._max = max_batch
+        self._executor = executor
+        self.name = name
+        self.stats = BatchStats()
+        self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
+
+    async def submit(self, items: Sequence[T]) -> tuple[np.ndarray, BatchInfo]:
+        """Rows for `items` (float32 [len(items), d]) and the pass that computed them."""
+        items = list(items)
+        if not items:
+            raise ValueError("submit() needs at least one item")
+        state = self._state()
+        loop = asyncio.get_running_loop()
+        entries = [
+            _Entry(items[i : i + self._max], loop.create_future()) for i in range(0, len(items), self._max)
+        ]
+        self.stats.requests += 1
+        for entry in entries:
+            state.queue.put_nowait(entry)
+        parts = await asyncio.gather(*(e.future for e in entries))
+        rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        return rows, entries[-1].info[-1]
+
+    def _state(self) -> _LoopState:
+        loop = asyncio.get_running_loop()
+        state = self._states.get(loop)
+        if state is None:
+            for old in [lp for lp in self._states if lp.is_closed()]:
+                del self._states[old]
+            state = self._states[loop] = _LoopState()
+        if state.task is None or state.task.done():
+            state.task = loop.create_task(self._consume(state), name=f"{self.name}-batcher")
+        return state
+
+    async def _consume(self, state: _LoopState) -> None:
+        carry: deque[_Entry] = deque()
+        loop = asyncio.get_running_loop()
+        while True:
+            first = carry.popleft() if carry else await state.queue.get()
+            batch, size = [first], len(first.items)
+            deadline = loop.time() + self._window
+            while size < self._max:
+                if carry:
+                    nxt = carry.popleft()
+                else:
+                    try:
+                        nxt = state.queue.get_nowait()
+                    except asyncio.QueueEmpty:
+                        remaining = deadline - loop.time()
+                        if remaining <= 0:
+                            break
+                        try:
+                            nxt = await asyncio.wait_for(state.queue.get(), remaining)
+                        except TimeoutError:
+                            break
+                if size + len(nxt.items) > self._max:
+                    carry.appendleft(nxt)
+                    break
+                batch.append(nxt)
+                size += len(nxt.items)
+            batch = [e for e in batch if not e.future.done()]  # a caller may have been cancelled
+            if batch:
+                await self._run(batch)
+
+    async def _call(self, items: list[Any]) -> tuple[np.ndarray, BatchInfo]:
+        loop = asyncio.get_running_loop()
+        start = time.perf_counter()
+        out = await loop.run_in_executor(self._executor, self._fn, items)
+        self.stats.busy_s += time.perf_counter() - start
+        self.stats.passes += 1
+        self.stats.items += len(items)
+        self.stats.largest = max(self.stats.largest, len(items))
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(items):
+            raise RuntimeError(f"{self.name}: model returned shape {out.shape} for {len(items)} items")
+        info = BatchInfo(self.stats.passes, len(items))
+        log.debug("%s pass %d: %d items", self.name, info.pass_id, info.size)
+        return out, info
+
+    async def _run(self, batch: list[_Entry]) -> None:
+        flat = [x for e in batch for x in e.items]
+        try:
+            out, info = await self._call(flat)
+        except Exception as exc:  # isolate: retry each caller alone so only the culprit sees it
+            if len(batch) == 1:
+                _settle(batch[0], exc=exc)
+                return
+            self.stats.retries += 1
+            for entry in batch:
+                try:
+                    rows, one = await self._call(entry.items)
+                except Exception as one_exc:
+                    _settle(entry, exc=one_exc)
+                else:
+                    _settle(entry, rows=rows, info=one)
+            return
+        start = 0
+        for entry in batch:
+            end = start + len(entry.items)
+            _settle(entry, rows=out[start:end], info=info)
+            start = end
+
+
+def _settle(
+    entry: _Entry,
+    *,
+    rows: np.ndarray | None = None,
+    info: BatchInfo | None = None,
+    exc: BaseException | None = None,
+) -> None:
+    if entry.future.done():
+        return
+    if exc is not None:
+        entry.future.set_exception(exc)
+    else:
+        entry.info.append(info)
+        entry.future.set_result(rows)

@@ -1,0 +1,306 @@
+"""Typed RunPod job inputs and `parse_job`, a pure parser (no I/O, no models).
+
+Accepted `job["input"]` shapes (every object refuses unknown keys; types are strict, no coercion):
+
+    {"task": "embed_item",
+     "item": {"owner_id": ID, "item_id": ID, "modality": "video" | "audio" | "image"},
+     "source_url": URL,                      presigned GET of the source object
+     "channels": [CHANNEL, ...],             RunPod channels of shared.spec valid for the modality
+     "outputs": {CHANNEL: URL, ...},         one presigned PUT per channel, no others
+     "fingerprints": {CHANNEL: HEX, ...}?}   what the dispatcher expects (shared.spec); a channel whose
+                                             fingerprint differs fails instead of writing a stale artifact
+    {"task": "transcribe", "source_url": URL, "language": "en"?, "vad": bool?, "word_timestamps": bool?,
+     "beam_size": 1..10?}
+    {"task": "clip_text", "texts": [str, ...]}
+    {"task": "clip_image", "images": [{"url": URL} | {"base64": B64}, ...], "tta": bool?}
+
+ID is `[A-Za-z0-9_-]{1,64}`; URL is absolute http(s). Channels valid per modality: video -> video_clip,
+video_mae, audio_wav2vec2, transcript (the audio track); audio -> audio_wav2vec2, transcript;
+image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
+`field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shared import spec
+from shared.errors import InvalidInput, PayloadTooLarge
+
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_URL_CHARS = 8192
+TASKS = ("embed_item", "transcribe", "clip_text", "clip_image")
+
+# The channels an item of each modality may ask for (a video's audio track feeds the audio channels).
+CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
+    "video": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality in ("video", "audio")),
+    "audio": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality == "audio"),
+    "image": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality == "image"),
+}
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-job size limits (from WorkerSettings); the defaults match the settings' defaults."""
+
+    max_texts: int = 256
+    max_text_chars: int = 2000
+    max_images: int = 32
+    max_image_bytes: int = 20_000_000
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Limits:
+        return cls(
+            max_texts=settings.max_texts,
+            max_text_chars=settings.max_text_chars,
+            max_images=settings.max_images,
+            max_image_bytes=settings.max_image_bytes,
+        )
+
+
+def _limits(info: ValidationInfo) -> Limits:
+    ctx = info.context or {}
+    return ctx.get("limits") or Limits()
+
+
+def check_url(value: str) -> str:
+    """An absolute http(s) URL with a host; the value itself never appears in the error."""
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"URL is longer than {MAX_URL_CHARS} characters")
+    if any(c.isspace() or ord(c) < 0x20 for c in value):
+        raise ValueError("URL contains whitespace or control characters")
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018  (raises ValueError for a malformed port)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("must be an absolute http(s) URL")
+    return value
+
+
+Url = Annotated[str, Field(min_length=1), AfterValidator(check_url)]
+Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ItemRef(_Strict):
+    owner_id: Ident
+    item_id: Ident
+    modality: Literal["video", "audio", "image"]
+
+
+class EmbedItemRequest(_Strict):
+    task: Literal["embed_item"]
+    item: ItemRef
+    source_url: Url
+    channels: list[str] = Field(min_length=1)
+    outputs: dict[str, Url]
+    fingerprints: dict[str, str] | None = None
+
+    def check_channels(self) -> None:
+        """Channels valid for the modality, each with exactly one output URL (InvalidInput with the path)."""
+        allowed = CHANNELS_BY_MODALITY[self.item.modality]
+        seen: set[str] = set()
+        for i, ch in enumerate(self.channels):
+            if ch in seen:
+                raise InvalidInput(f"duplicate channel {_short(ch)}", field=f"input.channels[{i}]")
+            if ch not in allowed:
+                raise InvalidInput(
+                    f"{_short(ch)} is not a RunPod channel for a {self.item.modality} item; "
+                    f"allowed: {', '.join(allowed)}",
+                    field=f"input.channels[{i}]",
+                )
+            seen.add(ch)
+        for ch in self.channels:
+            if ch not in self.outputs:
+                raise InvalidInput(f"no output URL for channel {ch}", field=f"input.outputs.{ch}")
+        for ch in self.outputs:
+            if ch not in seen:
+                raise InvalidInput(
+                    "an output URL for a channel that was not requested", field=f"input.outputs.{_short(ch)}"
+                )
+        for ch in self.fingerprints or {}:
+            if ch not in seen:
+                raise InvalidInput(
+                    "a fingerprint for a channel that was not requested",
+                    field=f"input.fingerprints.{_short(ch)}",
+                )
+
+
+class TranscribeRequest(_Strict):
+    task: Literal["transcribe"]
+    source_url: Url
+    language: Annotated[str, Field(pattern=r"^[a-z]{2,3}$")] | None = None
+    vad: bool | None = None
+    word_timestamps: bool = False
+    beam_size: Annotated[int, Field(ge=1, le=10)] | None = None
+
+
+def _check_text(text: str, info: ValidationInfo) -> str:
+    if not text.strip():
+        raise ValueError("the text is empty")
+    limit = _limits(info).max_text_chars
+    if len(text) > limit:
+        raise ValueError(f"the text is longer than {limit} characters")
+    return text
+
+
+class ClipTextRequest(_Strict):
+    task: Literal["clip_text"]
+    texts: list[Annotated[str, AfterValidator(_check_text)]] = Field(min_length=1)
+
+    @field_validator("texts")
+    @classmethod
+    def _check_count(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        limit = _limits(info).max_texts
+        if len(v) > limit:
+            raise ValueError(f"at most {limit} texts per job, got {len(v)}")
+        return v
+
+
+class ImageRef(_Strict):
+    """One image: a URL to fetch, or base64 bytes (a `data:image/...;base64,` prefix is accepted)."""
+
+    url: Url | None = None
+    base64: str | None = None
+    _data: bytes | None = PrivateAttr(default=None)
+
+    @field_validator("base64")
+    @classmethod
+    def _check_b64(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return None
+        _decode_b64(v, _limits(info).max_image_bytes)
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ImageRef:
+        if (self.url is None) == (self.base64 is None):
+            raise ValueError('give exactly one of "url" or "base64"')
+        return self
+
+    def data(self, max_bytes: int) -> bytes:
+        """The decoded base64 bytes (cached); only for base64 images."""
+        if self.base64 is None:
+            raise ValueError("not a base64 image")
+        if self._data is None:
+            self._data = _decode_b64(self.base64, max_bytes)
+        return self._data
+
+
+def _decode_b64(text: str, max_bytes: int) -> bytes:
+    if text.startswith("data:"):
+        head, sep, rest = text.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise ValueError("a data: URL must be base64 encoded")
+        text = rest
+    if (len(text) // 4) * 3 > max_bytes + 2:
+        raise PydanticCustomError(
+            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if not data:
+        raise ValueError("the image is empty")
+    if len(data) > max_bytes:
+        raise PydanticCustomError(
+            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
+        )
+    return data
+
+
+class ClipImageRequest(_Strict):
+    task: Literal["clip_image"]
+    images: list[ImageRef] = Field(min_length=1)
+    tta: bool | None = None
+
+    @field_validator("images")
+    @classmethod
+    def _check_count(cls, v: list[ImageRef], info: ValidationInfo) -> list[ImageRef]:
+        limit = _limits(info).max_images
+        if len(v) > limit:
+            raise ValueError(f"at most {limit} images per job, got {len(v)}")
+        return v
+
+
+JobRequest = EmbedItemRequest | TranscribeRequest | ClipTextRequest | ClipImageRequest
+_ADAPTERS: dict[str, TypeAdapter] = {
+    "embed_item": TypeAdapter(EmbedItemRequest),
+    "transcribe": TypeAdapter(TranscribeRequest),
+    "clip_text": TypeAdapter(ClipTextRequest),
+    "clip_image": TypeAdapter(ClipImageRequest),
+}
+
+
+def _short(value: object, limit: int = 40) -> str:
+    text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = "input"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{_short(part)}"
+    return out
+
+
+def _message(err: dict[str, Any]) -> str:
+    msg = str(err.get("msg", "invalid"))
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix) :]
+    if err.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    elif err.get("type") == "string_pattern_mismatch" and ID_PATTERN in msg:
+        msg = "must match [A-Za-z0-9_-]{1,64}"
+    return msg
+
+
+def parse_job(job_input: Any, limits: Limits | None = None) -> JobRequest:
+    """Validate a RunPod `job["input"]` into a typed request, or raise InvalidInput naming the field."""
+    if not isinstance(job_input, dict):
+        raise InvalidInput(
+            f"the job input must be a JSON object, got {type(job_input).__name__}", field="input"
+        )
+    task = job_input.get("task")
+    if not isinstance(task, str) or task not in _ADAPTERS:
+        got = "missing" if task is None else _short(repr(task))
+        raise InvalidInput(f"expected one of {', '.join(TASKS)}; got {got}", field="input.task")
+    try:
+        request = _ADAPTERS[task].validate_python(
+            job_input, strict=True, context={"limits": limits or Limits()}
+        )
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        cls = PayloadTooLarge if first.get("type") == "payload_too_large" else InvalidInput
+        raise cls(_message(first) + more, field=_path(tuple(first.get("loc", ())))) from None
+    if isinstance(request, EmbedItemRequest):
+        request.check_channels()
+    return request

@@ -1,0 +1,211 @@
+"""RunPod worker settings, read once at start from a mapping (normally os.environ) and frozen.
+
+Every variable (all optional; the defaults are the production values):
+
+    MODEL_DIR                 baked model folder (image: /models; dev: <repo>/.models)
+    DEVICE                    auto | cpu | cuda | cuda:N          (auto: cuda when available)
+    PRECISION                 fp16 | bf16 | fp32                  (CPU always runs fp32)
+    CLIP_MODEL                registry name of the CLIP model      (clip-vit-b-32; clip-eva02-l-14-336)
+    WORKER_TASKS              tasks served  (embed_item,transcribe,clip_text,clip_image)
+    WORKER_CHANNELS           embed_item channels it serves        (all RunPod channels of shared.spec)
+    ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
+    PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
+    MAX_DOWNLOAD_BYTES        source size cap                      (2147483648)
+    DOWNLOAD_TIMEOUT_S        download/upload time limit, seconds  (300)
+    ALLOW_PRIVATE_URLS        allow loopback/private addresses     (0; only the local stack sets it)
+    BATCH_WINDOW_MS           clip_text/clip_image batching window (15)
+    MAX_BATCH                 items per batched forward pass       (64)
+    WORKER_CONCURRENCY        jobs RunPod hands this worker at once (8)
+    MEDIA_CONCURRENCY         embed_item/transcribe jobs decoding at once (2)
+    MAX_TEXTS                 texts per clip_text job              (256)
+    MAX_TEXT_CHARS            characters per text                  (2000)
+    MAX_IMAGES                images per clip_image job            (32)
+    MAX_IMAGE_BYTES           bytes per clip_image image           (20000000)
+    MAX_IMAGE_PIXELS          decoded pixels per image             (50000000)
+    TRANSCRIPT_MAX_SECONDS    audio transcribed per item/job       (1800)
+
+The embed_item channels are the spec's contract: when a channel is enabled, the CLIP model, TTA and
+panorama ratio must equal what `shared.spec` records for it (its fingerprint says so), otherwise start
+fails with ConfigError. The clip_text / clip_image tasks may use any CLIP model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from shared import spec
+from shared.errors import ConfigError
+from shared.models import registry
+from shared.settings import choice, model_dir_from, positive, read, read_bool
+
+TASKS = ("embed_item", "transcribe", "clip_text", "clip_image")
+PRECISIONS = ("fp16", "bf16", "fp32")
+CLIP_CHANNELS = ("video_clip", "image_clip")
+# The model each embed_item channel needs, besides CLIP (which CLIP_MODEL picks).
+TRANSCRIPT_MODEL = spec.CHANNELS["transcript"].model
+
+
+def _csv(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    def inner(raw: str) -> tuple[str, ...]:
+        names = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
+        if not names or any(n not in allowed for n in names):
+            raise ValueError(raw)
+        return names
+
+    return inner
+
+
+def _device(raw: str) -> str:
+    low = raw.strip().lower()
+    if low in ("auto", "cpu", "cuda") or (low.startswith("cuda:") and low[5:].isdigit()):
+        return low
+    raise ValueError(raw)
+
+
+def _clip_name(raw: str) -> str:
+    entry = registry.REGISTRY.get(raw)
+    if entry is None or entry.kind != "open_clip":
+        raise ValueError(raw)
+    return raw
+
+
+def _ratio(raw: str) -> float:
+    value = float(raw)
+    if not value >= 1.0 or value == float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """The GPU worker's configuration. Build with `from_env`; tests pass plain dicts."""
+
+    model_dir: Path
+    device: str = "cpu"  # resolved: cpu | cuda | cuda:N
+    precision: str = "fp32"  # effective: always fp32 on CPU
+    clip_model: str = "clip-vit-b-32"
+    tasks: tuple[str, ...] = TASKS
+    channels: tuple[str, ...] = spec.RUNPOD_CHANNELS
+    tta: bool = True
+    panorama_max_ratio: float = 2.6
+    max_download_bytes: int = 2 * 1024**3
+    download_timeout_s: float = 300.0
+    allow_private_urls: bool = False
+    batch_window_ms: float = 15.0
+    max_batch: int = 64
+    concurrency: int = 8
+    media_concurrency: int = 2
+    max_texts: int = 256
+    max_text_chars: int = 2000
+    max_images: int = 32
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 50_000_000
+    transcript_max_seconds: float = 1800.0
+
+    @classmethod
+    def from_env(
+        cls, env: Mapping[str, str] | None = None, *, cuda_available: Callable[[], bool] = _cuda_available
+    ) -> WorkerSettings:
+        """Read and validate every setting; a malformed value raises ConfigError with an example."""
+        env = os.environ if env is None else env
+        requested = read(env, "DEVICE", _device, "auto", "cuda")
+        device = ("cuda" if cuda_available() else "cpu") if requested == "auto" else requested
+        precision = read(env, "PRECISION", choice(*PRECISIONS), "fp16", "fp16")
+        if device == "cpu":
+            precision = "fp32"  # half precision on CPU is slow and lossy; never what anyone wants
+        settings = cls(
+            model_dir=model_dir_from(env),
+            device=device,
+            precision=precision,
+            clip_model=read(env, "CLIP_MODEL", _clip_name, cls.clip_model, "clip-vit-b-32"),
+            tasks=read(env, "WORKER_TASKS", _csv(TASKS), cls.tasks, "clip_text,clip_image"),
+            channels=read(
+                env, "WORKER_CHANNELS", _csv(spec.RUNPOD_CHANNELS), cls.channels, "video_clip,transcript"
+            ),
+            tta=read_bool(env, "ENABLE_TTA", cls.tta),
+            panorama_max_ratio=read(env, "PANORAMA_MAX_RATIO", _ratio, cls.panorama_max_ratio, "2.6"),
+            max_download_bytes=read(
+                env, "MAX_DOWNLOAD_BYTES", positive(int), cls.max_download_bytes, "2147483648"
+            ),
+            download_timeout_s=read(env, "DOWNLOAD_TIMEOUT_S", _seconds, cls.download_timeout_s, "300"),
+            allow_private_urls=read_bool(env, "ALLOW_PRIVATE_URLS", cls.allow_private_urls),
+            batch_window_ms=read(env, "BATCH_WINDOW_MS", _non_negative_float, cls.batch_window_ms, "15"),
+            max_batch=read(env, "MAX_BATCH", positive(int), cls.max_batch, "64"),
+            concurrency=read(env, "WORKER_CONCURRENCY", positive(int), cls.concurrency, "8"),
+            media_concurrency=read(env, "MEDIA_CONCURRENCY", positive(int), cls.media_concurrency, "2"),
+            max_texts=read(env, "MAX_TEXTS", positive(int), cls.max_texts, "256"),
+            max_text_chars=read(env, "MAX_TEXT_CHARS", positive(int), cls.max_text_chars, "2000"),
+            max_images=read(env, "MAX_IMAGES", positive(int), cls.max_images, "32"),
+            max_image_bytes=read(env, "MAX_IMAGE_BYTES", positive(int), cls.max_image_bytes, "20000000"),
+            max_image_pixels=read(env, "MAX_IMAGE_PIXELS", positive(int), cls.max_image_pixels, "50000000"),
+            transcript_max_seconds=read(
+                env, "TRANSCRIPT_MAX_SECONDS", _seconds, cls.transcript_max_seconds, "1800"
+            ),
+        )
+        settings.check_spec()
+        return settings
+
+    @property
+    def embed_channels(self) -> tuple[str, ...]:
+        """The embed_item channels actually served (none when the embed_item task is off)."""
+        return self.channels if "embed_item" in self.tasks else ()
+
+    def required_models(self) -> tuple[str, ...]:
+        """Registry names of every model this worker loads at start, in a stable order."""
+        names: list[str] = []
+        if {"clip_text", "clip_image"} & set(self.tasks) or set(CLIP_CHANNELS) & set(self.embed_channels):
+            names.append(self.clip_model)
+        for ch in self.embed_channels:
+            model = spec.CHANNELS[ch].model
+            if ch not in CLIP_CHANNELS and model not in names:
+                names.append(model)
+        if "transcribe" in self.tasks and TRANSCRIPT_MODEL not in names:
+            names.append(TRANSCRIPT_MODEL)
+        return tuple(names)
+
+    def check_spec(self) -> None:
+        """Refuse a configuration that would write artifacts the spec's fingerprints do not describe."""
+        for name in set(CLIP_CHANNELS) & set(self.embed_channels):
+            ch = spec.CHANNELS[name]
+            if ch.model != self.clip_model:
+                raise ConfigError(
+                    f"CLIP_MODEL={self.clip_model} but channel {name} is specified with {ch.model} "
+                    f"(shared/spec.py); change the spec (a new spec version) or leave {name} out of "
+                    f"WORKER_CHANNELS, e.g. WORKER_CHANNELS=video_mae,audio_wav2vec2,transcript"
+                )
+        if "image_clip" in self.embed_channels:
+            pp = spec.CHANNELS["image_clip"].preprocessing
+            spec_tta = pp.get("tta") not in (None, False, "none")
+            if spec_tta != self.tta:
+                raise ConfigError(
+                    f"ENABLE_TTA={int(self.tta)} but channel image_clip is specified with "
+                    f"tta={pp.get('tta')!r}; example: ENABLE_TTA={int(spec_tta)}"
+                )
+            if float(pp.get("panorama_max_ratio", self.panorama_max_ratio)) != self.panorama_max_ratio:
+                raise ConfigError(
+                    f"PANORAMA_MAX_RATIO={self.panorama_max_ratio} but channel image_clip is specified "
+                    f"with {pp['panorama_max_ratio']}; example: PANORAMA_MAX_RATIO={pp['panorama_max_ratio']}"
+                )
+
+
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(raw)
+    return value

@@ -1,0 +1,54 @@
+"""Dev models for the GPU-side backends, built once per run into the dev MODEL_DIR (idempotent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from shared.models.devmodels import setup_dev_models
+from shared.settings import DEFAULT_MODEL_DIR
+
+GPU_DEV_MODELS = ("whisper-tiny.en", "clip-vit-b-32", "clip-eva02-l-14-336", "videomae-base", "wav2vec2-base")
+
+
+@pytest.fixture(scope="session")
+def gpu_model_dir() -> Path:
+    setup_dev_models(DEFAULT_MODEL_DIR, GPU_DEV_MODELS)
+    return DEFAULT_MODEL_DIR
+
+
+@pytest.fixture(scope="session")
+def clip(gpu_model_dir: Path):
+    from shared.models.clip import ClipBackend
+
+    backend = ClipBackend.from_model_dir(gpu_model_dir, "clip-vit-b-32")
+    backend.warmup()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def whisper(gpu_model_dir: Path):
+    from shared.models.whisper import WhisperBackend
+
+    backend = WhisperBackend.from_model_dir(gpu_model_dir, cpu_threads=2)
+    backend.warmup()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def videomae(gpu_model_dir: Path):
+    from shared.models.videomae import VideoMAEBackend
+
+    backend = VideoMAEBackend.from_model_dir(gpu_model_dir)
+    backend.warmup()
+    return backend
+
+
+@pytest.fixture(scope="session")
+def wav2vec2(gpu_model_dir: Path):
+    from shared.models.wav2vec2 import Wav2Vec2Backend
+
+    backend = Wav2Vec2Backend.from_model_dir(gpu_model_dir)
+    backend.warmup()
+    return backend

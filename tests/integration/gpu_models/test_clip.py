@@ -1,0 +1,139 @@
+"""OpenCLIP backend on tiny random-weight dev models built through the real loader."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import ConfigError, InvalidInput
+from shared.models import registry
+from shared.models.backend import Backend, l2_normalize
+from shared.models.clip import ClipBackend
+
+pytestmark = pytest.mark.integration
+
+
+def picture(w: int, h: int, seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, size=(h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8)
+    return Image.fromarray(blocks.repeat(8, 0).repeat(8, 1)[:h, :w])
+
+
+@pytest.fixture(scope="module")
+def images() -> list[Image.Image]:
+    return [picture(120, 100, 1), picture(200, 300, 2), picture(64, 64, 3).convert("L"), picture(90, 80, 4)]
+
+
+def unit_rows(x: np.ndarray) -> bool:
+    return bool(np.allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5))
+
+
+def test_identity_and_shapes(clip: ClipBackend, images) -> None:
+    entry = registry.get("clip-vit-b-32")
+    assert isinstance(clip, Backend)
+    assert clip.dims == entry.dims == 512
+    assert clip.image_size == entry.preprocessing["image_size"] == 224
+    assert clip.random is True and "random-weights" in clip.model_label
+    assert clip.precision == "fp32" and clip.device == "cpu"
+    out = clip.embed_images(images)
+    assert out.shape == (4, 512) and out.dtype == np.float32 and unit_rows(out)
+    assert clip.embed([]).shape == (0, 512)
+
+
+def test_random_weights_are_logged_as_a_warning(gpu_model_dir, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING):
+        ClipBackend.from_model_dir(gpu_model_dir, "clip-vit-b-32")
+    assert any("RANDOM weights" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+
+
+def test_batch_equals_single(clip: ClipBackend, images) -> None:
+    for tta in (False, True):
+        batch = clip.embed_images(images, tta=tta)
+        single = np.stack([clip.embed_images([im], tta=tta)[0] for im in images])
+        np.testing.assert_allclose(batch, single, atol=1e-5)
+
+
+def test_tta_differs_but_stays_unit(clip: ClipBackend, images) -> None:
+    plain = clip.embed_images(images)
+    tta = clip.embed_images(images, tta=True)
+    assert unit_rows(tta)
+    assert np.abs(plain - tta).max() > 1e-3
+    # The 5 crops are the corners and centre of the short-side-256 resize: check one by hand.
+    im = images[0]
+    big = im.resize((round(256 * im.width / im.height), 256), Image.BICUBIC)
+    centre = big.crop(((big.width - 224) // 2, 16, (big.width - 224) // 2 + 224, 240))
+    corner = big.crop((0, 0, 224, 224))
+    views = clip.embed_images([centre, corner], panorama_max_ratio=None)
+    sims = tta[0] @ views.T
+    assert (sims > 0.9).all(), sims
+
+
+@pytest.mark.parametrize("size", [(600, 200), (200, 600)])
+def test_panorama_is_tiled(clip: ClipBackend, size) -> None:
+    pano = picture(*size, seed=7)
+    tiled = clip.embed_images([pano])[0]
+    whole = clip.embed_images([pano], panorama_max_ratio=None)[0]
+    w, h = size
+    boxes = (
+        [(k * 200, 0, (k + 1) * 200, 200) for k in range(3)]
+        if w > h
+        else [(0, k * 200, 200, (k + 1) * 200) for k in range(3)]
+    )
+    tiles = clip.embed_images([pano.crop(b) for b in boxes], panorama_max_ratio=None)
+    np.testing.assert_allclose(tiled, l2_normalize(tiles.mean(axis=0)), atol=1e-5)
+    assert np.abs(tiled - whole).max() > 1e-3
+    # Below the ratio nothing is tiled.
+    np.testing.assert_allclose(clip.embed_images([pano], panorama_max_ratio=3.5)[0], whole, atol=1e-6)
+
+
+def test_frames_match_images(clip: ClipBackend, images) -> None:
+    frames = np.stack([np.asarray(im.convert("RGB").resize((64, 48))) for im in images])
+    out = clip.embed_frames(frames)
+    expected = clip.embed_images([Image.fromarray(f) for f in frames])
+    assert out.shape == (4, 512)
+    np.testing.assert_allclose(out, expected, atol=1e-5)
+
+
+def test_texts(clip: ClipBackend) -> None:
+    out = clip.embed_texts(["a photo of a cat", "a diagram of a bridge", "a photo of a cat", "x" * 5000])
+    assert out.shape == (4, 512) and unit_rows(out)
+    np.testing.assert_allclose(out[0], out[2], atol=1e-6)
+    assert np.abs(out[0] - out[1]).max() > 1e-3
+    assert clip.embed_texts([]).shape == (0, 512)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        (lambda c: c.embed_images([np.zeros((4, 4, 3), np.uint8)]), "images"),
+        (lambda c: c.embed_images([Image.new("RGB", (8, 8))], panorama_max_ratio=0.5), "panorama_max_ratio"),
+        (lambda c: c.embed_frames(np.zeros((2, 8, 8, 3), np.float32)), "frames"),
+        (lambda c: c.embed_frames(np.zeros((8, 8, 3), np.uint8)), "frames"),
+        (lambda c: c.embed_texts(["ok", 3]), "texts"),
+    ],
+)
+def test_bad_input(clip: ClipBackend, call, field) -> None:
+    with pytest.raises(InvalidInput) as err:
+        call(clip)
+    assert err.value.field == field
+
+
+def test_precision(gpu_model_dir) -> None:
+    folder = registry.require_model(gpu_model_dir, "clip-vit-b-32")
+    assert ClipBackend.load(folder, precision="fp16").precision == "fp32"  # CPU always runs fp32
+    with pytest.raises(ConfigError, match="fp16"):
+        ClipBackend.load(folder, precision="int4")
+
+
+def test_eva02_is_selectable_through_the_same_loader(gpu_model_dir) -> None:
+    entry = registry.get("clip-eva02-l-14-336")
+    eva = ClipBackend.from_model_dir(gpu_model_dir, entry.name)
+    assert (eva.dims, eva.image_size) == (entry.dims, entry.preprocessing["image_size"]) == (768, 336)
+    assert eva.random and eva.name == entry.name
+    assert type(eva._model.visual).__name__ == "TimmModel"  # the tower family EVA02-L uses
+    eva.warmup()
+    out = eva.embed_images([picture(300, 200, 9)])
+    assert out.shape == (1, 768) and unit_rows(out)

@@ -1,0 +1,48 @@
+"""Nothing under handlers.aws_lambda imports torch or transformers, even indirectly (DESIGN.md, Dependencies).
+
+Every module of the package is really imported, in a fresh interpreter, with MODEL_DIR pointing at the
+dev models (embed_text loads MiniLM at import, as Lambda does at cold start). Marked integration: it
+loads the real ONNX model in a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from shared.settings import REPO_ROOT
+from tests.integration.lambda_text.dev_model import dev_minilm_model_dir
+
+pytestmark = pytest.mark.integration
+
+HEAVY = ("torch", "transformers", "sentence_transformers", "torchvision", "open_clip")
+
+PROBE = """
+import importlib, json, pkgutil, sys
+import handlers.aws_lambda as pkg
+names = [m.name for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + ".")]
+for name in names:
+    importlib.import_module(name)
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(sys.argv[1])))
+print(json.dumps({"imported": names, "heavy": heavy}))
+"""
+
+
+def test_lambda_modules_import_without_torch():
+    env = {**os.environ, "MODEL_DIR": str(dev_minilm_model_dir())}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert "handlers.aws_lambda.embed_text" in result["imported"]
+    assert result["heavy"] == []

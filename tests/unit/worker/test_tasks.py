@@ -1,0 +1,334 @@
+"""The job logic with fake models and local files (no sockets): decode once, channels independent,
+artifacts exactly as uploaded, safe errors, temp folders removed."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import io
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shared import spec
+from shared.errors import FetchError, PayloadTooLarge
+from shared.worker.settings import WorkerSettings
+from shared.worker.tasks import Models, Worker, redact
+from tests.media_factory import make_audio, make_image_bytes, make_video, png_with_claimed_size
+from tests.unit.worker.fakes import FakeClip, FakeVideoMAE, FakeWav2Vec2, FakeWhisper
+
+pytestmark = pytest.mark.unit
+
+SECRET = "X-Amz-Signature=0123SECRET"
+
+
+def url(name: str) -> str:
+    return f"https://bucket.example.com/{name}?{SECRET}"
+
+
+class Harness:
+    """A Worker whose downloads come from local files and whose uploads are captured."""
+
+    def __init__(self, files: dict[str, Path], env: dict[str, str] | None = None) -> None:
+        settings = WorkerSettings.from_env(env or {}, cuda_available=lambda: False)
+        self.models = Models(
+            clip=FakeClip(), whisper=FakeWhisper(), videomae=FakeVideoMAE(), wav2vec2=FakeWav2Vec2()
+        )
+        self.worker = Worker(settings, self.models)
+        self.files = files
+        self.uploads: dict[str, tuple[bytes, str]] = {}
+        self.fail_upload: set[str] = set()
+        self.downloads: list[str] = []
+        self.worker._download = self._download
+        self.worker._upload = self._upload
+
+    def _download(self, source_url: str, dest: Path, max_bytes: int) -> Path:
+        self.downloads.append(source_url)
+        name = source_url.split("?")[0].rsplit("/", 1)[-1]
+        src = self.files[name]
+        if src.stat().st_size > max_bytes:
+            raise PayloadTooLarge(f"object is over the limit of {max_bytes} bytes")
+        out = dest / f"download-{name}"
+        shutil.copy(src, out)
+        return out
+
+    def _upload(self, put_url: str, data: bytes, content_type: str) -> None:
+        name = put_url.split("?")[0].rsplit("/", 1)[-1]
+        if name in self.fail_upload:
+            raise FetchError(f"PUT bucket.example.com: HTTP 503 for {put_url}")
+        self.uploads[name] = (data, content_type)
+
+    def run(self, job_input: dict) -> dict:
+        return asyncio.run(self.worker.handle({"id": "job-1", "input": job_input}))
+
+
+def embed_job(source: str, modality: str, channels: list[str], **extra) -> dict:
+    return {
+        "task": "embed_item",
+        "item": {"owner_id": "own", "item_id": "it", "modality": modality},
+        "source_url": url(source),
+        "channels": channels,
+        "outputs": {c: url(f"{c}.out") for c in channels},
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("media")
+    files = {
+        "clip.mp4": make_video(d / "clip.mp4", seconds=2.0, fps=10, with_audio=True).path,
+        "short.mp4": make_video(d / "short.mp4", seconds=0.5, fps=10).path,
+        "tone.wav": make_audio(d / "tone.wav", 1.5),
+        "zero.mp4": d / "zero.mp4",
+        "garbage.mp4": d / "garbage.mp4",
+        "photo.png": d / "photo.png",
+        "huge.png": d / "huge.png",
+    }
+    files["zero.mp4"].write_bytes(b"")
+    files["garbage.mp4"].write_bytes(b"this is not a video at all" * 10)
+    files["photo.png"].write_bytes(make_image_bytes((40, 30)))
+    files["huge.png"].write_bytes(png_with_claimed_size())
+    return files
+
+
+@pytest.fixture
+def temp_root(tmp_path, monkeypatch) -> Path:
+    root = tmp_path / "tmp"
+    root.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(root))
+    return root
+
+
+def load_npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+def test_video_item_runs_every_channel_from_one_download(media, temp_root):
+    h = Harness(media)
+    channels = ["video_clip", "video_mae", "audio_wav2vec2", "transcript"]
+    out = h.run(embed_job("clip.mp4", "video", channels))
+    assert h.downloads == [url("clip.mp4")]
+    assert list(out["channels"]) == channels
+    assert all(r["status"] == "succeeded" for r in out["channels"].values()), out
+    assert out["spec_version"] == spec.SPEC_VERSION
+    assert out["item"] == {"owner_id": "own", "item_id": "it", "modality": "video"}
+    src = media["clip.mp4"].read_bytes()
+    assert out["source"]["bytes"] == len(src)
+    assert out["source"]["sha256"] == hashlib.sha256(src).hexdigest()
+    assert out["source"]["has_video"] and out["source"]["has_audio"]
+    assert abs(out["source"]["duration"] - 2.0) < 0.2
+    for name in channels:
+        data, ctype = h.uploads[f"{name}.out"]
+        meta = out["channels"][name]
+        assert meta["sha256"] == hashlib.sha256(data).hexdigest()
+        assert meta["bytes"] == len(data)
+        assert meta["fingerprint"] == spec.CHANNELS[name].fingerprint
+        assert meta["content_type"] == ctype
+    vc = out["channels"]["video_clip"]
+    matrix = load_npy(h.uploads["video_clip.out"][0])
+    assert matrix.dtype == np.float32 and matrix.shape == (17, 512) and vc["shape"] == [17, 512]
+    np.testing.assert_allclose(np.linalg.norm(matrix, axis=1), 1.0, atol=1e-5)
+    pooled = matrix[1:].mean(axis=0)
+    np.testing.assert_allclose(matrix[0], pooled / np.linalg.norm(pooled), atol=1e-6)
+    assert len(vc["timestamps"]) == 16 and vc["timestamps"] == sorted(vc["timestamps"])
+    assert vc["model"] == "clip-vit-b-32:fake" and vc["random"] is True
+    mae = load_npy(h.uploads["video_mae.out"][0])
+    assert mae.shape == (768,) and abs(np.linalg.norm(mae) - 1) < 1e-5
+    assert h.models.videomae.seen[0][0] == 16  # the same 16 frames video_clip saw
+    assert h.models.clip.calls == [("frame", 16)]
+    # 2 s at 16 kHz (AAC pads to whole 1024-sample frames), decoded once for both audio channels
+    assert len(h.models.wav2vec2.seen) == 1 and abs(h.models.wav2vec2.seen[0] - 32000) <= 1024
+    assert h.models.whisper.calls[0]["samples"] == h.models.wav2vec2.seen[0]
+    transcript = h.uploads["transcript.out"]
+    assert transcript[1] == "application/json"
+    import json
+
+    doc = json.loads(transcript[0])
+    assert set(doc) == {"text", "segments", "language", "duration"} and doc["text"] == "hello world"
+    assert list(temp_root.iterdir()) == []  # the download folder is gone
+
+
+def test_short_clip_pads_videomae_but_not_the_clip_frame_rows(media, temp_root):
+    h = Harness(media)
+    out = h.run(embed_job("short.mp4", "video", ["video_clip", "video_mae"]))
+    vc = out["channels"]["video_clip"]
+    assert vc["status"] == "succeeded"
+    assert vc["frames"] == 5 and vc["shape"] == [6, 512]  # 0.5 s at 10 fps: 5 real frames
+    assert out["channels"]["video_mae"]["padded"] == 11
+    assert h.models.videomae.seen[0][0] == 16
+
+
+def test_audio_only_source_fails_video_channels_and_serves_audio_ones(media, temp_root):
+    h = Harness(media)
+    out = h.run(embed_job("tone.wav", "video", ["video_clip", "video_mae", "audio_wav2vec2", "transcript"]))
+    ch = out["channels"]
+    for name in ("video_clip", "video_mae"):
+        assert ch[name]["status"] == "failed"
+        assert ch[name]["error"]["code"] == "media_error"
+        assert "no video stream" in ch[name]["error"]["message"]
+        assert ch[name]["error"]["retryable"] is False
+        assert f"{name}.out" not in h.uploads  # no partial artifact
+    assert ch["audio_wav2vec2"]["status"] == "succeeded"
+    assert ch["transcript"]["status"] == "succeeded"
+
+
+def test_audio_item(media, temp_root):
+    h = Harness(media)
+    out = h.run(embed_job("tone.wav", "audio", ["audio_wav2vec2", "transcript"]))
+    assert {r["status"] for r in out["channels"].values()} == {"succeeded"}
+    assert out["channels"]["audio_wav2vec2"]["shape"] == [768]
+    assert out["channels"]["audio_wav2vec2"]["audio_seconds"] == 1.5
+
+
+def test_image_item_uses_tta_from_settings(media, temp_root):
+    h = Harness(media)
+    out = h.run(embed_job("photo.png", "image", ["image_clip"]))
+    ic = out["channels"]["image_clip"]
+    assert ic["status"] == "succeeded" and ic["shape"] == [512] and ic["tta"] is True
+    assert h.models.clip.calls == [("image-tta1", 1)]
+    assert out["source"]["width"] == 40 and out["source"]["height"] == 30
+
+
+def test_one_failed_upload_fails_only_that_channel(media, temp_root):
+    h = Harness(media)
+    h.fail_upload = {"video_mae.out"}
+    out = h.run(embed_job("clip.mp4", "video", ["video_clip", "video_mae"]))
+    assert out["channels"]["video_clip"]["status"] == "succeeded"
+    err = out["channels"]["video_mae"]["error"]
+    assert err["code"] == "fetch_error" and err["retryable"] is True
+    assert "SECRET" not in err["message"]  # the URL's query was stripped
+
+
+def test_fingerprint_mismatch_fails_that_channel(media, temp_root):
+    h = Harness(media)
+    job = embed_job(
+        "clip.mp4",
+        "video",
+        ["video_clip", "video_mae"],
+        fingerprints={"video_clip": "0" * 16, "video_mae": spec.CHANNELS["video_mae"].fingerprint},
+    )
+    out = h.run(job)
+    assert out["channels"]["video_clip"]["error"]["code"] == "spec_mismatch"
+    assert out["channels"]["video_mae"]["status"] == "succeeded"
+    assert "video_clip.out" not in h.uploads
+
+
+def test_a_channel_this_worker_does_not_serve(media, temp_root):
+    h = Harness(media, {"WORKER_CHANNELS": "audio_wav2vec2,transcript"})
+    out = h.run(embed_job("clip.mp4", "video", ["video_mae", "transcript"]))
+    assert out["channels"]["video_mae"]["error"]["code"] == "channel_disabled"
+    assert out["channels"]["transcript"]["status"] == "succeeded"
+
+
+def test_nan_from_a_model_is_never_uploaded(media, temp_root):
+    h = Harness(media)
+    h.models.wav2vec2.nan = True
+    out = h.run(embed_job("clip.mp4", "video", ["audio_wav2vec2", "video_mae"]))
+    assert out["channels"]["audio_wav2vec2"]["error"]["code"] == "model_unhealthy"
+    assert "audio_wav2vec2.out" not in h.uploads
+    assert out["channels"]["video_mae"]["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(("name", "code"), [("zero.mp4", "media_error"), ("garbage.mp4", "media_error")])
+def test_undecodable_source_fails_the_job_with_a_clean_message(media, temp_root, name, code):
+    h = Harness(media)
+    out = h.run(embed_job(name, "video", ["video_clip", "transcript"]))
+    assert set(out) == {"error"}
+    err = out["error"]
+    assert err["code"] == code and err["field"] == "input.source_url" and err["retryable"] is False
+    assert str(temp_root) not in err["message"] and "download-" not in err["message"]
+    assert h.uploads == {}
+    assert list(temp_root.iterdir()) == []
+
+
+def test_oversized_source_is_refused(media, temp_root):
+    h = Harness(media, {"MAX_DOWNLOAD_BYTES": "100"})
+    out = h.run(embed_job("clip.mp4", "video", ["video_clip"]))
+    assert out["error"]["code"] == "payload_too_large"
+    assert list(temp_root.iterdir()) == []
+
+
+def test_internal_faults_raise(media, temp_root):
+    h = Harness(media)
+    h.models.videomae.fail = RuntimeError("CUDA out of memory")
+    with pytest.raises(RuntimeError, match="out of memory"):
+        h.run(embed_job("clip.mp4", "video", ["video_mae"]))
+    assert list(temp_root.iterdir()) == []
+
+
+def test_bad_input_returns_an_error_never_raises(media):
+    h = Harness(media)
+    out = h.run({"task": "embed_item", "source_url": url("x")})
+    assert out["error"]["code"] == "invalid_input" and out["error"]["field"] == "input.item"
+    assert asyncio.run(h.worker.handle({"id": "x"}))["error"]["field"] == "input"
+    assert asyncio.run(h.worker.handle("nonsense"))["error"]["field"] == "input"
+
+
+def test_disabled_task_is_refused(media):
+    h = Harness(media, {"WORKER_TASKS": "clip_text"})
+    out = h.run({"task": "transcribe", "source_url": url("tone.wav")})
+    assert out["error"]["field"] == "input.task" and "WORKER_TASKS" in out["error"]["message"]
+
+
+def test_transcribe_returns_the_seed_shape(media, temp_root):
+    h = Harness(media)
+    out = h.run({"task": "transcribe", "source_url": url("clip.mp4"), "beam_size": 2, "vad": False})
+    assert set(out) == {"text", "segments", "language", "duration", "model"}
+    assert out["segments"] == [{"start": 0.0, "end": 1.0, "text": "hello world"}]
+    call = h.models.whisper.calls[0]
+    assert call["beam_size"] == 2 and call["vad"] is False and abs(call["samples"] - 32000) <= 1024
+    assert list(temp_root.iterdir()) == []
+
+
+def test_transcribe_refuses_another_language_on_an_english_model(media):
+    h = Harness(media)
+    out = h.run({"task": "transcribe", "source_url": url("clip.mp4"), "language": "de"})
+    assert out["error"]["field"] == "input.language"
+    assert h.downloads == []  # refused before any download
+
+
+def test_clip_text_returns_the_models_vectors(media):
+    h = Harness(media)
+    out = h.run({"task": "clip_text", "texts": ["a dog", "a cat"]})
+    expected = h.models.clip.embed_texts(["a dog", "a cat"])
+    np.testing.assert_allclose(np.array(out["vectors"], np.float32), expected, atol=1e-6)
+    assert out["dims"] == 512 and out["model"] == "clip-vit-b-32:fake" and out["batch"]["size"] == 2
+
+
+def test_clip_image_base64_and_url(media, temp_root):
+    h = Harness(media)
+    b64 = base64.b64encode(make_image_bytes((8, 8))).decode()
+    out = h.run({"task": "clip_image", "images": [{"base64": b64}, {"url": url("photo.png")}], "tta": False})
+    assert len(out["vectors"]) == 2 and out["tta"] is False
+    assert h.models.clip.calls == [("image-tta0", 2)]
+    one = h.run(
+        {"task": "clip_image", "images": [{"base64": base64.b64encode(make_image_bytes((1, 1))).decode()}]}
+    )
+    assert len(one["vectors"]) == 1 and one["tta"] is True
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [(png_with_claimed_size(), "media_error"), (b"GIF89a-not-really", "media_error")],
+    ids=["claims-20000x20000", "garbage"],
+)
+def test_clip_image_bad_images_name_their_index(media, data, code):
+    h = Harness(media)
+    good = base64.b64encode(make_image_bytes((8, 8))).decode()
+    out = h.run(
+        {"task": "clip_image", "images": [{"base64": good}, {"base64": base64.b64encode(data).decode()}]}
+    )
+    assert out["error"]["code"] == code and out["error"]["field"] == "input.images[1]"
+    assert h.models.clip.calls == []  # validated before anything was enqueued
+
+
+def test_redact_strips_every_query_string():
+    text = "PUT https://b.s3.amazonaws.com/k.npy?X-Amz-Signature=abc&X-Amz-Credential=AKIA failed; http://h:9/x#frag"
+    clean = redact(text)
+    assert "abc" not in clean and "AKIA" not in clean and "frag" not in clean
+    assert "https://b.s3.amazonaws.com/k.npy" in clean
