@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import statistics
 import subprocess
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from shared.settings import REPO_ROOT, model_dir_from
-from tests.media_factory import read_wav_16k
+from tests.media_factory import read_wav_16k, word_error_rate
 
 RATE = 16000
 WINDOW = 30 * RATE
@@ -73,18 +72,6 @@ def speech(cache: Path) -> np.ndarray:
             raise SystemExit("espeak-ng is not installed: apt-get install -y espeak-ng")
         subprocess.run([exe, "-v", "en-us", "-s", "150", "-w", str(path), PARAGRAPH], check=True, timeout=120)
     return read_wav_16k(path)
-
-
-def wer(reference: str, hypothesis: str) -> float:
-    ref = re.sub(r"[^a-z0-9' ]+", " ", reference.lower()).split()
-    hyp = re.sub(r"[^a-z0-9' ]+", " ", hypothesis.lower()).split()
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
 
 
 def windows_and_tokens(folder: Path, audio: np.ndarray, threads: int) -> list[tuple[int, int]]:
@@ -184,7 +171,7 @@ def main() -> None:
                 compute_type,
                 s,
                 tokens,
-                f"{wer(PARAGRAPH, result['text']):.3f}",
+                f"{word_error_rate(PARAGRAPH, result['text']):.3f}",
             )
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import io
+import re
 import shutil
 import struct
 import subprocess
@@ -355,3 +356,20 @@ def truncated(path: Path | str, keep: float = 0.5, *, dest: Path | str | None = 
     out = Path(dest) if dest is not None else path
     out.write_bytes(data[: int(len(data) * keep)])
     return out
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation, for word error rates."""
+    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    """Word-level Levenshtein distance over the reference length."""
+    ref, hyp = words(reference), words(hypothesis)
+    prev = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        cur = [i] + [0] * len(hyp)
+        for j, h in enumerate(hyp, 1):
+            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
+        prev = cur
+    return prev[-1] / len(ref)

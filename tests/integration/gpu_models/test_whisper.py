@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -10,26 +9,11 @@ import pytest
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from tests.media_factory import AUDIO_RATE, read_wav_16k, speech_wav
+from tests.media_factory import AUDIO_RATE, read_wav_16k, speech_wav, word_error_rate, words
 
 pytestmark = pytest.mark.integration
 
 SENTENCE = "The weather is sunny today. Please bring the red umbrella to the train station."
-
-
-def words(text: str) -> list[str]:
-    return re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split()
-
-
-def word_error_rate(reference: str, hypothesis: str) -> float:
-    ref, hyp = words(reference), words(hypothesis)
-    prev = list(range(len(hyp) + 1))
-    for i, r in enumerate(ref, 1):
-        cur = [i] + [0] * len(hyp)
-        for j, h in enumerate(hyp, 1):
-            cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
-        prev = cur
-    return prev[-1] / len(ref)
 
 
 @pytest.fixture(scope="module")
