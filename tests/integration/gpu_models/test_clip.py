@@ -137,3 +137,48 @@ def test_eva02_is_selectable_through_the_same_loader(gpu_model_dir) -> None:
     eva.warmup()
     out = eva.embed_images([picture(300, 200, 9)])
     assert out.shape == (1, 768) and unit_rows(out)
+
+
+TEXTS = [
+    "a photo of a cat",
+    "x",
+    "a much longer caption about a bridge over a river at dusk " * 3,
+    "y " * 200,
+]
+
+
+def full_context(backend: ClipBackend, texts: list[str]) -> np.ndarray:
+    """open_clip's own encode_text over the whole padded context: the reference for trimming."""
+    import torch
+
+    with torch.inference_mode():
+        tokens = backend._tokenizer(texts)
+        return l2_normalize(backend._model.encode_text(tokens).float().numpy())
+
+
+@pytest.mark.parametrize("name", ["clip-vit-b-32", "clip-eva02-l-14-336"])
+def test_trimmed_text_pass_equals_full_context(gpu_model_dir, clip: ClipBackend, name: str) -> None:
+    backend = clip if name == "clip-vit-b-32" else ClipBackend.from_model_dir(gpu_model_dir, name)
+    assert backend.trims_text  # both towers are causal with end-of-text pooling
+    expected = full_context(backend, TEXTS)
+    np.testing.assert_allclose(backend.embed_texts(TEXTS), expected, atol=2e-6)
+    # a short text batched with long ones gets the same vector as alone (batch == single)
+    alone = np.stack([backend.embed_texts([t])[0] for t in TEXTS])
+    np.testing.assert_allclose(alone, expected, atol=2e-6)
+
+
+def test_non_causal_text_tower_is_not_trimmed(tmp_path) -> None:
+    """Without a causal mask later (padding) positions feed earlier ones: trimming would change
+    vectors, so such a tower must go through open_clip's encode_text unchanged."""
+    import json
+
+    from shared.models import devmodels
+
+    cfg = json.loads(json.dumps(devmodels.CLIP_B32_CFG))
+    cfg["model_cfg"]["text_cfg"]["no_causal_mask"] = True
+    folder = tmp_path / "clip-noncausal"
+    folder.mkdir()
+    devmodels._save_open_clip(folder, cfg, fp16=False)
+    backend = ClipBackend.load(folder, name="clip-vit-b-32")
+    assert not backend.trims_text
+    np.testing.assert_allclose(backend.embed_texts(TEXTS), full_context(backend, TEXTS), atol=1e-6)
