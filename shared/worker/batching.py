@@ -1,24 +1,33 @@
 """Micro-batching of concurrent requests into shared forward passes (seed 001's batching scheduler).
 
 RunPod's concurrent handler runs many async jobs on one event loop. Each job calls
-`await batcher.submit(items)`; the batcher collects items from every caller for up to `window_ms`
-after the first one arrives (or until `max_batch` items are waiting), runs ONE model call for all of
+`await batcher.submit(items)`; the batcher collects items from every caller until `window_ms` after
+the first of them ARRIVED (or until `max_batch` items are waiting), runs ONE model call for all of
 them in the model's own thread (so the loop keeps accepting), and hands each caller back its rows.
+The window counts from arrival, not from when the model became free: requests that queued up
+during a pass have already waited, so under load the next pass starts as soon as the model is free.
 
 - A caller with more than `max_batch` items is split into chunks; its rows come back in order.
 - Only one model call per batcher is in flight; requests arriving meanwhile form the next batch.
 - Validate before submitting: a batch call that raises is retried one caller at a time, so an
   exception reaches only the callers whose items cause it; the others still get their rows.
 - Works under any running loop (state is per loop), e.g. the SDK's API server or its job loop.
+- Early close (optional `Arrivals`): the worker counts jobs that have entered it and may still
+  submit. When that count is 0, every job the worker knows of is already in the batch (or will never
+  join one), so waiting out the window can only add latency: the batch runs at once. A lone query
+  then pays no window; a burst of concurrent requests runs as soon as its last member has submitted.
+  Jobs the SDK has not handed over yet are not counted: they form the next batch.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -39,6 +48,7 @@ class BatchStats:
     retries: int = 0
     largest: int = 0
     busy_s: float = 0.0
+    early_closes: int = 0
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,52 @@ class BatchInfo:
 class _Entry(Generic[T]):
     items: list[T]
     future: asyncio.Future
+    arrived: float
     info: list[BatchInfo] = field(default_factory=list)
+
+
+class _Ticket:
+    __slots__ = ("arrivals", "live")
+
+    def __init__(self, arrivals: Arrivals) -> None:
+        self.arrivals, self.live = arrivals, True
+
+    def release(self) -> None:
+        if self.live:
+            self.live = False
+            self.arrivals.pending -= 1
+
+
+_TICKET: contextvars.ContextVar[_Ticket | None] = contextvars.ContextVar("batch_ticket", default=None)
+
+
+class Arrivals:
+    """How many jobs inside the worker may still submit to a batcher (see the module docstring).
+
+    `with arrivals.job():` around each job counts it; the job stops counting when it submits to
+    any batcher sharing this object, when it calls `release()` (it will never submit), or at exit.
+    The ticket lives in a context variable, so it follows the job into the tasks it spawns.
+    """
+
+    def __init__(self) -> None:
+        self.pending = 0
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[None]:
+        ticket = _Ticket(self)
+        self.pending += 1
+        token = _TICKET.set(ticket)
+        try:
+            yield
+        finally:
+            ticket.release()
+            _TICKET.reset(token)
+
+    def release(self) -> None:
+        """The current job will not submit (again): stop holding batches open for it."""
+        ticket = _TICKET.get()
+        if ticket is not None and ticket.arrivals is self:
+            ticket.release()
 
 
 class _LoopState:
@@ -73,6 +128,7 @@ class MicroBatcher(Generic[T]):
         max_batch: int = 64,
         executor: Executor | None = None,
         name: str = "batch",
+        arrivals: Arrivals | None = None,
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
@@ -81,6 +137,7 @@ class MicroBatcher(Generic[T]):
         self._max = max_batch
         self._executor = executor
         self.name = name
+        self._arrivals = arrivals
         self.stats = BatchStats()
         self._states: dict[asyncio.AbstractEventLoop, _LoopState] = {}
 
@@ -91,10 +148,14 @@ class MicroBatcher(Generic[T]):
             raise ValueError("submit() needs at least one item")
         state = self._state()
         loop = asyncio.get_running_loop()
+        now = loop.time()
         entries = [
-            _Entry(items[i : i + self._max], loop.create_future()) for i in range(0, len(items), self._max)
+            _Entry(items[i : i + self._max], loop.create_future(), now)
+            for i in range(0, len(items), self._max)
         ]
         self.stats.requests += 1
+        if self._arrivals is not None:
+            self._arrivals.release()
         for entry in entries:
             state.queue.put_nowait(entry)
         parts = await asyncio.gather(*(e.future for e in entries))
@@ -114,25 +175,14 @@ class MicroBatcher(Generic[T]):
 
     async def _consume(self, state: _LoopState) -> None:
         carry: deque[_Entry] = deque()
-        loop = asyncio.get_running_loop()
         while True:
             first = carry.popleft() if carry else await state.queue.get()
             batch, size = [first], len(first.items)
-            deadline = loop.time() + self._window
+            deadline = first.arrived + self._window
             while size < self._max:
-                if carry:
-                    nxt = carry.popleft()
-                else:
-                    try:
-                        nxt = state.queue.get_nowait()
-                    except asyncio.QueueEmpty:
-                        remaining = deadline - loop.time()
-                        if remaining <= 0:
-                            break
-                        try:
-                            nxt = await asyncio.wait_for(state.queue.get(), remaining)
-                        except TimeoutError:
-                            break
+                nxt = carry.popleft() if carry else await self._next_arrival(state, deadline)
+                if nxt is None:
+                    break
                 if size + len(nxt.items) > self._max:
                     carry.appendleft(nxt)
                     break
@@ -141,6 +191,25 @@ class MicroBatcher(Generic[T]):
             batch = [e for e in batch if not e.future.done()]  # a caller may have been cancelled
             if batch:
                 await self._run(batch)
+
+    async def _next_arrival(self, state: _LoopState, deadline: float) -> _Entry | None:
+        """The next entry before `deadline`, or None when the window is over (or nobody can join)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                return state.queue.get_nowait()  # a job that just submitted is no longer pending
+            if self._arrivals is not None and self._arrivals.pending <= 0:
+                self.stats.early_closes += 1
+                return None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            # with early close, re-check every ms: a job may leave without submitting (bad input)
+            step = remaining if self._arrivals is None else min(remaining, 0.001)
+            try:
+                return await asyncio.wait_for(state.queue.get(), step)
+            except TimeoutError:
+                continue
 
     async def _call(self, items: list[Any]) -> tuple[np.ndarray, BatchInfo]:
         loop = asyncio.get_running_loop()

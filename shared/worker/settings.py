@@ -14,6 +14,7 @@ Every variable (all optional; the defaults are the production values):
     DOWNLOAD_TIMEOUT_S        download/upload time limit, seconds  (300)
     ALLOW_PRIVATE_URLS        allow loopback/private addresses     (0; only the local stack sets it)
     BATCH_WINDOW_MS           clip_text/clip_image batching window (15)
+    BATCH_EARLY_CLOSE         run a batch once no job in the worker can still join it (1)
     MAX_BATCH                 items per batched forward pass       (64)
     WORKER_CONCURRENCY        jobs RunPod hands this worker at once (8)
     MEDIA_CONCURRENCY         embed_item/transcribe jobs decoding at once (2)
@@ -101,6 +102,7 @@ class WorkerSettings:
     download_timeout_s: float = 300.0
     allow_private_urls: bool = False
     batch_window_ms: float = 15.0
+    batch_early_close: bool = True
     max_batch: int = 64
     concurrency: int = 8
     media_concurrency: int = 2
@@ -139,6 +141,7 @@ class WorkerSettings:
             download_timeout_s=read(env, "DOWNLOAD_TIMEOUT_S", _seconds, cls.download_timeout_s, "300"),
             allow_private_urls=read_bool(env, "ALLOW_PRIVATE_URLS", cls.allow_private_urls),
             batch_window_ms=read(env, "BATCH_WINDOW_MS", _non_negative_float, cls.batch_window_ms, "15"),
+            batch_early_close=read_bool(env, "BATCH_EARLY_CLOSE", cls.batch_early_close),
             max_batch=read(env, "MAX_BATCH", positive(int), cls.max_batch, "64"),
             concurrency=read(env, "WORKER_CONCURRENCY", positive(int), cls.concurrency, "8"),
             media_concurrency=read(env, "MEDIA_CONCURRENCY", positive(int), cls.media_concurrency, "2"),

@@ -57,7 +57,7 @@ from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError, ModelUnhealthy
 from shared.models import registry
 from shared.models.backend import l2_normalize
-from shared.worker.batching import BatchInfo, MicroBatcher
+from shared.worker.batching import Arrivals, BatchInfo, MicroBatcher
 from shared.worker.requests import (
     ClipImageRequest,
     ClipTextRequest,
@@ -197,6 +197,13 @@ class _Decoded:
     facts: dict[str, Any] = field(default_factory=dict)
 
 
+def _may_batch(request: JobRequest) -> bool:
+    """Whether a job can submit to a CLIP batcher (clip_text, clip_image, an image's image_clip)."""
+    if isinstance(request, ClipTextRequest | ClipImageRequest):
+        return True
+    return isinstance(request, EmbedItemRequest) and "image_clip" in request.channels
+
+
 class Worker:
     """Serves RunPod jobs with models loaded once. Thread/loop model: each model runs in its own
     single-thread executor (so one model is never entered twice at once, and the event loop stays free);
@@ -210,6 +217,9 @@ class Worker:
             role: ThreadPoolExecutor(1, thread_name_prefix=f"model-{role}") for role in models.loaded()
         }
         self._image_batchers: dict[bool, MicroBatcher] = {}
+        # jobs that may still join a CLIP batch; with BATCH_EARLY_CLOSE a batch runs once none remain
+        self.arrivals = Arrivals()
+        batch_arrivals = self.arrivals if settings.batch_early_close else None
         self.text_batcher: MicroBatcher | None = None
         if models.clip is not None:
             self.text_batcher = MicroBatcher(
@@ -218,6 +228,7 @@ class Worker:
                 max_batch=settings.max_batch,
                 executor=self._executors["clip"],
                 name="clip_text",
+                arrivals=batch_arrivals,
             )
         self._media_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.jobs = 0
@@ -240,6 +251,7 @@ class Worker:
                 max_batch=self.settings.max_batch,
                 executor=self._executors["clip"],
                 name=f"clip_image{'_tta' if tta else ''}",
+                arrivals=self.arrivals if self.settings.batch_early_close else None,
             )
         return batcher
 
@@ -254,9 +266,15 @@ class Worker:
         job_id = str(job.get("id", "-")) if isinstance(job, dict) else "-"
         started = time.perf_counter()
         self.jobs += 1
+        with self.arrivals.job():
+            return await self._handle(job, job_id, started)
+
+    async def _handle(self, job: Any, job_id: str, started: float) -> dict[str, Any]:
         try:
             request = parse_job(job.get("input") if isinstance(job, dict) else None, self.limits)
             self._check_task(request)
+            if not _may_batch(request):
+                self.arrivals.release()  # never joins a CLIP batch: do not hold batches open for it
             if isinstance(request, EmbedItemRequest):
                 out = await self.embed_item(request)
             elif isinstance(request, TranscribeRequest):

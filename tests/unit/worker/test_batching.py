@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shared.models.backend import FakeBackend
-from shared.worker.batching import MicroBatcher
+from shared.worker.batching import Arrivals, MicroBatcher
 
 pytestmark = pytest.mark.unit
 
@@ -180,3 +180,147 @@ def test_works_under_successive_event_loops():
 def test_empty_submit_is_refused():
     with pytest.raises(ValueError):
         run(MicroBatcher(CountingModel()).submit([]))
+
+
+def test_the_window_counts_from_arrival_so_a_queue_built_during_a_pass_runs_at_once():
+    """Requests that waited through a busy pass are not made to wait a whole extra window."""
+    model = CountingModel(delay=0.3)
+    batcher = MicroBatcher(model, window_ms=250, max_batch=64)
+    starts: list[float] = []
+    real = model.__call__
+
+    def timed(items):
+        starts.append(time.perf_counter())
+        return real(items)
+
+    batcher._fn = timed
+
+    async def main():
+        first = asyncio.ensure_future(batcher.submit(["first"]))
+        await asyncio.sleep(0.27)  # first pass starts at ~0.25 s (window) and is busy until ~0.55 s
+        later = await asyncio.gather(*(batcher.submit([f"later {i}"]) for i in range(5)))
+        return await first, later
+
+    run(main())
+    assert [len(c) for c in model.calls] == [1, 5]
+    gap = starts[1] - starts[0]
+    # second pass begins when the first ends (0.3 s), not 0.25 s after that (was ~0.55 s)
+    assert 0.29 <= gap < 0.45, gap
+
+
+# -- early close: a batch runs once no job inside the worker can still join it -----------------
+
+
+def early(window_ms: float = 500, **kw):
+    model = CountingModel()
+    arrivals = Arrivals()
+    return model, arrivals, MicroBatcher(model, window_ms=window_ms, arrivals=arrivals, **kw)
+
+
+def test_a_burst_runs_as_one_pass_as_soon_as_its_last_member_submits():
+    model, arrivals, batcher = early()
+
+    async def job(i):
+        with arrivals.job():
+            await asyncio.sleep(0.001 * (i % 4))  # parsing etc.: members arrive a few ms apart
+            return await batcher.submit([f"text {i}"])
+
+    async def main():
+        started = time.perf_counter()
+        await asyncio.gather(*(job(i) for i in range(32)))
+        return time.perf_counter() - started
+
+    took = run(main())
+    assert [len(c) for c in model.calls] == [32]  # still one shared pass
+    assert took < 0.25  # not the 500 ms window
+    assert batcher.stats.early_closes == 1 and arrivals.pending == 0
+
+
+def test_a_lone_query_does_not_wait_out_the_window():
+    _, arrivals, batcher = early()
+
+    async def main():
+        with arrivals.job():
+            started = time.perf_counter()
+            await batcher.submit(["alone"])
+            return time.perf_counter() - started
+
+    assert run(main()) < 0.25
+
+
+def test_without_arrivals_the_whole_window_is_waited():
+    model = CountingModel()
+    batcher = MicroBatcher(model, window_ms=300)
+
+    async def main():
+        started = time.perf_counter()
+        await batcher.submit(["alone"])
+        return time.perf_counter() - started
+
+    assert run(main()) >= 0.29
+
+
+def test_a_job_still_on_its_way_keeps_the_batch_open():
+    model, arrivals, batcher = early(window_ms=800)
+
+    async def fast():
+        with arrivals.job():
+            return await batcher.submit(["fast"])
+
+    async def slow():
+        with arrivals.job():
+            await asyncio.sleep(0.15)  # e.g. still fetching its image
+            return await batcher.submit(["slow"])
+
+    async def main():
+        return await asyncio.gather(fast(), slow())
+
+    (_, a), (_, b) = run(main())
+    assert [sorted(c) for c in model.calls] == [["fast", "slow"]]
+    assert a.pass_id == b.pass_id == 1
+
+
+def test_a_job_that_leaves_without_submitting_releases_the_batch():
+    _, arrivals, batcher = early(window_ms=2000)
+
+    async def submits():
+        with arrivals.job():
+            return await batcher.submit(["ok"])
+
+    async def fails():
+        with arrivals.job():
+            await asyncio.sleep(0.05)
+            raise ValueError("bad input: never submits")
+
+    async def main():
+        started = time.perf_counter()
+        results = await asyncio.gather(submits(), fails(), return_exceptions=True)
+        return results, time.perf_counter() - started
+
+    results, took = run(main())
+    assert isinstance(results[1], ValueError)
+    assert results[0][0].shape == (1, 8)
+    assert took < 0.5  # closed ~when the failing job left, not after 2 s
+    assert arrivals.pending == 0
+
+
+def test_release_marks_a_job_that_will_never_batch():
+    _, arrivals, batcher = early(window_ms=2000)
+
+    async def other_task():
+        with arrivals.job():
+            arrivals.release()  # e.g. a transcribe job
+            await asyncio.sleep(0.5)
+
+    async def query():
+        with arrivals.job():
+            started = time.perf_counter()
+            await batcher.submit(["q"])
+            return time.perf_counter() - started
+
+    async def main():
+        return await asyncio.gather(other_task(), query())
+
+    _, waited = run(main())
+    assert waited < 0.25
+    assert arrivals.pending == 0

@@ -332,3 +332,38 @@ def test_redact_strips_every_query_string():
     clean = redact(text)
     assert "abc" not in clean and "AKIA" not in clean and "frag" not in clean
     assert "https://b.s3.amazonaws.com/k.npy" in clean
+
+
+@pytest.mark.parametrize("early_close", ["1", "0"])
+def test_concurrent_clip_text_jobs_share_a_pass_and_other_tasks_do_not_hold_it(media, temp_root, early_close):
+    """Eight clip_text jobs and a transcribe job arrive together. The queries share one pass; with
+    early close (default) that pass runs without waiting out the window, even though the
+    transcribe job is still in the worker (it never joins a CLIP batch)."""
+    import time
+
+    h = Harness(media, {"BATCH_WINDOW_MS": "600", "BATCH_EARLY_CLOSE": early_close})
+    texts = [f"query {i}" for i in range(8)]
+
+    async def main():
+        started = time.perf_counter()
+        jobs = [
+            h.worker.handle({"id": f"q{i}", "input": {"task": "clip_text", "texts": [t]}})
+            for i, t in enumerate(texts)
+        ]
+        jobs.append(
+            h.worker.handle({"id": "t", "input": {"task": "transcribe", "source_url": url("clip.mp4")}})
+        )
+        timed = [asyncio.ensure_future(j) for j in jobs]
+        queries = await asyncio.gather(*timed[:-1])
+        took = time.perf_counter() - started
+        await timed[-1]
+        return queries, took
+
+    queries, took = asyncio.run(main())
+    assert {q["batch"]["size"] for q in queries} == {8}
+    assert h.worker.text_batcher.stats.passes == 1
+    if early_close == "1":
+        assert took < 0.4 and h.worker.text_batcher.stats.early_closes == 1
+    else:
+        assert took >= 0.59 and h.worker.text_batcher.stats.early_closes == 0
+    assert h.worker.arrivals.pending == 0
