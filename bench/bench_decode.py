@@ -23,8 +23,8 @@ import av
 import numpy as np
 
 from shared.media import sample_frames, target_timestamps
+from shared.media.devmedia import make_video, read_frame_index
 from shared.settings import REPO_ROOT
-from tests.media_factory import make_video, read_frame_index
 
 
 def make_or_reuse(cache: Path, minutes: float, fps: int, gop_s: float, size: tuple[int, int]) -> Path:

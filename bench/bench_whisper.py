@@ -30,8 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shared.media.devmedia import read_wav_16k, word_error_rate
 from shared.settings import REPO_ROOT, model_dir_from
-from tests.media_factory import read_wav_16k, word_error_rate
 
 RATE = 16000
 WINDOW = 30 * RATE

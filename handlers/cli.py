@@ -6,7 +6,8 @@
     se export-minilm --checkpoint D --out D    sentence-transformers checkpoint -> ONNX model folder
     se spec                                    channels, fingerprints and the spec version
     se embed-text TEXT [TEXT ...]              embed through the Lambda handler, print the vectors' heads
-    se demo                                    the main job on the local machine (README)
+    se demo [--text-only]                      the main job on the local stack (README): the Lambda
+                                               text path, then the RunPod worker over moto S3
 
 MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
 """
@@ -144,7 +145,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         {"batch_id": "demo-bad", "chunks": [{"chunk_id": "a", "content": "x"}, {"chunk_id": "a"}]}, _Context()
     )
     print(f"\nbad payload -> {json.dumps(bad)}")
-    return 0
+    if args.text_only:
+        return 0
+    from handlers import worker_demo
+
+    try:
+        return worker_demo.run(_model_dir(args))
+    except RuntimeError as e:  # DemoFailed, WorkerFailed
+        print(f"\nworker demo FAILED: {e}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("texts", nargs="+")
     s.set_defaults(func=cmd_embed_text)
 
-    sub.add_parser("demo", help="the main job (README)").set_defaults(func=cmd_demo)
+    s = sub.add_parser("demo", help="the main job (README)")
+    s.add_argument("--text-only", action="store_true", help="only the Lambda text path (no worker)")
+    s.set_defaults(func=cmd_demo)
     return p
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from shared.errors import InvalidInput
+from shared.media.devmedia import AUDIO_RATE, read_wav_16k, speech_wav, word_error_rate, words
 from shared.models import registry
-from tests.media_factory import AUDIO_RATE, read_wav_16k, speech_wav, word_error_rate, words
 
 pytestmark = pytest.mark.integration
 

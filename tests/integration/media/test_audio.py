@@ -7,7 +7,7 @@ import pytest
 
 from shared.errors import MediaError
 from shared.media import decode_audio
-from tests.media_factory import SyntheticVideo, make_audio, mux_speech_into_mp4
+from shared.media.devmedia import SyntheticVideo, make_audio, mux_speech_into_mp4
 
 pytestmark = pytest.mark.integration
 

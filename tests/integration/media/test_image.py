@@ -8,7 +8,7 @@ from PIL import Image
 
 from shared.errors import MediaError
 from shared.media import load_image
-from tests.media_factory import make_image_bytes, marker_corner, png_with_claimed_size
+from shared.media.devmedia import make_image_bytes, marker_corner, png_with_claimed_size
 
 pytestmark = pytest.mark.integration
 

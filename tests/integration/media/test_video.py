@@ -10,7 +10,7 @@ import pytest
 
 from shared.errors import MediaError
 from shared.media import probe, sample_frames, target_timestamps
-from tests.media_factory import (
+from shared.media.devmedia import (
     SyntheticVideo,
     make_audio,
     make_video,

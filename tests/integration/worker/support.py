@@ -3,15 +3,12 @@ PUTs), the synthetic media it serves, and ONE RunPod worker started per session 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
-from shared.settings import REPO_ROOT
-from tests.media_factory import (
+from shared.localstack import LocalRunpodWorker, WorkerFailed
+from shared.media.devmedia import (
     make_audio,
     make_image_bytes,
     make_video,
@@ -32,6 +28,7 @@ from tests.media_factory import (
     speech_wav,
     truncated,
 )
+from shared.settings import REPO_ROOT
 
 # Sentences espeak-ng + Whisper tiny.en get right (tiny.en hears "the quick brown fox" as "round-fark").
 SPEECH = "please remember to water the plants every morning"
@@ -172,12 +169,6 @@ def media(media_server: MediaServer, tmp_path_factory: pytest.TempPathFactory) -
     return m
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def worker_env(model_dir: Path, **extra: str) -> dict[str, str]:
     """A clean environment for a worker subprocess: nothing inherited that could change its settings."""
     env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
@@ -194,16 +185,8 @@ def worker_env(model_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-@dataclass
-class ApiWorker:
-    base: str
-    log_path: Path
-    proc: subprocess.Popen
-
-    def runsync(self, job_input: Any, timeout: float = 180) -> dict[str, Any]:
-        resp = requests.post(f"{self.base}/runsync", json={"input": job_input}, timeout=timeout)
-        resp.raise_for_status()
-        return resp.json()
+class ApiWorker(LocalRunpodWorker):
+    """The product's local-stack worker (shared.localstack) with assertions for tests."""
 
     def output(self, job_input: Any, timeout: float = 180) -> dict[str, Any]:
         """The output of a job that must complete."""
@@ -224,42 +207,22 @@ class ApiWorker:
 @pytest.fixture(scope="session")
 def api_worker(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorker]:
     """`python -m handlers.runpod_worker --rp_serve_api` with every task and channel, started once."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
     env = worker_env(
         dev_model_dir,
         ALLOW_PRIVATE_URLS="1",
         MAX_DOWNLOAD_BYTES=str(MAX_DOWNLOAD_BYTES),
         BATCH_WINDOW_MS="25",
     )
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "handlers.runpod_worker", "--rp_serve_api", "--rp_api_port", str(port)],
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = ApiWorker(f"http://localhost:{port}", log_path, proc)
-    deadline = time.monotonic() + STARTUP_S
+    log_path = tmp_path_factory.mktemp("worker-log") / "worker.log"
+    worker = ApiWorker(dev_model_dir, env=env, log_path=log_path, startup_s=STARTUP_S)
     try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"worker exited with {proc.returncode} during startup:\n{worker.log()[-4000:]}")
-            with contextlib.suppress(requests.ConnectionError):
-                requests.get(f"{worker.base}/docs", timeout=2)
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"worker not ready after {STARTUP_S} s:\n{worker.log()[-4000:]}")
-            time.sleep(0.5)
+        worker.start()
+    except WorkerFailed as e:
+        pytest.fail(str(e))
+    try:
         yield worker
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        worker.stop()
 
 
 @dataclass
