@@ -129,6 +129,10 @@ def measure(fn: Callable, n: int, repeats: int, window_ms: float) -> dict[str, d
     return {m: sorted(rs, key=lambda x: x["wall"])[len(rs) // 2] for m, rs in runs.items()}
 
 
+def _ms(seconds: float) -> str:
+    return f"{'-':>8s}" if math.isnan(seconds) else f"{seconds * 1e3:8.1f}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", default=None)
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             for mode, r in res.items():
                 print(
                     f"{label:22s} {mode:12s} {r['wall'] * 1e3:8.1f} {args.requests / r['wall']:8.1f} "
-                    f"{r['passes']:8d} {r['p50'] * 1e3:8.1f} {r['p95'] * 1e3:8.1f}"
+                    f"{r['passes']:8d} {_ms(r['p50'])} {_ms(r['p95'])}"
                 )
             batched = res["batched"]["wall"]
             print(
