@@ -48,7 +48,8 @@ def test_moto_presigned_put_round_trip(tmp_path: Path):
     with MotoServer() as moto:
         s3 = moto.client("s3")
         s3.create_bucket(Bucket="round-trip")
-        url = s3.generate_presigned_url("put_object", Params={"Bucket": "round-trip", "Key": "k.bin"}, ExpiresIn=60)
+        params = {"Bucket": "round-trip", "Key": "k.bin"}
+        url = s3.generate_presigned_url("put_object", Params=params, ExpiresIn=60)
         assert url.startswith(moto.endpoint)
         assert requests.put(url, data=b"\x00\x01", timeout=10).status_code == 200
         assert s3.get_object(Bucket="round-trip", Key="k.bin")["Body"].read() == b"\x00\x01"
