@@ -61,24 +61,27 @@ def _embed_job(s3: Any, owner: str, item: str, source_key: str) -> dict[str, Any
     }
 
 
-def _check_artifact(s3: Any, channel: str, report: dict[str, Any]) -> str:
-    """Read the artifact back from S3 and compare it with the worker's report; a one-line summary."""
+def _check_artifact(s3: Any, channel: str, report: dict[str, Any]) -> tuple[str, Any]:
+    """Read the artifact back from S3 and compare it with the worker's report.
+
+    Returns a one-line summary and the parsed artifact (the transcript document, or the array)."""
     data = s3.get_object(Bucket=BUCKET, Key=artifact_key(channel, OWNER, ITEM))["Body"].read()
     if hashlib.sha256(data).hexdigest() != report["sha256"]:
         raise DemoFailed(f"{channel}: the object in S3 is not what the worker reported")
     if channel == "transcript":
         doc = json.loads(data)
-        return f"{len(doc['segments'])} segments, {doc['duration']:.1f} s"
+        return f"{len(doc['segments'])} segments, {doc['duration']:.1f} s", doc
     arr = np.load(io.BytesIO(data), allow_pickle=False)
     if arr.dtype != np.float32 or list(arr.shape) != report["shape"]:
         raise DemoFailed(f"{channel}: {arr.dtype} {arr.shape} in S3, reported {report['shape']}")
     norms = np.linalg.norm(arr.reshape(-1, arr.shape[-1]), axis=1)
     if not np.allclose(norms, 1.0, atol=1e-4):
         raise DemoFailed(f"{channel}: rows are not L2-normalised")
-    return f"float32 {tuple(arr.shape)}, unit rows"
+    return f"float32 {tuple(arr.shape)}, unit rows", arr
 
 
-def _embed_and_check(s3: Any, worker: LocalRunpodWorker, source_key: str) -> None:
+def _embed_and_check(s3: Any, worker: LocalRunpodWorker, source_key: str) -> dict[str, Any]:
+    """Run embed_item, check every artifact in S3; returns the artifacts as read back."""
     body = worker.runsync(_embed_job(s3, OWNER, ITEM, source_key))
     err = worker.error_of(body)
     if err is not None:
@@ -86,13 +89,15 @@ def _embed_and_check(s3: Any, worker: LocalRunpodWorker, source_key: str) -> Non
     out = body["output"]
     print(f"\nembed_item {body['status']} in {out['seconds']:.2f} s, spec {out['spec_version']}")
     print(f"  {'channel':16s} {'status':10s} {'model':34s} {'random':6s} {'sec':>6s}  read back from S3")
+    artifacts = {}
     for ch in CHANNELS:
         r = out["channels"][ch]
         if r["status"] != "succeeded":
             raise DemoFailed(f"{ch}: {r}")
-        check = _check_artifact(s3, ch, r)
+        check, artifacts[ch] = _check_artifact(s3, ch, r)
         model, rnd = r["model"][:34], str(r["random"])
         print(f"  {ch:16s} {r['status']:10s} {model:34s} {rnd:6s} {r['seconds']:6.2f}  {check}")
+    return artifacts
 
 
 def _query_and_bad_input(s3: Any, worker: LocalRunpodWorker) -> None:
@@ -131,9 +136,7 @@ def run(model_dir: Path) -> int:
             size = video.path.stat().st_size
             print(f"uploaded s3://{BUCKET}/{source_key} ({size} bytes), speech: {SPEECH!r}")
 
-            _embed_and_check(s3, worker, source_key)
-            key = artifact_key("transcript", OWNER, ITEM)
-            text = json.loads(s3.get_object(Bucket=BUCKET, Key=key)["Body"].read())["text"].strip()
+            text = _embed_and_check(s3, worker, source_key)["transcript"]["text"].strip()
             print(f"  transcript: {text!r} (word error rate {word_error_rate(SPEECH, text):.2f})")
             _query_and_bad_input(s3, worker)
 

@@ -35,6 +35,20 @@ _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
 _MOTO_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 
 
+def worker_env(model_dir: Path, **extra: str) -> dict[str, str]:
+    """A clean environment for a worker subprocess: PATH, HOME, locale and TMPDIR from this one,
+    MODEL_DIR, hubs offline, then `extra`. Nothing else is inherited (no AWS or RunPod variables)."""
+    env = {k: v for k, v in os.environ.items() if k in _INHERITED}
+    env.update(
+        MODEL_DIR=str(model_dir),
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -105,15 +119,7 @@ class LocalRunpodWorker:
         self.base = f"http://{host}:{self.port}"
         self.startup_s = startup_s
         self.log_path = log_path or Path(tempfile.mkstemp(prefix="runpod-worker-", suffix=".log")[1])
-        self.env = {
-            **{k: v for k, v in os.environ.items() if k in _INHERITED},
-            "MODEL_DIR": str(model_dir),
-            "ALLOW_PRIVATE_URLS": "1",
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "PYTHONUNBUFFERED": "1",
-            **(env or {}),
-        }
+        self.env = worker_env(model_dir, **{"ALLOW_PRIVATE_URLS": "1", **(env or {})})
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LocalRunpodWorker:

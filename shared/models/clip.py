@@ -31,7 +31,8 @@ class ClipBackend:
     """A loaded OpenCLIP model. Every output row is float32 and L2-normalised.
 
     Attributes: name (registry name), dims, random (dev-only random weights), model_label
-    (repo@revision, or "<name>:random-weights"), image_size, device, precision.
+    (repo@revision, or "<name>:random-weights"), image_size, device, precision, trims_text (text
+    passes stop at the batch's longest end-of-text token, see _TrimmedText).
     """
 
     name: str
@@ -41,6 +42,7 @@ class ClipBackend:
     image_size: int
     device: str
     precision: str
+    trims_text: bool
 
     def __init__(
         self,
@@ -58,7 +60,9 @@ class ClipBackend:
         self._model = model
         self._preprocess = preprocess
         self._tokenizer = tokenizer
-        self._text = _TrimmedText.probe(model)
+        trimmed = _TrimmedText.probe(model)
+        self.trims_text = trimmed is not None
+        self._encode_text = trimmed.encode if trimmed is not None else model.encode_text
         self._dtype = dtype
         self._batch_size = batch_size
         self.name, self.random, self.model_label = identity(folder, name)
@@ -192,14 +196,8 @@ class ClipBackend:
         with torch.inference_mode():
             for start in range(0, len(texts), self._batch_size):
                 tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
-                encode = self._text.encode if self._text is not None else self._model.encode_text
-                chunks.append(encode(tokens).float().cpu().numpy())
+                chunks.append(self._encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(chunks))
-
-    @property
-    def trims_text(self) -> bool:
-        """True when text passes run only up to the batch's longest end-of-text token (see _TrimmedText)."""
-        return self._text is not None
 
     def warmup(self) -> None:
         """One canary forward pass per tower; raises ModelUnhealthy on NaN/inf or a wrong shape."""

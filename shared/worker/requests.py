@@ -168,6 +168,12 @@ def _check_text(text: str, info: ValidationInfo) -> str:
     return text
 
 
+def _at_most(items: list, limit: int, noun: str) -> list:
+    if len(items) > limit:
+        raise ValueError(f"at most {limit} {noun} per job, got {len(items)}")
+    return items
+
+
 class ClipTextRequest(_Strict):
     task: Literal["clip_text"]
     texts: list[Annotated[str, AfterValidator(_check_text)]] = Field(min_length=1)
@@ -175,10 +181,7 @@ class ClipTextRequest(_Strict):
     @field_validator("texts")
     @classmethod
     def _check_count(cls, v: list[str], info: ValidationInfo) -> list[str]:
-        limit = _limits(info).max_texts
-        if len(v) > limit:
-            raise ValueError(f"at most {limit} texts per job, got {len(v)}")
-        return v
+        return _at_most(v, _limits(info).max_texts, "texts")
 
 
 class ImageRef(_Strict):
@@ -242,10 +245,7 @@ class ClipImageRequest(_Strict):
     @field_validator("images")
     @classmethod
     def _check_count(cls, v: list[ImageRef], info: ValidationInfo) -> list[ImageRef]:
-        limit = _limits(info).max_images
-        if len(v) > limit:
-            raise ValueError(f"at most {limit} images per job, got {len(v)}")
-        return v
+        return _at_most(v, _limits(info).max_images, "images")
 
 
 JobRequest = EmbedItemRequest | TranscribeRequest | ClipTextRequest | ClipImageRequest

@@ -219,7 +219,7 @@ class Worker:
         self._image_batchers: dict[bool, MicroBatcher] = {}
         # jobs that may still join a CLIP batch; with BATCH_EARLY_CLOSE a batch runs once none remain
         self.arrivals = Arrivals()
-        batch_arrivals = self.arrivals if settings.batch_early_close else None
+        self._batch_arrivals = self.arrivals if settings.batch_early_close else None
         self.text_batcher: MicroBatcher | None = None
         if models.clip is not None:
             self.text_batcher = MicroBatcher(
@@ -228,7 +228,7 @@ class Worker:
                 max_batch=settings.max_batch,
                 executor=self._executors["clip"],
                 name="clip_text",
-                arrivals=batch_arrivals,
+                arrivals=self._batch_arrivals,
             )
         self._media_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.jobs = 0
@@ -251,7 +251,7 @@ class Worker:
                 max_batch=self.settings.max_batch,
                 executor=self._executors["clip"],
                 name=f"clip_image{'_tta' if tta else ''}",
-                arrivals=self.arrivals if self.settings.batch_early_close else None,
+                arrivals=self._batch_arrivals,
             )
         return batcher
 

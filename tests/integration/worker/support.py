@@ -4,7 +4,6 @@ PUTs), the synthetic media it serves, and ONE RunPod worker started per session 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from shared import localstack
 from shared.localstack import LocalRunpodWorker, WorkerFailed
 from shared.media.devmedia import (
     make_audio,
@@ -170,19 +170,10 @@ def media(media_server: MediaServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def worker_env(model_dir: Path, **extra: str) -> dict[str, str]:
-    """A clean environment for a worker subprocess: nothing inherited that could change its settings."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
-    env.update(
-        MODEL_DIR=str(model_dir),
-        DEVICE="cpu",
-        OMP_NUM_THREADS="1",
-        TOKENIZERS_PARALLELISM="false",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
+    """shared.localstack's clean worker environment, pinned to one CPU thread for test stability."""
+    return localstack.worker_env(
+        model_dir, DEVICE="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra
     )
-    env.update(extra)
-    return env
 
 
 class ApiWorker(LocalRunpodWorker):
@@ -198,7 +189,8 @@ class ApiWorker(LocalRunpodWorker):
         """The decoded `{"code", "message", ...}` of a job that must fail."""
         body = self.runsync(job_input)
         assert body["status"] == "FAILED", body
-        return json.loads(body["error"])
+        assert isinstance(body["error"], str), body  # the SDK carries the worker's error JSON-encoded
+        return self.error_of(body)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
