@@ -22,8 +22,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from shared.dev.media import make_video, read_frame_index
 from shared.media import sample_frames, target_timestamps
-from shared.media.devmedia import make_video, read_frame_index
 from shared.settings import REPO_ROOT
 
 

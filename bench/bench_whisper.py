@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shared.media.devmedia import read_wav_16k, word_error_rate
+from shared.dev.media import read_wav_16k, word_error_rate
 from shared.settings import REPO_ROOT, model_dir_from
 
 RATE = 16000
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--model-dir", default=None, help="default: MODEL_DIR or <repo>/.models")
     args = parser.parse_args()
 
-    from shared.models.devmodels import setup_dev_models
+    from shared.dev.models import setup_dev_models
     from shared.models.whisper import WhisperBackend
 
     model_dir = Path(args.model_dir) if args.model_dir else model_dir_from(os.environ)

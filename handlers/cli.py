@@ -42,7 +42,7 @@ def _model_dir(args: argparse.Namespace) -> Path:
 
 
 def cmd_setup_models(args: argparse.Namespace) -> int:
-    from shared.models.devmodels import setup_dev_models
+    from shared.dev.models import setup_dev_models
 
     names = args.only.split(",") if args.only else None
     made = setup_dev_models(_model_dir(args), names)
@@ -147,7 +147,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nbad payload -> {json.dumps(bad)}")
     if args.text_only:
         return 0
-    from handlers import worker_demo
+    from shared.dev import worker_demo
 
     try:
         return worker_demo.run(_model_dir(args))

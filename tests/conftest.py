@@ -15,7 +15,7 @@ def dev_model_dir() -> Path:
 
     The README's test command already fills it; this makes a bare `pytest` work too (idempotent).
     """
-    from shared.models.devmodels import setup_dev_models
+    from shared.dev.models import setup_dev_models
 
     setup_dev_models(DEFAULT_MODEL_DIR)
     return DEFAULT_MODEL_DIR

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.models.devmodels import setup_dev_models
+from shared.dev.models import setup_dev_models
 from shared.settings import DEFAULT_MODEL_DIR
 
 GPU_DEV_MODELS = ("whisper-tiny.en", "clip-vit-b-32", "clip-eva02-l-14-336", "videomae-base", "wav2vec2-base")

@@ -172,7 +172,7 @@ def test_non_causal_text_tower_is_not_trimmed(tmp_path) -> None:
     vectors, so such a tower must go through open_clip's encode_text unchanged."""
     import json
 
-    from shared.models import devmodels
+    from shared.dev import models as devmodels
 
     cfg = json.loads(json.dumps(devmodels.CLIP_B32_CFG))
     cfg["model_cfg"]["text_cfg"]["no_causal_mask"] = True

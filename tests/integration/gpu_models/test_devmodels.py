@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from shared.dev.models import setup_dev_models
 from shared.errors import ConfigError, ModelNotFound
 from shared.models import registry
 from shared.models.clip import ClipBackend
-from shared.models.devmodels import setup_dev_models
 from shared.models.videomae import VideoMAEBackend
 from shared.models.wav2vec2 import Wav2Vec2Backend
 from shared.models.whisper import WhisperBackend

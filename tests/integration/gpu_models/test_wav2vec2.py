@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.dev.models import WAV2VEC2_CFG
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models.devmodels import WAV2VEC2_CFG
 from shared.models.wav2vec2 import SAMPLE_RATE, Wav2Vec2Backend
 
 pytestmark = pytest.mark.integration

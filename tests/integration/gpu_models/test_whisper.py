@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.dev.media import AUDIO_RATE, read_wav_16k, speech_wav, word_error_rate, words
 from shared.errors import InvalidInput
-from shared.media.devmedia import AUDIO_RATE, read_wav_16k, speech_wav, word_error_rate, words
 from shared.models import registry
 
 pytestmark = pytest.mark.integration

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.media.devmedia import SyntheticVideo, make_audio, make_video
+from shared.dev.media import SyntheticVideo, make_audio, make_video
 
 
 @pytest.fixture(scope="session")

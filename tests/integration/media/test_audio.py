@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from shared.dev.media import SyntheticVideo, make_audio, mux_speech_into_mp4
 from shared.errors import MediaError
 from shared.media import decode_audio
-from shared.media.devmedia import SyntheticVideo, make_audio, mux_speech_into_mp4
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from shared.dev.media import make_image_bytes, marker_corner, png_with_claimed_size
 from shared.errors import MediaError
 from shared.media import load_image
-from shared.media.devmedia import make_image_bytes, marker_corner, png_with_claimed_size
 
 pytestmark = pytest.mark.integration
 

@@ -8,9 +8,7 @@ import av
 import numpy as np
 import pytest
 
-from shared.errors import MediaError
-from shared.media import probe, sample_frames, target_timestamps
-from shared.media.devmedia import (
+from shared.dev.media import (
     SyntheticVideo,
     make_audio,
     make_video,
@@ -18,6 +16,8 @@ from shared.media.devmedia import (
     read_frame_index,
     truncated,
 )
+from shared.errors import MediaError
+from shared.media import probe, sample_frames, target_timestamps
 
 pytestmark = pytest.mark.integration
 

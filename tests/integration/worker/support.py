@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from shared import localstack
-from shared.localstack import LocalRunpodWorker, WorkerFailed
-from shared.media.devmedia import (
+from shared.dev import localstack
+from shared.dev.localstack import LocalRunpodWorker, WorkerFailed
+from shared.dev.media import (
     make_audio,
     make_image_bytes,
     make_video,
@@ -170,14 +170,14 @@ def media(media_server: MediaServer, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def worker_env(model_dir: Path, **extra: str) -> dict[str, str]:
-    """shared.localstack's clean worker environment, pinned to one CPU thread for test stability."""
+    """shared.dev.localstack's clean worker environment, pinned to one CPU thread for test stability."""
     return localstack.worker_env(
         model_dir, DEVICE="cpu", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra
     )
 
 
 class ApiWorker(LocalRunpodWorker):
-    """The product's local-stack worker (shared.localstack) with assertions for tests."""
+    """The product's local-stack worker (shared.dev.localstack) with assertions for tests."""
 
     def output(self, job_input: Any, timeout: float = 180) -> dict[str, Any]:
         """The output of a job that must complete."""

@@ -1,5 +1,5 @@
 """The embedded local stack: moto S3 on 127.0.0.1 + the worker under the SDK's local API, driven by
-the same code as `se demo` (handlers.worker_demo), with real boto3 presigned URLs."""
+the same code as `se demo` (shared.dev.worker_demo), with real boto3 presigned URLs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from handlers import worker_demo
-from shared.localstack import LocalRunpodWorker, MotoServer, WorkerFailed
+from shared.dev import worker_demo
+from shared.dev.localstack import LocalRunpodWorker, MotoServer, WorkerFailed
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 from aws_lambda_powertools import Logger, Metrics
 
+from shared.dev.fakes import FakeBackend
 from shared.lambda_text import build_handler
-from shared.models.backend import FakeBackend
 from shared.settings import TextSettings
 
 

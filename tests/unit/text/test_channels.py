@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from shared.dev.fakes import FakeBackend
 from shared.errors import InvalidInput
-from shared.models.backend import FakeBackend
 from shared.models.minilm_onnx import truncate_dims
 from shared.text.channels import (
     embed_text_meta,

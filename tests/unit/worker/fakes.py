@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.models.backend import FakeBackend
+from shared.dev.fakes import FakeBackend
 
 
 class _Base:

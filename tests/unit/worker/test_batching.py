@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from shared.models.backend import FakeBackend
+from shared.dev.fakes import FakeBackend
 from shared.worker.batching import Arrivals, MicroBatcher
 
 pytestmark = pytest.mark.unit

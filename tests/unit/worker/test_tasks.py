@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from shared import spec
+from shared.dev.media import make_audio, make_image_bytes, make_video, png_with_claimed_size
 from shared.errors import FetchError, PayloadTooLarge
-from shared.media.devmedia import make_audio, make_image_bytes, make_video, png_with_claimed_size
 from shared.worker.settings import WorkerSettings
 from shared.worker.tasks import Models, Worker, redact
 from tests.unit.worker.fakes import FakeClip, FakeVideoMAE, FakeWav2Vec2, FakeWhisper

@@ -1,5 +1,5 @@
 """Deterministic synthetic media for the demo, tests and benches, made in-process with PyAV (plus
-espeak-ng for speech). Dev tooling like shared.models.devmodels: never used to serve a request.
+espeak-ng for speech). Dev tooling like shared.dev.models: never used to serve a request.
 
 Frames made with frame_pattern="timestamp" carry their frame index in three horizontal grey bands
 (base-32 digits, 8 grey levels apart, robust to lossy coding) and a red square in the top-left

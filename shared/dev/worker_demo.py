@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from shared import spec
-from shared.localstack import LocalRunpodWorker, MotoServer
+from shared.dev.localstack import LocalRunpodWorker, MotoServer
 
 BUCKET = "se-local-media"
 OWNER, ITEM = "demo-owner", "demo-video"
@@ -119,7 +119,7 @@ def _query_and_bad_input(s3: Any, worker: LocalRunpodWorker) -> None:
 
 def run(model_dir: Path) -> int:
     """The whole worker demo; raises DemoFailed (or WorkerFailed) when anything is not as it must be."""
-    from shared.media.devmedia import mux_speech_into_mp4, word_error_rate
+    from shared.dev.media import mux_speech_into_mp4, word_error_rate
 
     print("\n== RunPod worker over the local stack: moto S3 on 127.0.0.1 + the SDK's --rp_serve_api")
     started = time.perf_counter()
