@@ -1,0 +1,58 @@
+"""One boto3 client per service per process (STYLE.md 7), built on first use and then reused.
+
+boto3 honours AWS_ENDPOINT_URL itself, so the same code reaches AWS or the local stack; against a
+local endpoint S3 uses path-style addressing (moto on 127.0.0.1 has no virtual hosts).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared.errors import EmbeddingError
+
+THROTTLING = {
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+    "SlowDown",
+    "InternalError",
+    "TransactionConflictException",
+}
+
+
+class StoreError(EmbeddingError):
+    """An AWS call failed; retryable for throttling, 5xx and network errors."""
+
+    code = "store_error"
+    status = 503
+
+
+def translate(exc: Exception, what: str) -> StoreError:
+    """ClientError / BotoCoreError -> StoreError with `retryable` set from the error code."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        err = StoreError(f"{what} failed: {code or status}")
+        err.retryable = code in THROTTLING or status >= 500
+        return err
+    err = StoreError(f"{what} failed: {type(exc).__name__}")
+    err.retryable = isinstance(exc, BotoCoreError)
+    return err
+
+
+@functools.cache
+def client(service: str) -> Any:
+    import boto3
+    from botocore.config import Config
+
+    extra: dict[str, Any] = {}
+    if os.environ.get("AWS_ENDPOINT_URL"):
+        extra["s3"] = {"addressing_style": "path"}
+    config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4", **extra)
+    return boto3.session.Session().client(service, config=config)

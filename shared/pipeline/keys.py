@@ -1,0 +1,114 @@
+"""S3 keys (DESIGN.md, "S3 keys"): parse and validate what arrives, build what we write.
+
+    uploads/{owner_id}/{item_id}/{file}                            sources (+ meta.json)
+    persons/{owner_id}/{person_id}/{photo}                         person reference photos
+    embeddings/{spec_version}/{channel}/{owner_id}/{item_id}.npy   float32, L2-normalised
+    transcripts/{spec_version}/{owner_id}/{item_id}.json
+    manifests/{spec_version}/{owner_id}/manifest.parquet
+
+Ids are `[A-Za-z0-9_-]{1,64}`. S3 event keys arrive URL-encoded (`+` for a space, `%2F` for `/` in
+moto's notifications): `decode_event_key` undoes that once, for every record. A key that is not
+ours raises `InvalidKey` (never retryable) with a reason that does not repeat the key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from urllib.parse import unquote_plus
+
+from shared.errors import InvalidInput
+
+ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+MAX_KEY_CHARS = 1024  # S3's own limit on a key, in bytes of UTF-8
+MAX_FILE_CHARS = 255
+META_FILE = "meta.json"
+
+# What a file in an item folder is, by extension (lower case).
+MODALITY_BY_SUFFIX = {
+    **dict.fromkeys((".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg"), "video"),
+    **dict.fromkeys((".wav", ".mp3", ".m4a", ".aac", ".flac", ".ogg", ".opus"), "audio"),
+    **dict.fromkeys((".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"), "image"),
+}
+
+
+class InvalidKey(InvalidInput):
+    """An S3 key outside our layout, with a bad id, traversal, or a file we do not process."""
+
+    code = "invalid_key"
+
+
+@dataclass(frozen=True)
+class SourceKey:
+    """One parsed key: `kind` is "upload" or "person"; `role` is "media" (with a modality) or "meta"."""
+
+    key: str
+    kind: str
+    owner_id: str
+    item_id: str  # the person_id for kind "person"
+    file: str
+    role: str
+    modality: str | None
+
+
+def decode_event_key(raw: object) -> str:
+    """An S3 event's `object.key`, URL-decoded (`unquote_plus`), refusing what cannot be a key."""
+    if not isinstance(raw, str) or not raw:
+        raise InvalidKey("the record has no object key")
+    if len(raw) > 3 * MAX_KEY_CHARS:
+        raise InvalidKey("the object key is longer than S3 allows")
+    return unquote_plus(raw)
+
+
+def check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise InvalidKey(f"{what} must match [A-Za-z0-9_-]{{1,64}}", field=what)
+    return value
+
+
+def parse_key(key: str) -> SourceKey:
+    """`uploads/{owner}/{item}/{file}` or `persons/{owner}/{person}/{photo}`, validated."""
+    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_CHARS:
+        raise InvalidKey("the object key is longer than S3 allows")
+    if any(ord(c) < 0x20 or c == "\x7f" or c == "\\" for c in key):
+        raise InvalidKey("the object key contains control characters or a backslash")
+    parts = key.split("/")
+    if len(parts) != 4:
+        raise InvalidKey(
+            "expected uploads/{owner_id}/{item_id}/{file} or persons/{owner_id}/{person_id}/{photo}"
+        )
+    prefix, owner, item, file = parts
+    if prefix not in ("uploads", "persons"):
+        raise InvalidKey("the key is outside the uploads/ and persons/ prefixes")
+    check_id(owner, "owner_id")
+    check_id(item, "person_id" if prefix == "persons" else "item_id")
+    if file in ("", ".", "..") or len(file) > MAX_FILE_CHARS or file.startswith("."):
+        raise InvalidKey("the file name is empty, hidden, a traversal or too long")
+    suffix = PurePosixPath(file).suffix.lower()
+    if prefix == "uploads" and file == META_FILE:
+        return SourceKey(key, "upload", owner, item, file, "meta", None)
+    modality = MODALITY_BY_SUFFIX.get(suffix)
+    if modality is None:
+        raise InvalidKey("the file type is not one we embed (video, audio, image, or meta.json)")
+    if prefix == "persons":
+        if modality != "image":
+            raise InvalidKey("a person reference must be an image")
+        return SourceKey(key, "person", owner, item, file, "media", "image")
+    return SourceKey(key, "upload", owner, item, file, "media", modality)
+
+
+def embedding_key(spec_version: str, channel: str, owner_id: str, item_id: str) -> str:
+    return f"embeddings/{spec_version}/{channel}/{owner_id}/{item_id}.npy"
+
+
+def transcript_key(spec_version: str, owner_id: str, item_id: str) -> str:
+    return f"transcripts/{spec_version}/{owner_id}/{item_id}.json"
+
+
+def manifest_key(spec_version: str, owner_id: str) -> str:
+    return f"manifests/{spec_version}/{owner_id}/manifest.parquet"
+
+
+def meta_key(owner_id: str, item_id: str) -> str:
+    return f"uploads/{owner_id}/{item_id}/{META_FILE}"

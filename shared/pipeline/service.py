@@ -1,0 +1,702 @@
+"""The pipeline: what on_upload, on_job_done and the sweeper do, over injected adapters.
+
+Follow one upload: `on_s3_record` (validate the key, HEAD the object, record it in the ledger) ->
+`advance` (the delta rule; Lambda channels run in-process, GPU channels go to `dispatch`) ->
+`dispatch` (claim in the ledger, then POST /run with presigned URLs and a signed webhook) ->
+`apply_result` (on_job_done's webhook, or the sweeper's /status poll: check each artifact, record
+it, run the dependent Lambda channels) -> `_complete` (item status, the owner's manifest).
+`sweep` finds what is due: dispatches past their deadline (a lost webhook, a crash between claim and
+POST) and retries whose backoff has passed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared import spec
+from shared.aws.ledger import CLAIMED, COMPLETE, PARTIAL, PROCESSING, REMOVED, RETRY, SUBMITTED, Ledger
+from shared.aws.storage import Storage
+from shared.errors import EmbeddingError, InvalidInput, PayloadTooLarge
+from shared.pipeline import keys, manifests, plan, tokens
+from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED, ItemInputs
+from shared.pipeline.runpod_client import AmbiguousSubmit, RunPodClient, RunPodError
+from shared.pipeline.settings import PipelineSettings
+from shared.text import channels as text_channels
+from shared.vectors import BadVector, check_vector, load_npy, npy_bytes
+
+log = logging.getLogger(__name__)
+
+FINAL_JOB_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+MAX_RESULT_BYTES = 1024 * 1024
+MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+
+
+@dataclass
+class Outcome:
+    """What one call did, for logs, the CLI and tests."""
+
+    action: str
+    reason: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str = spec.SPEC_VERSION) -> str:
+    if spec.CHANNELS[channel].artifact == "json":
+        return keys.transcript_key(spec_version, owner_id, item_id)
+    return keys.embedding_key(spec_version, channel, owner_id, item_id)
+
+
+def parse_job_error(raw: Any) -> dict[str, Any]:
+    """A worker's error (a JSON string from the SDK, or a dict) as {"code", "message", "retryable"};
+    anything unrecognised is an internal fault, retryable. Messages are cut short."""
+    err: Any = raw
+    if isinstance(raw, str):
+        try:
+            err = json.loads(raw)
+        except ValueError:
+            err = {"code": "worker_error", "message": raw}
+    if not isinstance(err, dict):
+        err = {"code": "worker_error", "message": "the worker failed"}
+    code = str(err.get("code") or "worker_error")[:64]
+    message = str(err.get("message") or "the worker failed")[:500]
+    retryable = err.get("retryable")
+    return {"code": code, "message": message, "retryable": True if retryable is None else bool(retryable)}
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        ledger: Ledger,
+        storage: Storage,
+        *,
+        text_model: Any = None,
+        runpod: RunPodClient | None = None,
+        webhook_key: bytes = b"",
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        metric: Callable[[str, float], None] = lambda name, value: None,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.storage = storage
+        self.text_model = text_model
+        self.runpod = runpod
+        self.webhook_key = webhook_key
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.metric = metric
+
+    # ------------------------------------------------------------------ 1. S3 events
+
+    def on_s3_record(self, record: Mapping[str, Any]) -> Outcome:
+        """One S3 event record (ObjectCreated:* or ObjectRemoved:*). InvalidKey for a key that is not
+        ours (never retryable); StoreError (retryable) when AWS fails."""
+        name = str(record.get("eventName", ""))
+        obj = (record.get("s3") or {}).get("object") or {}
+        key = keys.decode_event_key(obj.get("key"))
+        ref = keys.parse_key(key)
+        seq = obj.get("sequencer")
+        seq = seq.rjust(32, "0") if isinstance(seq, str) and seq.isalnum() and len(seq) <= 32 else None
+        if name.startswith("ObjectRemoved"):
+            return self.on_removed(ref)
+        if not name.startswith("ObjectCreated"):
+            return Outcome("skipped", f"event {name[:40]!s} is not handled")
+        return self.on_created(ref, seq)
+
+    def on_created(self, ref: keys.SourceKey, seq: str | None = None) -> Outcome:
+        if ref.kind == "person":
+            # Person reference photos are recorded by the persons feature (issue 11); nothing runs yet.
+            return Outcome("skipped", "person reference photos are not processed by this version")
+        info = self.storage.head(ref.key)
+        if info is None:
+            return Outcome("skipped", "the object no longer exists")
+        if ref.role == "meta":
+            row = self.ledger.record_meta(
+                ref.owner_id,
+                ref.item_id,
+                key=ref.key,
+                etag=info.etag,
+                mtime=info.mtime,
+                meta_hash=plan.source_hash(ref.key, info.etag, info.size),
+            )
+            if row is None:
+                return Outcome("skipped", "a newer meta.json is already recorded")
+            return self.advance(ref.owner_id, ref.item_id)
+        media_hash = plan.source_hash(ref.key, info.etag, info.size)
+        current = self.ledger.item(ref.owner_id, ref.item_id)
+        if current is None or current.get("media_hash") != media_hash or current.get("status") == REMOVED:
+            row = self.ledger.record_media(
+                ref.owner_id,
+                ref.item_id,
+                kind=ref.kind,
+                modality=ref.modality or "",
+                key=ref.key,
+                etag=info.etag,
+                size=info.size,
+                mtime=info.mtime,
+                media_hash=media_hash,
+                seq=seq,
+            )
+            if row is None:
+                return Outcome("skipped", "a newer source is already recorded for this item")
+            if row.get("dispatch_state") == RETRY:
+                self.ledger.clear_retry(
+                    ref.owner_id, ref.item_id
+                )  # a new source need not wait out the old backoff
+        if info.size > self.settings.max_source_bytes:
+            return self._refuse_media(
+                ref, media_hash, f"the source is larger than {self.settings.max_source_bytes} bytes"
+            )
+        return self.advance(ref.owner_id, ref.item_id)
+
+    def on_removed(self, ref: keys.SourceKey) -> Outcome:
+        if ref.kind == "person":
+            return Outcome("skipped", "person reference photos are not processed by this version")
+        if self.storage.head(ref.key) is not None:
+            return Outcome("skipped", "the object exists again (an older removal event)")
+        if self.ledger.mark_removed(ref.owner_id, ref.item_id, ref.key):
+            return Outcome("removed", "the item is marked REMOVED; its artifacts stay")
+        return Outcome("skipped", "the removed object is not an item's current source")
+
+    def _refuse_media(self, ref: keys.SourceKey, media_hash: str, reason: str) -> Outcome:
+        item = self.ledger.item(ref.owner_id, ref.item_id)
+        inputs = self._inputs(item)
+        chans = [c for c in plan.applicable(inputs, self.settings.channels) if plan.input_kind(c) == "media"]
+        hashes = plan.input_hashes(inputs, chans)
+        err = PayloadTooLarge(reason)
+        for ch in chans:
+            self.ledger.put_lambda_channel(
+                ref.owner_id, ref.item_id, ch, FAILED, hashes[ch], {"error": _err(err)}
+            )
+        self.advance(ref.owner_id, ref.item_id)
+        return Outcome("refused", reason)
+
+    # ------------------------------------------------------------------ 2. planning
+
+    @staticmethod
+    def _inputs(item: Mapping[str, Any] | None) -> ItemInputs:
+        item = item or {}
+        return ItemInputs(item.get("modality") or None, item.get("media_hash"), item.get("meta_hash"))
+
+    def advance(self, owner_id: str, item_id: str, *, force: bool = False, dispatch: bool = True) -> Outcome:
+        """Bring one item up to date: run what the delta rule says, as far as it can run now."""
+        item, rows = self.ledger.rows(owner_id, item_id)
+        if item is None:
+            return Outcome("skipped", "no such item")
+        if item.get("status") == REMOVED:
+            return Outcome("skipped", "the item was removed")
+        if item.get("dispatch_state") == RETRY and float(item.get("due_at", 0)) > self.clock() and not force:
+            dispatch = False  # a retry is waiting out its backoff: a duplicate event must not cut it short
+        inputs = self._inputs(item)
+        decisions = plan.needed(inputs, rows, self.settings.channels, force=force)
+        hashes = plan.input_hashes(inputs, [d.channel for d in decisions])
+        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, force=force)
+        gpu = [d.channel for d in decisions if d.run and spec.CHANNELS[d.channel].runs_on == spec.RUNPOD]
+        outcome = Outcome("noop", "nothing to do", {"lambda": ran})
+        if gpu and dispatch:
+            outcome = self.dispatch(owner_id, item_id, item, gpu, hashes)
+            outcome.detail["lambda"] = ran
+        elif ran:
+            outcome = Outcome("lambda", "ran Lambda channels", {"lambda": ran})
+        self._complete(owner_id, item_id)
+        return outcome
+
+    def _run_lambda_channels(
+        self,
+        owner_id: str,
+        item_id: str,
+        item: Mapping[str, Any],
+        rows: dict[str, dict[str, Any]],
+        decisions: list[plan.Decision],
+        hashes: Mapping[str, str],
+        *,
+        force: bool,
+    ) -> list[str]:
+        """Run each Lambda channel whose inputs are ready, in dependency order; a channel whose
+        dependency failed for good is FAILED too (so the item can complete)."""
+        ran: list[str] = []
+        for d in decisions:
+            ch = spec.CHANNELS[d.channel]
+            if ch.runs_on != spec.LAMBDA:
+                continue
+            if not d.run:
+                continue
+            deps = [rows.get(dep) for dep in ch.depends_on]
+            if any(
+                not _current(dep_row, dep, hashes) for dep_row, dep in zip(deps, ch.depends_on, strict=True)
+            ):
+                continue  # a dependency has no final result for the current inputs yet
+            if any(dep_row["status"] != SUCCEEDED for dep_row in deps if dep_row):
+                fields = {
+                    "error": {
+                        "code": "dependency_failed",
+                        "message": "a channel it depends on failed",
+                        "retryable": False,
+                    }
+                }
+                if self.ledger.put_lambda_channel(
+                    owner_id, item_id, d.channel, FAILED, hashes[d.channel], fields
+                ):
+                    rows[d.channel] = {
+                        "status": FAILED,
+                        "input_hash": hashes[d.channel],
+                        "fingerprint": ch.fingerprint,
+                        "channel": d.channel,
+                    }
+                continue
+            status, fields = self._lambda_channel(owner_id, item_id, item, d.channel)
+            if self.ledger.put_lambda_channel(
+                owner_id, item_id, d.channel, status, hashes[d.channel], fields
+            ):
+                ran.append(d.channel)
+            rows[d.channel] = {
+                "status": status,
+                "input_hash": hashes[d.channel],
+                "fingerprint": ch.fingerprint,
+                "channel": d.channel,
+                **fields,
+            }
+        return ran
+
+    def _lambda_channel(
+        self, owner_id: str, item_id: str, item: Mapping[str, Any], channel: str
+    ) -> tuple[str, dict[str, Any]]:
+        """Compute one Lambda channel, check its vector, PUT it; (status, ledger fields)."""
+        started = time.perf_counter()
+        try:
+            if self.text_model is None:
+                raise InvalidInput("this function has no text model loaded")
+            if channel == "text_meta":
+                raw = self.storage.get(
+                    item.get("meta_key") or keys.meta_key(owner_id, item_id), self.settings.max_meta_bytes
+                )
+                if raw is None:
+                    raise InvalidInput("meta.json is gone", field="meta.json")
+                vec = text_channels.embed_text_meta(self.text_model, _json_object(raw, "meta.json"))
+            elif channel == "text_transcript":
+                raw = self.storage.get(
+                    artifact_key("transcript", owner_id, item_id), self.settings.max_transcript_bytes
+                )
+                if raw is None:
+                    raise InvalidInput("the transcript artifact is gone", field="transcript")
+                vec = text_channels.embed_text_transcript(self.text_model, _json_object(raw, "transcript"))
+            elif channel == "text_fused":
+                parts = []
+                for dep in spec.CHANNELS[channel].depends_on:
+                    raw = self.storage.get(artifact_key(dep, owner_id, item_id), MAX_ARTIFACT_BYTES)
+                    if raw is None:
+                        raise InvalidInput(f"the {dep} artifact is gone", field=dep)
+                    parts.append(check_vector(load_npy(raw, dep), spec.CHANNELS[dep].dims, dep))
+                vec = text_channels.fuse(*parts)
+            else:
+                raise InvalidInput(f"{channel} does not run in this function")
+            vec = check_vector(np.asarray(vec, dtype=np.float32), spec.CHANNELS[channel].dims, channel)
+            data = npy_bytes(vec)
+            key = artifact_key(channel, owner_id, item_id)
+            self.storage.put(key, data, "application/octet-stream")
+        except EmbeddingError as e:
+            if e.retryable:
+                raise
+            log.info("lambda channel %s of %s/%s failed: %s", channel, owner_id, item_id, e.public_message)
+            return FAILED, {"error": _err(e)}
+        model = spec.CHANNELS[channel].model
+        return SUCCEEDED, {
+            "artifact_key": key,
+            "dims": int(vec.shape[-1]),
+            "model": getattr(self.text_model, "name", model) if model else "derived",
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "bytes": len(data),
+            "seconds": round(time.perf_counter() - started, 4),
+            "error": None,
+        }
+
+    # ------------------------------------------------------------------ 3. dispatch
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential backoff with jitter: between half and all of base * 2**(attempt-1), capped."""
+        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** max(0, attempt - 1))
+        return cap / 2 + self.rng.uniform(0, cap / 2)
+
+    def dispatch(
+        self,
+        owner_id: str,
+        item_id: str,
+        item: Mapping[str, Any],
+        channels: list[str],
+        hashes: Mapping[str, str],
+    ) -> Outcome:
+        """Claim the item's dispatch in the ledger, then POST one job for all its GPU channels."""
+        if self.runpod is None or not self.settings.callback_url:
+            raise InvalidInput("this function cannot dispatch (no RunPod endpoint or callback URL)")
+        now = self.clock()
+        ttl = self.settings.job_ttl_s
+        # Until the POST is recorded, the claim is only re-dispatched once any job it may have made is
+        # dead (its TTL), so a crash between the claim and the POST never leads to two jobs.
+        dispatch_id = self.ledger.claim(
+            owner_id,
+            item_id,
+            channels=channels,
+            input_hashes=hashes,
+            dispatch_hash=item["media_hash"],
+            deadline=now + ttl + 60,
+        )
+        if dispatch_id is None:
+            return Outcome("held", "another dispatch holds this item")
+        self.metric("DispatchesClaimed", 1)
+        job_input = {
+            "task": "embed_item",
+            "item": {"owner_id": owner_id, "item_id": item_id, "modality": item["modality"]},
+            "source_url": self.storage.presign_get(item["media_key"], ttl),
+            "channels": channels,
+            "outputs": {
+                ch: self.storage.presign_put(artifact_key(ch, owner_id, item_id), ttl) for ch in channels
+            },
+            "fingerprints": {ch: spec.CHANNELS[ch].fingerprint for ch in channels},
+        }
+        token = tokens.sign(self.webhook_key, owner_id, item_id, dispatch_id, int(now + ttl + 3600))
+        policy = {"executionTimeout": self.settings.execution_timeout_s * 1000, "ttl": ttl * 1000}
+        try:
+            job_id = self.runpod.run(
+                job_input, webhook=f"{self.settings.callback_url}/?token={token}", policy=policy
+            )
+        except AmbiguousSubmit as e:
+            log.warning(
+                "dispatch %s of %s/%s: %s; left for the sweeper", dispatch_id, owner_id, item_id, e.message
+            )
+            return Outcome("claimed", e.message, {"dispatch_id": dispatch_id})
+        except RunPodError as e:
+            log.warning("dispatch %s of %s/%s failed: %s", dispatch_id, owner_id, item_id, e.message)
+            self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, _err(e))
+            return Outcome("retry", e.message, {"dispatch_id": dispatch_id})
+        self.ledger.mark_submitted(owner_id, item_id, dispatch_id, job_id, now + self.settings.poll_after_s)
+        self.metric("JobsSubmitted", 1)
+        log.info("dispatched %s/%s job %s channels %s", owner_id, item_id, job_id, ",".join(channels))
+        return Outcome(
+            "dispatched",
+            "job submitted",
+            {"dispatch_id": dispatch_id, "job_id": job_id, "channels": channels},
+        )
+
+    def _retry_or_quarantine(
+        self, owner_id: str, item_id: str, dispatch_id: str, channels: list[str], error: Mapping[str, Any]
+    ) -> str:
+        """The dispatch failed as a whole: its channels go back to PENDING and the item gets a RETRY
+        after backoff, or is QUARANTINED once MAX_ATTEMPTS dispatches have failed."""
+        item = self.ledger.item(owner_id, item_id) or {}
+        for ch in channels:
+            self.ledger.finish_channel(owner_id, item_id, ch, dispatch_id, PENDING, {"error": dict(error)})
+        attempts = int(item.get("attempts", 0))
+        if attempts >= self.settings.max_attempts:
+            reason = f"{attempts} dispatches failed; last: {error.get('code')}: {error.get('message')}"
+            if item.get("dispatch_id") == dispatch_id:
+                self.ledger.quarantine(owner_id, item_id, reason[:500], channels)
+                self.metric("ItemsQuarantined", 1)
+                log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
+            return "quarantined"
+        self.ledger.release(
+            owner_id, item_id, dispatch_id, retry_at=self.clock() + self.backoff(attempts), error=error
+        )
+        return "retry"
+
+    # ------------------------------------------------------------------ 4. results
+
+    def verify_token(self, token: object) -> tokens.Claim:
+        return tokens.verify(self.webhook_key, token, self.clock())
+
+    def apply_result(
+        self, owner_id: str, item_id: str, dispatch_id: str, payload: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply a job's result (webhook body or /status answer) to the dispatch it belongs to.
+        Idempotent: a result for a dispatch that is no longer the item's open one changes nothing."""
+        item = self.ledger.item(owner_id, item_id)
+        if item is None or item.get("dispatch_id") != dispatch_id:
+            return Outcome("stale", "not the item's open dispatch (already applied or superseded)")
+        status = payload.get("status")
+        if status is None and "output" in payload:
+            status = "COMPLETED"  # the SDK's local API posts {"output": ...} without a status
+        if status not in FINAL_JOB_STATES:
+            return Outcome("pending", f"job is {str(status)[:20]}")
+        output = payload.get("output")
+        job_error: dict[str, Any] | None = None
+        if status != "COMPLETED":
+            job_error = parse_job_error(payload.get("error") or f"job {status}")
+            if status in ("CANCELLED", "TIMED_OUT"):
+                job_error["retryable"] = True
+        elif not isinstance(output, dict):
+            job_error = {
+                "code": "worker_error",
+                "message": "the job's output is not an object",
+                "retryable": True,
+            }
+        elif "error" in output:
+            job_error = parse_job_error(output["error"])
+        channels = list(item.get("dispatch_channels") or [])
+        superseded = item.get("dispatch_hash") != item.get("media_hash")
+        reported = (output or {}).get("channels") if isinstance(output, dict) else None
+        reported = reported if isinstance(reported, dict) else {}
+        retry: list[str] = []
+        results: dict[str, str] = {}
+        last_error: dict[str, Any] | None = job_error
+        for ch in channels:
+            if superseded:
+                status_, fields = (
+                    PENDING,
+                    {"error": {"code": "superseded", "message": "the source changed", "retryable": True}},
+                )
+            elif job_error is not None:
+                status_, fields = (PENDING if job_error["retryable"] else FAILED), {"error": job_error}
+            else:
+                status_, fields = self._check_channel(owner_id, item_id, ch, reported.get(ch))
+            fields["job_id"] = item.get("job_id")
+            self.ledger.finish_channel(owner_id, item_id, ch, dispatch_id, status_, fields)
+            results[ch] = status_
+            if status_ == PENDING:
+                retry.append(ch)
+                last_error = fields.get("error") or last_error
+        gpu_seconds = _gpu_seconds(payload, output)
+        # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
+        # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
+        self.advance(owner_id, item_id, dispatch=False)
+        if retry and not superseded:
+            attempts = int(item.get("attempts", 0))
+            if attempts >= self.settings.max_attempts:
+                err = last_error or {}
+                reason = f"{attempts} dispatches failed; last: {err.get('code')}: {err.get('message')}"
+                self.ledger.quarantine(owner_id, item_id, reason[:500], retry)
+                self.metric("ItemsQuarantined", 1)
+                log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
+            else:
+                self.ledger.release(
+                    owner_id,
+                    item_id,
+                    dispatch_id,
+                    retry_at=self.clock() + self.backoff(attempts),
+                    gpu_seconds=gpu_seconds,
+                    error=last_error,
+                )
+        else:
+            retry_at = self.clock() if superseded else None  # the new source is dispatched by the sweeper
+            self.ledger.release(owner_id, item_id, dispatch_id, retry_at=retry_at, gpu_seconds=gpu_seconds)
+        self.metric("JobsApplied", 1)
+        self._complete(owner_id, item_id)
+        return Outcome("applied", "result applied", {"channels": results, "gpu_seconds": gpu_seconds})
+
+    def _check_channel(
+        self, owner_id: str, item_id: str, channel: str, report: Any
+    ) -> tuple[str, dict[str, Any]]:
+        """A reported channel result, checked against the artifact in S3 before it counts."""
+        if not isinstance(report, dict):
+            return PENDING, {
+                "error": {
+                    "code": "missing",
+                    "message": "the worker did not report this channel",
+                    "retryable": True,
+                }
+            }
+        if report.get("status") != "succeeded":
+            err = parse_job_error(report.get("error"))
+            return (PENDING if err["retryable"] else FAILED), {"error": err}
+        key = artifact_key(channel, owner_id, item_id)
+        try:
+            data = self.storage.get(key, MAX_ARTIFACT_BYTES)
+            if data is None:
+                raise _Retry("the artifact the worker reported is not in S3")
+            if len(data) != report.get("bytes") or hashlib.sha256(data).hexdigest() != report.get("sha256"):
+                raise _Retry("the artifact in S3 does not match what the worker reported")
+            dims = _check_artifact(channel, data)
+        except _Retry as e:
+            return PENDING, {"error": {"code": "artifact_mismatch", "message": str(e), "retryable": True}}
+        except (BadVector, InvalidInput) as e:
+            self.storage.delete(key)  # never leave an artifact that failed its check
+            return FAILED, {"error": _err(e)}
+        return SUCCEEDED, {
+            "artifact_key": key,
+            "dims": dims,
+            "model": str(report.get("model", ""))[:200],
+            "model_name": str(report.get("model_name", ""))[:100],
+            "random": bool(report.get("random", False)),
+            "sha256": report["sha256"],
+            "bytes": len(data),
+            "gpu_seconds": float(report.get("seconds") or 0.0),
+            "error": None,
+        }
+
+    # ------------------------------------------------------------------ 5. completion, manifests
+
+    def _complete(self, owner_id: str, item_id: str) -> str | None:
+        """When every applicable channel is final for the current inputs and nothing is open, the item is
+        COMPLETE (all succeeded), PARTIAL (some failed) or QUARANTINED; the owner's manifest is rebuilt."""
+        item, rows = self.ledger.rows(owner_id, item_id)
+        if item is None or item.get("status") == REMOVED or item.get("dispatch_id"):
+            return None
+        if item.get("dispatch_state") == RETRY:
+            return None
+        inputs = self._inputs(item)
+        chans = plan.applicable(inputs, self.settings.channels)
+        hashes = plan.input_hashes(inputs, chans)
+        if not chans or not all(_current(rows.get(c), c, hashes) for c in chans):
+            return None
+        statuses = {rows[c]["status"] for c in chans}
+        status = QUARANTINED if QUARANTINED in statuses else COMPLETE if statuses == {SUCCEEDED} else PARTIAL
+        if item.get("status") == status and item.get("manifest_hash") == _hash_rows(rows, chans):
+            return status
+        self.ledger.set_item_status(
+            owner_id, item_id, status, completed_at=_iso(self.clock()), manifest_hash=_hash_rows(rows, chans)
+        )
+        self.write_manifest(owner_id)
+        self.metric("ItemsCompleted", 1)
+        return status
+
+    def write_manifest(self, owner_id: str) -> str:
+        rows = manifests.manifest_rows(self.ledger.owner_rows(owner_id))
+        key = keys.manifest_key(spec.SPEC_VERSION, owner_id)
+        self.storage.put(key, manifests.to_parquet(rows), "application/vnd.apache.parquet")
+        return key
+
+    # ------------------------------------------------------------------ 6. sweeper
+
+    def sweep(self, *, limit: int | None = None, workers: int = 4) -> dict[str, int]:
+        """Handle every due item row (sweep-index, oldest first); one item's failure never stops it."""
+        due = self.ledger.due(self.clock(), limit or self.settings.sweep_batch)
+        counts: dict[str, int] = {}
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            for action in pool.map(self._sweep_one, due):
+                counts[action] = counts.get(action, 0) + 1
+        return counts
+
+    def _sweep_one(self, row: Mapping[str, Any]) -> str:
+        owner_id, item_id = row["owner_id"], row["item_id"]
+        try:
+            return self._sweep_row(owner_id, item_id, row)
+        except EmbeddingError as e:
+            log.warning("sweep %s/%s: %s", owner_id, item_id, e.public_message)
+            return "error"
+        except Exception:  # one item's fault must not stop the sweep; the next run tries again
+            log.exception("sweep %s/%s: internal fault", owner_id, item_id)
+            return "error"
+
+    def _sweep_row(self, owner_id: str, item_id: str, row: Mapping[str, Any]) -> str:
+        state = row.get("dispatch_state")
+        dispatch_id = row.get("dispatch_id")
+        channels = list(row.get("dispatch_channels") or [])
+        now = self.clock()
+        if state == RETRY:
+            out = self.advance(owner_id, item_id)
+            if out.action in ("noop", "lambda"):
+                self.ledger.clear_retry(owner_id, item_id)
+                self._complete(owner_id, item_id)
+            return f"retry:{out.action}"
+        if state == CLAIMED:
+            err = {
+                "code": "lost_dispatch",
+                "message": "claimed but never submitted (the dispatcher stopped)",
+                "retryable": True,
+            }
+            return "claimed:" + self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
+        if state != SUBMITTED or not row.get("job_id"):
+            return "skipped"
+        if self.runpod is None:
+            raise InvalidInput("the sweeper has no RunPod client")
+        try:
+            st = self.runpod.status(row["job_id"])
+        except RunPodError as e:
+            log.info("status of %s failed: %s; polled again later", row["job_id"], e.message)
+            self.ledger.push_due(owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s)
+            return "poll_error"
+        status = st.get("status")
+        if status in FINAL_JOB_STATES:
+            return "polled:" + self.apply_result(owner_id, item_id, dispatch_id, st).action
+        submitted = _epoch(row.get("submitted_at")) or now
+        if now > submitted + self.settings.job_ttl_s:
+            with contextlib.suppress(RunPodError):
+                self.runpod.cancel(row["job_id"])
+            err = {"code": "job_expired", "message": "the job outlived its TTL", "retryable": True}
+            return "expired:" + self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
+        self.ledger.push_due(owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s)
+        return "waiting"
+
+
+class _Retry(Exception):
+    pass
+
+
+def _check_artifact(channel: str, data: bytes) -> int | None:
+    """Dims of a vector artifact after the one vector check; a transcript must be a transcript JSON."""
+    ch = spec.CHANNELS[channel]
+    if ch.artifact == "json":
+        doc = _json_object(data, channel)
+        if not isinstance(doc.get("text"), str) or not isinstance(doc.get("segments"), list):
+            raise InvalidInput("the transcript has no text or segments", field=channel)
+        return None
+    arr = load_npy(data, channel)
+    rows = channel == "video_clip"  # [1 + frames, dims]: row 0 is the pooled video vector
+    return int(check_vector(arr, ch.dims, channel, rows=rows).shape[-1])
+
+
+def _current(row: Mapping[str, Any] | None, channel: str, hashes: Mapping[str, str]) -> bool:
+    """The row holds a final result for the channel's current inputs and fingerprint."""
+    return bool(
+        row
+        and row.get("status") in plan.TERMINAL
+        and row.get("input_hash") == hashes.get(channel)
+        and row.get("fingerprint") == spec.CHANNELS[channel].fingerprint
+    )
+
+
+def _hash_rows(rows: Mapping[str, Mapping[str, Any]], chans: tuple[str, ...]) -> str:
+    return plan.hash_of(*(f"{c}:{rows[c].get('status')}:{rows[c].get('sha256', '')}" for c in chans))
+
+
+def _json_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidInput("is not valid JSON", field=what) from None
+    if not isinstance(doc, dict):
+        raise InvalidInput("must be a JSON object", field=what)
+    return doc
+
+
+def _err(e: EmbeddingError) -> dict[str, Any]:
+    return {"code": e.code, "message": e.public_message[:500], "retryable": bool(e.retryable)}
+
+
+def _gpu_seconds(payload: Mapping[str, Any], output: Any) -> float:
+    ms = payload.get("executionTime")
+    if isinstance(ms, int | float) and ms >= 0:
+        return round(float(ms) / 1000.0, 3)
+    if isinstance(output, dict) and isinstance(output.get("seconds"), int | float):
+        return round(float(output["seconds"]), 3)
+    return 0.0
+
+
+def _iso(t: float) -> str:
+    from shared.aws.ledger import now_iso
+
+    return now_iso(t)
+
+
+def _epoch(iso: Any) -> float | None:
+    if not isinstance(iso, str):
+        return None
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+__all__ = ["DISPATCHED", "PROCESSING", "Outcome", "Pipeline", "artifact_key", "parse_job_error"]
