@@ -20,6 +20,14 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
+# checkov pins an old boto3/packaging, so it lives in a venv of its own (tests call it by path).
+CHECKOV_VERSION=3.3.30
+if [ ! -x .venv-tools/bin/checkov ] || [ "$(.venv-tools/bin/checkov --version 2>/dev/null)" != "$CHECKOV_VERSION" ]; then
+  echo "==> installing checkov $CHECKOV_VERSION into .venv-tools"
+  "$PYTHON" -m venv .venv-tools
+  .venv-tools/bin/python -m pip install -q "checkov==$CHECKOV_VERSION"
+fi
+
 if ! command -v espeak-ng >/dev/null 2>&1; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
     echo "==> installing espeak-ng (speech for test media)"

@@ -1,0 +1,129 @@
+"""The orchestration Lambda handlers, built from an injected Pipeline (handlers/aws_lambda/* build
+the real one at init; tests build theirs on moto).
+
+on_upload (SQS event source, ReportBatchItemFailures): Powertools' BatchProcessor; each message is
+one S3 notification (shared.pipeline.events). A retryable failure fails that message only.
+
+on_job_done (function URL, payload 2.0; RunPod's webhook):
+
+    POST {callback_url}/?token=<HMAC token> with RunPod's job body {"id", "status", "output"|"error", ...}
+    (the SDK's local API posts {"output": ...}).
+    -> 200 {"outcome": "applied" | "pending"}    the result was applied (or the job is not final)
+    -> 401 missing, malformed, forged or expired token (checked in constant time before the body is read)
+    -> 403 a valid token of a dispatch that is no longer open (replayed or superseded): nothing changes
+    -> 400 / 405 / 413 / 415 a body that is not a JSON object, another method, too large, not JSON
+    -> 500 a retryable fault (RunPod delivers the webhook again; the sweeper polls if it gives up)
+
+sweeper (schedule): `Pipeline.sweep()`; returns the counts of what it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+
+from shared.errors import EmbeddingError, InvalidInput, PayloadTooLarge
+from shared.lambda_text.proxy import error_body, is_proxy_event, proxy_response, read_json_body
+from shared.pipeline.events import handle_message
+from shared.pipeline.service import Pipeline
+from shared.pipeline.tokens import BadToken
+
+Handler = Callable[[Any, Any], dict]
+MAX_WEBHOOK_BODY_CHARS = 1024 * 1024
+
+
+def metric_sink(metrics: Metrics) -> Callable[[str, float], None]:
+    def emit(name: str, value: float) -> None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+    return emit
+
+
+def build_on_upload(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: Any) -> list[str]:
+        outcomes = handle_message(pipeline, record.body)
+        for out in outcomes:
+            metrics.add_metric(name=f"Records_{out.action}", unit=MetricUnit.Count, value=1)
+        return [o.action for o in outcomes]
+
+    def handle(event: Any, context: Any) -> dict:
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return metrics.log_metrics(capture_cold_start_metric=True)(
+        logger.inject_lambda_context(clear_state=True)(handle)
+    )
+
+
+class Stale(InvalidInput):
+    status = 403
+    code = "stale_dispatch"
+
+
+def build_on_job_done(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+    def reply(status: int, body: dict) -> dict:
+        return proxy_response(status, body)
+
+    def handle(event: Any, context: Any) -> dict:
+        try:
+            if not is_proxy_event(event):
+                raise InvalidInput("expected a function URL event", field="event")
+            query = event.get("queryStringParameters") or {}
+            claim = pipeline.verify_token(query.get("token") if isinstance(query, dict) else None)
+            body = event.get("body")
+            if isinstance(body, str) and len(body) > MAX_WEBHOOK_BODY_CHARS:
+                raise PayloadTooLarge(f"is larger than {MAX_WEBHOOK_BODY_CHARS} characters", field="body")
+            payload = read_json_body(event)
+            if not isinstance(payload, dict):
+                raise InvalidInput("must be a JSON object", field="body")
+            out = pipeline.apply_result(claim.owner_id, claim.item_id, claim.dispatch_id, payload)
+            if out.action == "stale":
+                raise Stale(out.reason)
+        except BadToken as e:
+            metrics.add_metric(name="WebhookRefused", unit=MetricUnit.Count, value=1)
+            logger.warning("webhook refused", extra={"code": e.code, "reason": e.public_message})
+            return reply(401, error_body(e))
+        except InvalidInput as e:
+            logger.warning("webhook not applied", extra={"code": e.code, "reason": e.public_message})
+            return reply(e.status, error_body(e))
+        except EmbeddingError as e:
+            logger.exception("webhook failed", extra={"code": e.code})
+            return reply(500, error_body(e))
+        except Exception:  # the API boundary: logged with its traceback, never returned
+            logger.exception("webhook failed: internal fault")
+            err = EmbeddingError(
+                f"internal error; request id {getattr(context, 'aws_request_id', 'unknown')}"
+            )
+            return reply(500, error_body(err))
+        logger.info(
+            "webhook applied",
+            extra={
+                "owner_id": claim.owner_id,
+                "item_id": claim.item_id,
+                "outcome": out.action,
+                "channels": out.detail.get("channels"),
+            },
+        )
+        return reply(200, {"outcome": out.action, "channels": out.detail.get("channels", {})})
+
+    return metrics.log_metrics(capture_cold_start_metric=True)(
+        logger.inject_lambda_context(clear_state=True)(handle)
+    )
+
+
+def build_sweeper(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+    def handle(event: Any, context: Any) -> dict:
+        counts = pipeline.sweep()
+        logger.info("sweep done", extra={"counts": counts})
+        return {"counts": counts}
+
+    return metrics.log_metrics(capture_cold_start_metric=True)(
+        logger.inject_lambda_context(clear_state=True)(handle)
+    )
