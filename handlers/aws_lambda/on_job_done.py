@@ -10,18 +10,6 @@ from __future__ import annotations
 
 import os
 
-from aws_lambda_powertools import Logger, Metrics
+from shared.pipeline.lambdas import build
 
-from shared.aws.runtime import build_pipeline
-from shared.lambda_text import ObservabilitySettings
-from shared.models.minilm_onnx import MiniLMOnnx
-from shared.pipeline.lambdas import build_on_job_done, metric_sink
-from shared.settings import TextSettings
-
-OBSERVABILITY = ObservabilitySettings.from_env(os.environ)
-logger = Logger(service=OBSERVABILITY.service)
-metrics = Metrics(namespace=OBSERVABILITY.namespace, service=OBSERVABILITY.service)
-MODEL = MiniLMOnnx.load(TextSettings.from_env(os.environ))
-PIPELINE = build_pipeline(os.environ, dispatch=False, text_model=MODEL, metric=metric_sink(metrics))
-
-handler = build_on_job_done(PIPELINE, logger, metrics)
+handler = build("on_job_done", os.environ)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -46,13 +47,29 @@ def translate(exc: Exception, what: str) -> StoreError:
     return err
 
 
+def client(service: str, env: Mapping[str, str] | None = None) -> Any:
+    """The process's client for `service`, configured from `env` (default os.environ): AWS_ENDPOINT_URL,
+    AWS_REGION / AWS_DEFAULT_REGION and, when given, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
+    env = os.environ if env is None else env
+    return _client(
+        service,
+        env.get("AWS_ENDPOINT_URL") or None,
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        env.get("AWS_ACCESS_KEY_ID") or None,
+        env.get("AWS_SECRET_ACCESS_KEY") or None,
+    )
+
+
 @functools.cache
-def client(service: str) -> Any:
+def _client(
+    service: str, endpoint: str | None, region: str | None, key: str | None, secret: str | None
+) -> Any:
     import boto3
     from botocore.config import Config
 
     extra: dict[str, Any] = {}
-    if os.environ.get("AWS_ENDPOINT_URL"):
+    if endpoint:
         extra["s3"] = {"addressing_style": "path"}
     config = Config(retries={"mode": "standard", "max_attempts": 5}, signature_version="s3v4", **extra)
-    return boto3.session.Session().client(service, config=config)
+    session = boto3.session.Session(aws_access_key_id=key, aws_secret_access_key=secret, region_name=region)
+    return session.client(service, endpoint_url=endpoint, config=config)

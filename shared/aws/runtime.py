@@ -17,14 +17,16 @@ from shared.pipeline.service import Pipeline
 from shared.pipeline.settings import PipelineSettings
 
 
-def secret(secret_id: str, what: str) -> str:
+def secret(secret_id: str, what: str, env: Mapping[str, str]) -> str:
     """A secret's string value; ConfigError (naming the setting, never the value) when unreadable."""
     from aws_lambda_powertools.utilities import parameters
 
     if not secret_id:
         raise ConfigError(f"{what} is not set; example: {what}=arn:aws:secretsmanager:...:secret:name")
     try:
-        value = parameters.SecretsProvider(boto3_client=client("secretsmanager")).get(secret_id, max_age=300)
+        value = parameters.SecretsProvider(boto3_client=client("secretsmanager", env)).get(
+            secret_id, max_age=300
+        )
     except parameters.exceptions.GetParameterError as e:
         raise ConfigError(f"{what}: the secret cannot be read") from e
     if not isinstance(value, str) or not value:
@@ -47,7 +49,7 @@ def build_pipeline(
             raise ConfigError("RUNPOD_ENDPOINT_URL and CALLBACK_URL are required to dispatch")
         runpod = RunPodClient(
             settings.runpod_url,
-            secret(settings.runpod_key_secret, "RUNPOD_API_KEY_SECRET"),
+            secret(settings.runpod_key_secret, "RUNPOD_API_KEY_SECRET", env),
             timeout_s=settings.runpod_timeout_s,
             retries=settings.runpod_retries,
             run_per_s=settings.run_per_s,
@@ -55,10 +57,10 @@ def build_pipeline(
         )
     return Pipeline(
         settings,
-        Ledger(client("dynamodb"), settings.table),
-        Storage(client("s3"), settings.bucket),
+        Ledger(client("dynamodb", env), settings.table),
+        Storage(client("s3", env), settings.bucket),
         text_model=text_model,
         runpod=runpod,
-        webhook_key=secret(settings.webhook_secret, "WEBHOOK_SECRET").encode(),
+        webhook_key=secret(settings.webhook_secret, "WEBHOOK_SECRET", env).encode(),
         metric=metric,
     )

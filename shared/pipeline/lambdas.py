@@ -19,7 +19,8 @@ sweeper (schedule): `Pipeline.sweep()`; returns the counts of what it did.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -127,3 +128,30 @@ def build_sweeper(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handl
     return metrics.log_metrics(capture_cold_start_metric=True)(
         logger.inject_lambda_context(clear_state=True)(handle)
     )
+
+
+_BUILDERS = {
+    "on_upload": (build_on_upload, True),
+    "on_job_done": (build_on_job_done, False),
+    "sweeper": (build_sweeper, True),
+}
+FUNCTIONS = tuple(_BUILDERS)
+
+
+def build(function: str, env: Mapping[str, str] | None = None) -> Handler:
+    """One orchestration function's handler from its environment (the handler modules call this at
+    init with os.environ; the local stack and `se invoke` with the environment template.yaml gives it):
+    Powertools Logger/Metrics, the text model (MODEL_DIR, TEXT_*), the secrets, the Pipeline."""
+    from shared.aws.runtime import build_pipeline
+    from shared.lambda_text import ObservabilitySettings
+    from shared.models.minilm_onnx import MiniLMOnnx
+    from shared.settings import TextSettings
+
+    env = os.environ if env is None else env
+    builder, dispatch = _BUILDERS[function]
+    obs = ObservabilitySettings.from_env(env)
+    logger = Logger(service=obs.service, level=env.get("POWERTOOLS_LOG_LEVEL") or "INFO")
+    metrics = Metrics(namespace=obs.namespace, service=obs.service)
+    model = MiniLMOnnx.load(TextSettings.from_env(env))
+    pipeline = build_pipeline(env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics))
+    return builder(pipeline, logger, metrics)
