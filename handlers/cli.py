@@ -7,7 +7,12 @@
     se spec                                    channels, fingerprints and the spec version
     se embed-text TEXT [TEXT ...]              embed through the Lambda handler, print the vectors' heads
     se demo [--text-only]                      the main job on the local stack (README): the Lambda
-                                               text path, then the RunPod worker over moto S3
+                                               text path, then sample media through the whole pipeline
+    se stack up [--runpod-url URL]             the product on 127.0.0.1 until Ctrl-C (moto, the worker
+                                               under the SDK's local API, the functions in-process)
+    se upload FILE --owner O --item I          put_object to uploads/O/I/FILE on the running stack
+    se status [--owner O] [--item I] [--json]  items x channels from the ledger
+    se invoke FUNCTION --event FILE            one template.yaml function in-process against the stack
 
 MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
 """
@@ -147,13 +152,51 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nbad payload -> {json.dumps(bad)}")
     if args.text_only:
         return 0
-    from shared.dev import worker_demo
+    from shared.dev import stack_cli
 
     try:
-        return worker_demo.run(_model_dir(args))
-    except RuntimeError as e:  # DemoFailed, WorkerFailed
-        print(f"\nworker demo FAILED: {e}", file=sys.stderr)
+        return stack_cli.demo(_model_dir(args))
+    except RuntimeError as e:  # StackError, WorkerFailed
+        print(f"\ndemo FAILED: {e}", file=sys.stderr)
         return 1
+
+
+def cmd_stack(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+
+    return stack_cli.stack_up(_model_dir(args), runpod_url=args.runpod_url)
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+    from shared.errors import EmbeddingError
+
+    try:
+        key = stack_cli.upload(Path(args.file), args.owner, args.item, args.name)
+    except (stack_cli.StackError, EmbeddingError, OSError) as e:
+        return stack_cli.main_error(e)
+    print(f"uploaded {key}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+
+    try:
+        return stack_cli.status(args.owner, args.item, args.json)
+    except stack_cli.StackError as e:
+        return stack_cli.main_error(e)
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+
+    try:
+        out = stack_cli.invoke(args.function, Path(args.event))
+    except (stack_cli.StackError, OSError, ValueError) as e:
+        return stack_cli.main_error(e)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -182,6 +225,29 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("embed-text", help="embed texts through the Lambda handler")
     s.add_argument("texts", nargs="+")
     s.set_defaults(func=cmd_embed_text)
+
+    s = sub.add_parser("stack", help="the local stack")
+    s.add_argument("action", choices=["up"])
+    s.add_argument("--runpod-url", help="a RunPod-API URL to use instead of starting the local worker")
+    s.set_defaults(func=cmd_stack)
+
+    s = sub.add_parser("upload", help="upload a file to uploads/{owner}/{item}/ on the running stack")
+    s.add_argument("file")
+    s.add_argument("--owner", required=True)
+    s.add_argument("--item", required=True)
+    s.add_argument("--name", help="file name in S3 (default: the local file's name)")
+    s.set_defaults(func=cmd_upload)
+
+    s = sub.add_parser("status", help="items x channels from the ledger")
+    s.add_argument("--owner")
+    s.add_argument("--item")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = sub.add_parser("invoke", help="run one function of template.yaml against the running stack")
+    s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text"])
+    s.add_argument("--event", required=True, help="a sample event (infra/events/...)")
+    s.set_defaults(func=cmd_invoke)
 
     s = sub.add_parser("demo", help="the main job (README)")
     s.add_argument("--text-only", action="store_true", help="only the Lambda text path (no worker)")

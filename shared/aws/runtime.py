@@ -54,6 +54,7 @@ def build_pipeline(
             retries=settings.runpod_retries,
             run_per_s=settings.run_per_s,
             status_per_s=settings.status_per_s,
+            backoff_base_s=settings.runpod_backoff_s,
         )
     return Pipeline(
         settings,

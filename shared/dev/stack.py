@@ -137,7 +137,9 @@ def without_functions(cfn: Mapping[str, Any]) -> dict[str, Any]:
 class Resources:
     """Physical ids of the created stack, and how to resolve the template's intrinsics against them."""
 
-    def __init__(self, moto: MotoServer, template: Mapping[str, Any], physical: dict[str, str]) -> None:
+    def __init__(
+        self, moto: MotoServer | None, template: Mapping[str, Any], physical: dict[str, str]
+    ) -> None:
         self.moto = moto
         self.template = template
         self.physical = physical
@@ -500,6 +502,10 @@ class LocalStack:
             "UPLOAD_DLQ_URL": r.physical["UploadDeadLetterQueue"],
             "RUNPOD_ENDPOINT_URL": r.parameters["RunPodEndpointUrl"],
             "function_urls": {name: self.urls.url(name) for name in ("on_job_done", "embed_text")},
+            "MODEL_DIR": str(self.model_dir),
+            # what `se invoke` needs to give a function its template environment
+            "resources": {"physical": r.physical, "parameters": r.parameters, "urls": r.urls},
+            "overrides": self.overrides,
         }
 
     def local_env(self) -> dict[str, str]:

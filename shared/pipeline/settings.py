@@ -20,6 +20,7 @@
                               1000 and 2000 requests per 10 s (50 / 100)
     RUNPOD_TIMEOUT_S          one HTTP call to RunPod (10)
     RUNPOD_RETRIES            retries of one call on 429 / 502 / 503 / 504 / connect errors (4)
+    RUNPOD_BACKOFF_S          first retry delay of one call, doubling, full jitter, at most 8 s (0.5)
     SWEEP_BATCH               due rows handled per sweeper run (200)
 
 AWS_ENDPOINT_URL (honoured by boto3 itself) points every client at the local stack.
@@ -74,6 +75,7 @@ class PipelineSettings:
     status_per_s: float = 100.0
     runpod_timeout_s: float = 10.0
     runpod_retries: int = 4
+    runpod_backoff_s: float = 0.5
     sweep_batch: int = 200
 
     @classmethod
@@ -113,5 +115,6 @@ class PipelineSettings:
             status_per_s=read(env, "RUNPOD_STATUS_PER_S", positive(float), cls.status_per_s, "100"),
             runpod_timeout_s=read(env, "RUNPOD_TIMEOUT_S", positive(float), cls.runpod_timeout_s, "10"),
             runpod_retries=read(env, "RUNPOD_RETRIES", int, cls.runpod_retries, "4"),
+            runpod_backoff_s=read(env, "RUNPOD_BACKOFF_S", positive(float), cls.runpod_backoff_s, "0.5"),
             sweep_batch=read(env, "SWEEP_BATCH", positive(int), cls.sweep_batch, "200"),
         )
