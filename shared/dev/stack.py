@@ -177,16 +177,21 @@ class Resources:
 
 
 def create_resources(
-    moto: MotoServer, template: Mapping[str, Any], stack_name: str = STACK_NAME
+    moto: MotoServer,
+    template: Mapping[str, Any],
+    stack_name: str = STACK_NAME,
+    *,
+    translated: Mapping[str, Any] | None = None,
 ) -> Resources:
-    """create_stack on the translated template, then what moto skips (notifications, secrets)."""
+    """create_stack on the translated template (`translated`, when the caller already has it), then what
+    moto skips (notifications, secrets)."""
     import warnings
 
     # moto warns (in its server thread) for each resource type it does not model; that is expected here
     warnings.filterwarnings("ignore", message="Tried to parse AWS::", category=UserWarning)
     logging.getLogger("moto").setLevel(logging.ERROR)
     cf = moto.client("cloudformation")
-    body = without_functions(translate(template))
+    body = without_functions(translated if translated is not None else translate(template))
     cf.create_stack(StackName=stack_name, TemplateBody=json.dumps(body), Capabilities=["CAPABILITY_IAM"])
     physical = {
         r["LogicalResourceId"]: r["PhysicalResourceId"]
