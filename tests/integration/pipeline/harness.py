@@ -53,23 +53,43 @@ class Harness:
         self.res = create_resources(moto, template, f"t{uuid.uuid4().hex[:10]}", translated=translated)
         self.res.parameters["RunPodEndpointUrl"] = self.standin.base
         self.urls = FunctionUrls({})
-        self.res.urls = {"OnJobDoneFunctionUrl": self.urls.url("on_job_done"),
-                         "EmbedTextFunctionUrl": self.urls.url("embed_text")}
-        local = {"AWS_ENDPOINT_URL": moto.endpoint, "AWS_DEFAULT_REGION": REGION, "AWS_ACCESS_KEY_ID": "testing",
-                 "AWS_SECRET_ACCESS_KEY": "testing", "RUNPOD_BACKOFF_S": "0.001", "POLL_AFTER_S": "30",
-                 "POLL_INTERVAL_S": "10", "BACKOFF_BASE_S": "10", "BACKOFF_MAX_S": "60", **(overrides or {})}
+        self.res.urls = {
+            "OnJobDoneFunctionUrl": self.urls.url("on_job_done"),
+            "EmbedTextFunctionUrl": self.urls.url("embed_text"),
+        }
+        local = {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "RUNPOD_BACKOFF_S": "0.001",
+            "POLL_AFTER_S": "30",
+            "POLL_INTERVAL_S": "10",
+            "BACKOFF_BASE_S": "10",
+            "BACKOFF_MAX_S": "60",
+            **(overrides or {}),
+        }
         self.env = function_env(self.res, "SweeperFunction", local)
         self.settings = PipelineSettings.from_env(self.env)
         self.s3 = moto.client("s3")
         self.sqs = moto.client("sqs")
         self.ledger = Ledger(moto.client("dynamodb"), self.settings.table, clock=self.clock)
-        self.runpod = RunPodClient(self.standin.base, secret(self.settings.runpod_key_secret, "key", self.env),
-                                   retries=self.settings.runpod_retries, backoff_base_s=0.001,
-                                   timeout_s=self.settings.runpod_timeout_s)
+        self.runpod = RunPodClient(
+            self.standin.base,
+            secret(self.settings.runpod_key_secret, "key", self.env),
+            retries=self.settings.runpod_retries,
+            backoff_base_s=0.001,
+            timeout_s=self.settings.runpod_timeout_s,
+        )
         self.pipeline = Pipeline(
-            self.settings, self.ledger, Storage(self.s3, self.settings.bucket), text_model=text_model,
-            runpod=self.runpod, webhook_key=secret(self.settings.webhook_secret, "key", self.env).encode(),
-            clock=self.clock, rng=random.Random(0),
+            self.settings,
+            self.ledger,
+            Storage(self.s3, self.settings.bucket),
+            text_model=text_model,
+            runpod=self.runpod,
+            webhook_key=secret(self.settings.webhook_secret, "key", self.env).encode(),
+            clock=self.clock,
+            rng=random.Random(0),
         )
         metrics = Metrics(namespace="Tests", service="tests")
         logger = Logger(service="tests", level="ERROR")
@@ -80,7 +100,9 @@ class Harness:
         self.urls.start()
         self.queue_url = self.res.physical["UploadQueue"]
         self.dlq_url = self.res.physical["UploadDeadLetterQueue"]
-        self.pump = Pump(self.sqs, self.queue_url, self.res.arn("UploadQueue"), self.on_upload, None, visibility_s=0)
+        self.pump = Pump(
+            self.sqs, self.queue_url, self.res.arn("UploadQueue"), self.on_upload, None, visibility_s=0
+        )
         self.sqs.purge_queue(QueueUrl=self.queue_url)  # S3's s3:TestEvent from setting up notifications
 
     @property

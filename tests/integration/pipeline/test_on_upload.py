@@ -20,8 +20,13 @@ def record(h: Harness, key: str, name: str = "ObjectCreated:Put", seq: str | Non
     obj = {"key": quote_plus(key, safe="/"), "size": 64, "eTag": "x"}
     if seq is not None:
         obj["sequencer"] = seq
-    return {"eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
-            "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": h.bucket}, "object": obj}}
+    return {
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventName": name,
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": h.bucket}, "object": obj},
+    }
 
 
 def test_upload_dispatches_one_job_and_completes(h: Harness) -> None:
@@ -50,10 +55,19 @@ def test_keys_s3_really_sends_are_decoded(h: Harness, file: str) -> None:
 def test_several_records_in_one_message_each_handled(h: Harness) -> None:
     for i in ("a", "b"):
         h.s3.put_object(Bucket=h.bucket, Key=f"manual/{i}", Body=b"x")  # outside the notification prefixes
-        h.s3.copy_object(Bucket=h.bucket, Key=f"uploads/o3/{i}/v.mp4", CopySource={"Bucket": h.bucket, "Key": f"manual/{i}"})
+        h.s3.copy_object(
+            Bucket=h.bucket,
+            Key=f"uploads/o3/{i}/v.mp4",
+            CopySource={"Bucket": h.bucket, "Key": f"manual/{i}"},
+        )
     h.deliver()  # the copies' own notifications
-    body = {"Records": [record(h, "uploads/o3/a/v.mp4"), record(h, "uploads/o3/../x/v.mp4"),
-                        record(h, "uploads/o3/b/v.mp4")]}
+    body = {
+        "Records": [
+            record(h, "uploads/o3/a/v.mp4"),
+            record(h, "uploads/o3/../x/v.mp4"),
+            record(h, "uploads/o3/b/v.mp4"),
+        ]
+    }
     h.send(json.dumps(body))
     h.deliver()
     h.wait(lambda: h.done("o3", "a") and h.done("o3", "b"))
@@ -97,12 +111,24 @@ def test_older_event_after_newer_does_not_regress(h: Harness) -> None:
 
 
 def test_s3_test_event_is_consumed(h: Harness) -> None:
-    h.send(json.dumps({"Service": "Amazon S3", "Event": "s3:TestEvent", "Time": "2026-01-01T00:00:00Z",
-                       "Bucket": h.bucket}))
+    h.send(
+        json.dumps(
+            {
+                "Service": "Amazon S3",
+                "Event": "s3:TestEvent",
+                "Time": "2026-01-01T00:00:00Z",
+                "Bucket": h.bucket,
+            }
+        )
+    )
     out = h.pump.deliver_once(wait_s=0)
     assert out == 1 and h.pump.failures == 0
-    assert h.sqs.get_queue_attributes(QueueUrl=h.queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
-        "Attributes"]["ApproximateNumberOfMessages"] == "0"
+    assert (
+        h.sqs.get_queue_attributes(QueueUrl=h.queue_url, AttributeNames=["ApproximateNumberOfMessages"])[
+            "Attributes"
+        ]["ApproximateNumberOfMessages"]
+        == "0"
+    )
 
 
 def test_removal_marks_the_item(h: Harness) -> None:
@@ -122,9 +148,18 @@ def test_removal_marks_the_item(h: Harness) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["uploads/o7/../x/v.mp4", "uploads/o7/it/../v.mp4", "uploads/bad id/it/v.mp4", "uploads//it/v.mp4",
-     "uploads/o7/" + "x" * 65 + "/v.mp4", "other/o7/it/v.mp4", "uploads/o7/it/notes.exe", "uploads/o7/it/.hidden.mp4",
-     "uploads/o7/it/deep/v.mp4", "persons/o7/p1/voice.mp3"],
+    [
+        "uploads/o7/../x/v.mp4",
+        "uploads/o7/it/../v.mp4",
+        "uploads/bad id/it/v.mp4",
+        "uploads//it/v.mp4",
+        "uploads/o7/" + "x" * 65 + "/v.mp4",
+        "other/o7/it/v.mp4",
+        "uploads/o7/it/notes.exe",
+        "uploads/o7/it/.hidden.mp4",
+        "uploads/o7/it/deep/v.mp4",
+        "persons/o7/p1/voice.mp3",
+    ],
 )
 def test_traversal_invalid_ids_and_foreign_keys_are_refused_once(h: Harness, key: str) -> None:
     h.send(json.dumps({"Records": [record(h, key)]}))
@@ -150,7 +185,9 @@ def test_poison_message_fails_alone_and_reaches_the_dlq(h: Harness) -> None:
         h.pump.deliver_once(wait_s=0)
     h.wait(lambda: h.done("o9", "good"))
     dlq = h.sqs.receive_message(QueueUrl=h.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
-    assert sorted(m["Body"] for m in dlq) == sorted(["this is not json {", json.dumps({"Records": "not a list"})])
+    assert sorted(m["Body"] for m in dlq) == sorted(
+        ["this is not json {", json.dumps({"Records": "not a list"})]
+    )
     assert h.jobs("o9", "good") == 1
 
 
@@ -166,11 +203,15 @@ def test_meta_json_feeds_text_meta_then_text_fused(h: Harness, text_model) -> No
     h.wait(lambda: "text_fused" in h.channels("o10", "it") and h.done("o10", "it"))
     chans = h.channels("o10", "it")
     assert {c: chans[c]["status"] for c in ("text_meta", "text_transcript", "text_fused")} == dict.fromkeys(
-        ("text_meta", "text_transcript", "text_fused"), "SUCCEEDED")
+        ("text_meta", "text_transcript", "text_fused"), "SUCCEEDED"
+    )
     import numpy as np
 
     from shared.vectors import load_npy
-    vec = load_npy(h.s3.get_object(Bucket=h.bucket, Key=chans["text_meta"]["artifact_key"])["Body"].read(), "m")
+
+    vec = load_npy(
+        h.s3.get_object(Bucket=h.bucket, Key=chans["text_meta"]["artifact_key"])["Body"].read(), "m"
+    )
     expected = text_model.embed(["Garden [SEP] watering plants [SEP] plant care"])[0]
     assert float(np.dot(vec, expected)) > 0.9999
 
