@@ -72,8 +72,12 @@ def canned_artifact(channel: str, seed: int) -> tuple[bytes, dict[str, Any]]:
     rng = np.random.default_rng(seed)
     ch = spec.CHANNELS[channel]
     if ch.artifact == "json":
-        doc = {"text": "canned transcript for load tests", "segments": [{"start": 0.0, "end": 1.0,
-               "text": "canned transcript for load tests"}], "language": "en", "duration": 1.0}
+        doc = {
+            "text": "canned transcript for load tests",
+            "segments": [{"start": 0.0, "end": 1.0, "text": "canned transcript for load tests"}],
+            "language": "en",
+            "duration": 1.0,
+        }
         return json.dumps(doc).encode(), {"language": "en", "segments": 1}
     arr = _unit(rng, 1 + 4, ch.dims) if channel == "video_clip" else _unit(rng, ch.dims)
     if channel == "video_clip":
@@ -173,19 +177,35 @@ class RunPodStandIn:
             job.status = "FAILED"
         else:
             channels = {}
-            seed = int(hashlib.sha256(json.dumps(inp.get("item"), sort_keys=True).encode()).hexdigest()[:8], 16)
+            seed = int(
+                hashlib.sha256(json.dumps(inp.get("item"), sort_keys=True).encode()).hexdigest()[:8], 16
+            )
             for i, ch in enumerate(inp.get("channels", [])):
                 data, meta = canned_artifact(ch, seed + i)
                 resp = self.http.request("PUT", inp["outputs"][ch], body=data, timeout=30)
                 if resp.status >= 300:
-                    channels[ch] = {"status": "failed", "error": {"code": "fetch_error", "message": "PUT failed",
-                                                                  "retryable": True}}
+                    channels[ch] = {
+                        "status": "failed",
+                        "error": {"code": "fetch_error", "message": "PUT failed", "retryable": True},
+                    }
                     continue
-                channels[ch] = {"status": "succeeded", **meta, "sha256": hashlib.sha256(data).hexdigest(),
-                                "bytes": len(data), "model": "stand-in", "model_name": "stand-in",
-                                "random": True, "fingerprint": spec.CHANNELS[ch].fingerprint, "seconds": 0.01}
-            job.output = {"item": inp.get("item"), "spec_version": spec.SPEC_VERSION, "channels": channels,
-                          "seconds": round(time.perf_counter() - started, 4)}
+                channels[ch] = {
+                    "status": "succeeded",
+                    **meta,
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "bytes": len(data),
+                    "model": "stand-in",
+                    "model_name": "stand-in",
+                    "random": True,
+                    "fingerprint": spec.CHANNELS[ch].fingerprint,
+                    "seconds": 0.01,
+                }
+            job.output = {
+                "item": inp.get("item"),
+                "spec_version": spec.SPEC_VERSION,
+                "channels": channels,
+                "seconds": round(time.perf_counter() - started, 4),
+            }
             job.status = "COMPLETED"
         job.execution_ms = int((time.perf_counter() - started) * 1000)
         if job.webhook:
@@ -193,8 +213,13 @@ class RunPodStandIn:
                 self.webhooks_lost += 1
                 return
             try:
-                self.http.request("POST", job.webhook, body=json.dumps(self._body(job)).encode(),
-                                  headers={"Content-Type": "application/json"}, timeout=30)
+                self.http.request(
+                    "POST",
+                    job.webhook,
+                    body=json.dumps(self._body(job)).encode(),
+                    headers={"Content-Type": "application/json"},
+                    timeout=30,
+                )
                 self.webhooks_sent += 1
             except urllib3.exceptions.HTTPError:
                 self.webhooks_lost += 1

@@ -329,7 +329,9 @@ class FunctionUrls:
 
         self.server = ThreadingHTTPServer((host, self.port), Handler)
         self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), name="function-urls", daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, args=(0.05,), name="function-urls", daemon=True
+        )
 
     def url(self, name: str) -> str:
         return f"{self.base}/{name}"
