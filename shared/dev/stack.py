@@ -534,7 +534,10 @@ class LocalStack:
         self.moto = MotoServer().start()
         self.resources = res = create_resources(self.moto, template)
         if self.runpod_url is None:
-            log_path = (self.log_dir / "worker.log") if self.log_dir else None
+            log_path = None
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                log_path = self.log_dir / "worker.log"
             self.worker = LocalRunpodWorker(self.model_dir, env=self.worker_env, log_path=log_path).start()
             self.runpod_url = self.worker.base
         res.parameters["RunPodEndpointUrl"] = self.runpod_url

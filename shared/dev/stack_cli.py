@@ -163,7 +163,7 @@ def status(owner: str | None, item: str | None, as_json: bool) -> int:
 # ---------------------------------------------------------------------- se invoke
 
 
-def invoke(function: str, event_file: Path) -> dict[str, Any]:
+def invoke(function: str, event_file: Path, endpoints: Path = ENDPOINTS_FILE) -> dict[str, Any]:
     """Run one template.yaml function in-process against the running stack, with the environment the
     template gives it (as `sam local invoke` does in a container). The sample events name the bucket
     `media-bucket`; that placeholder is replaced by the stack's bucket."""
@@ -172,7 +172,7 @@ def invoke(function: str, event_file: Path) -> dict[str, Any]:
     _quiet()
     if function not in FUNCTIONS:
         raise StackError(f"unknown function {function}; one of {', '.join(FUNCTIONS)}")
-    ep = read_endpoints()
+    ep = read_endpoints(endpoints)
     if "resources" not in ep:
         raise StackError("`se invoke` needs a local stack started with `se stack up`")
     res = Resources(None, load_template(), dict(ep["resources"]["physical"]))
@@ -183,7 +183,10 @@ def invoke(function: str, event_file: Path) -> dict[str, Any]:
     env = function_env(res, FUNCTIONS[function], extra)
     raw = event_file.read_text().replace("media-bucket", ep["MEDIA_BUCKET"])
     event = json.loads(raw)
-    handler = _embed_text_handler(env) if function == "embed_text" else lambdas.build(function, env)
+    if function == "embed_text":
+        handler = _embed_text_handler(env)
+    else:  # the function's own log lines go to stderr; its response is what `se invoke` prints
+        handler = lambdas.build(function, env, log_stream=sys.stderr)
     from shared.dev.stack import _Context
 
     return handler(event, _Context(function))

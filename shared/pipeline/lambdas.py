@@ -44,7 +44,9 @@ def metric_sink(metrics: Metrics) -> Callable[[str, float], None]:
     return emit
 
 
-def build_on_upload(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+def build_on_upload(
+    pipeline: Pipeline, logger: Logger, metrics: Metrics, *, cold_start: bool = True
+) -> Handler:
     processor = BatchProcessor(event_type=EventType.SQS)
 
     def record_handler(record: Any) -> list[str]:
@@ -58,7 +60,7 @@ def build_on_upload(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Han
             event=event, record_handler=record_handler, processor=processor, context=context
         )
 
-    return metrics.log_metrics(capture_cold_start_metric=True)(
+    return metrics.log_metrics(capture_cold_start_metric=cold_start)(
         logger.inject_lambda_context(clear_state=True)(handle)
     )
 
@@ -68,7 +70,9 @@ class Stale(InvalidInput):
     code = "stale_dispatch"
 
 
-def build_on_job_done(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+def build_on_job_done(
+    pipeline: Pipeline, logger: Logger, metrics: Metrics, *, cold_start: bool = True
+) -> Handler:
     def reply(status: int, body: dict) -> dict:
         return proxy_response(status, body)
 
@@ -114,18 +118,20 @@ def build_on_job_done(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> H
         )
         return reply(200, {"outcome": out.action, "channels": out.detail.get("channels", {})})
 
-    return metrics.log_metrics(capture_cold_start_metric=True)(
+    return metrics.log_metrics(capture_cold_start_metric=cold_start)(
         logger.inject_lambda_context(clear_state=True)(handle)
     )
 
 
-def build_sweeper(pipeline: Pipeline, logger: Logger, metrics: Metrics) -> Handler:
+def build_sweeper(
+    pipeline: Pipeline, logger: Logger, metrics: Metrics, *, cold_start: bool = True
+) -> Handler:
     def handle(event: Any, context: Any) -> dict:
         counts = pipeline.sweep()
         logger.info("sweep done", extra={"counts": counts})
         return {"counts": counts}
 
-    return metrics.log_metrics(capture_cold_start_metric=True)(
+    return metrics.log_metrics(capture_cold_start_metric=cold_start)(
         logger.inject_lambda_context(clear_state=True)(handle)
     )
 
@@ -138,7 +144,7 @@ _BUILDERS = {
 FUNCTIONS = tuple(_BUILDERS)
 
 
-def build(function: str, env: Mapping[str, str] | None = None) -> Handler:
+def build(function: str, env: Mapping[str, str] | None = None, *, log_stream: Any = None) -> Handler:
     """One orchestration function's handler from its environment (the handler modules call this at
     init with os.environ; the local stack and `se invoke` with the environment template.yaml gives it):
     Powertools Logger/Metrics, the text model (MODEL_DIR, TEXT_*), the secrets, the Pipeline."""
@@ -150,8 +156,9 @@ def build(function: str, env: Mapping[str, str] | None = None) -> Handler:
     env = os.environ if env is None else env
     builder, dispatch = _BUILDERS[function]
     obs = ObservabilitySettings.from_env(env)
-    logger = Logger(service=obs.service, level=env.get("POWERTOOLS_LOG_LEVEL") or "INFO")
+    logger = Logger(service=obs.service, level=env.get("POWERTOOLS_LOG_LEVEL") or "INFO", stream=log_stream)
     metrics = Metrics(namespace=obs.namespace, service=obs.service)
     model = MiniLMOnnx.load(TextSettings.from_env(env))
     pipeline = build_pipeline(env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics))
-    return builder(pipeline, logger, metrics)
+    quiet = env.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
+    return builder(pipeline, logger, metrics, cold_start=not quiet)

@@ -80,9 +80,21 @@ def inputs(modality: str | None, media: bool = True, meta: bool = False) -> plan
 def test_applicable_channels_follow_the_spec() -> None:
     enabled = spec.CHANNELS
     assert plan.applicable(inputs("video"), enabled) == (
-        "video_clip", "video_mae", "audio_wav2vec2", "transcript", "text_transcript")
+        "video_clip",
+        "video_mae",
+        "audio_wav2vec2",
+        "transcript",
+        "text_transcript",
+    )
     assert set(plan.applicable(inputs("video", meta=True), enabled)) == {
-        "video_clip", "video_mae", "audio_wav2vec2", "transcript", "text_transcript", "text_meta", "text_fused"}
+        "video_clip",
+        "video_mae",
+        "audio_wav2vec2",
+        "transcript",
+        "text_transcript",
+        "text_meta",
+        "text_fused",
+    }
     assert plan.applicable(inputs("image", meta=True), enabled) == ("text_meta", "image_clip")
     assert plan.applicable(inputs(None, media=False, meta=True), enabled) == ("text_meta",)
     assert plan.applicable(inputs("audio"), ["audio_wav2vec2"]) == ("audio_wav2vec2",)
@@ -139,7 +151,9 @@ def test_token_round_trip_and_binding() -> None:
         lambda t: "x" + t,
         lambda t: t.replace(".", ""),
         lambda t: t + ".x",
-        lambda t: t.split(".")[0] + "." + tokens.sign(b"other", "own", "item", "d" * 32, 10**10).split(".")[1],
+        lambda t: (
+            t.split(".")[0] + "." + tokens.sign(b"other", "own", "item", "d" * 32, 10**10).split(".")[1]
+        ),
     ],
 )
 def test_tampered_tokens_are_refused(mutate) -> None:

@@ -31,10 +31,12 @@ def server() -> Iterator[tuple[str, Script]]:
         def log_message(self, *a):
             pass
 
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
             script.seen.append((self.path, body, self.headers.get("Authorization", "")))
-            status, out = script.answers.pop(0) if script.answers else (200, {"id": "job-1", "status": "IN_QUEUE"})
+            status, out = (
+                script.answers.pop(0) if script.answers else (200, {"id": "job-1", "status": "IN_QUEUE"})
+            )
             data = json.dumps(out).encode()
             self.send_response(status)
             if status == 429:
@@ -59,11 +61,17 @@ def client(base: str, **kw) -> tuple[RunPodClient, list[float]]:
 def test_run_sends_input_webhook_policy_and_bearer_key(server) -> None:
     base, script = server
     c, _ = client(base)
-    assert c.run({"task": "x"}, webhook="https://cb/?token=t", policy={"executionTimeout": 1000, "ttl": 2000}) == "job-1"
+    assert (
+        c.run({"task": "x"}, webhook="https://cb/?token=t", policy={"executionTimeout": 1000, "ttl": 2000})
+        == "job-1"
+    )
     path, body, auth = script.seen[0]
     assert path == "/run" and auth == f"Bearer {KEY}"
-    assert body == {"input": {"task": "x"}, "webhook": "https://cb/?token=t",
-                    "policy": {"executionTimeout": 1000, "ttl": 2000}}
+    assert body == {
+        "input": {"task": "x"},
+        "webhook": "https://cb/?token=t",
+        "policy": {"executionTimeout": 1000, "ttl": 2000},
+    }
 
 
 @pytest.mark.parametrize("status", [429, 502, 503, 504])
@@ -79,7 +87,7 @@ def test_retryable_statuses_are_retried_with_backoff(server, status: int) -> Non
 def test_retries_are_bounded(server) -> None:
     base, script = server
     script.answers = [(503, {})] * 10
-    c, slept = client(base, retries=2)
+    c, _ = client(base, retries=2)
     with pytest.raises(RunPodError) as e:
         c.status("job-1")
     assert len(script.seen) == 3 and e.value.retryable

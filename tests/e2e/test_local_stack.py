@@ -1,0 +1,85 @@
+"""The product on the local stack with the real worker under the SDK's local API: the README's main
+job (`se demo`), and `se stack up` driven from outside the way a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from shared.dev import stack_cli
+from shared.dev.stack import ENDPOINTS_FILE
+from shared.settings import REPO_ROOT
+
+pytestmark = pytest.mark.e2e
+
+
+def test_demo_runs_sample_media_through_the_whole_pipeline(dev_model_dir: Path, capsys) -> None:
+    assert stack_cli.demo(dev_model_dir) == 0  # raises StackError on any unexpected status
+    out = capsys.readouterr().out
+    assert "demo/garden-clip" in out and "COMPLETE 7/7 channels" in out
+    assert "not-media" in out and "PARTIAL" in out and "not a readable media file" in out
+    assert "transcript of garden-clip: 'Please remember to" in out
+    assert "X-Amz-Signature" not in out and "token=" not in out
+
+
+def se(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "handlers.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def test_stack_up_upload_status_invoke_then_ctrl_c(dev_model_dir: Path) -> None:
+    if ENDPOINTS_FILE.exists():
+        pytest.fail(f"{ENDPOINTS_FILE} exists: is a stack already running? stop it first")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "stack", "up"],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not ENDPOINTS_FILE.exists():
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "the stack did not come up"
+            time.sleep(0.5)
+        endpoints = json.loads(ENDPOINTS_FILE.read_text())
+        assert endpoints["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        up = se("upload", str(REPO_ROOT / "infra/samples/photo.png"), "--owner", "e2e", "--item", "pic")
+        assert up.returncode == 0 and "uploads/e2e/pic/photo.png" in up.stdout, up.stderr
+        bad = se("upload", str(REPO_ROOT / "infra/samples/photo.png"), "--owner", "../x", "--item", "pic")
+        assert bad.returncode == 1 and "owner_id" in bad.stderr
+        for _ in range(120):
+            st = se("status", "--owner", "e2e", "--json")
+            rows = json.loads(st.stdout)
+            item = [r for r in rows if r["sk"] == "ITEM"]
+            if item and item[0]["status"] == "COMPLETE":
+                break
+            time.sleep(0.5)
+        assert item and item[0]["status"] == "COMPLETE", rows
+        chans = {r["channel"]: r for r in rows if r["sk"] != "ITEM"}
+        assert chans["image_clip"]["status"] == "SUCCEEDED" and chans["image_clip"]["dims"] == 512
+        table = se("status", "--owner", "e2e")
+        assert "image_clip" in table.stdout and "SUCCEEDED" in table.stdout
+        inv = se(
+            "invoke", "on_job_done", "--event", str(REPO_ROOT / "infra/events/on_job_done/forged_token.json")
+        )
+        assert inv.returncode == 0 and json.loads(inv.stdout)["statusCode"] == 401
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert "stack stopped" in out and not ENDPOINTS_FILE.exists()
