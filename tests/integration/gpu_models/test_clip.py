@@ -12,6 +12,7 @@ from shared.errors import ConfigError, InvalidInput
 from shared.models import registry
 from shared.models.backend import Backend, l2_normalize
 from shared.models.clip import ClipBackend
+from shared.worker.health import CANARIES
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +135,7 @@ def test_eva02_is_selectable_through_the_same_loader(gpu_model_dir) -> None:
     assert (eva.dims, eva.image_size) == (entry.dims, entry.preprocessing["image_size"]) == (768, 336)
     assert eva.random and eva.name == entry.name
     assert type(eva._model.visual).__name__ == "TimmModel"  # the tower family EVA02-L uses
-    eva.warmup()
+    CANARIES["clip"](eva)
     out = eva.embed_images([picture(300, 200, 9)])
     assert out.shape == (1, 768) and unit_rows(out)
 
