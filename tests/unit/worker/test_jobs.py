@@ -7,103 +7,16 @@ import asyncio
 import base64
 import hashlib
 import io
-import shutil
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from shared import spec
-from shared.dev.media import make_audio, make_image_bytes, make_video, png_with_claimed_size
-from shared.errors import FetchError, PayloadTooLarge
+from shared.dev.media import make_image_bytes, png_with_claimed_size
 from shared.worker.faults import redact
-from shared.worker.models import Models
-from shared.worker.settings import WorkerSettings
-from shared.worker.worker import Worker
-from tests.unit.worker.fakes import FakeClip, FakeVideoMAE, FakeWav2Vec2, FakeWhisper
+from tests.unit.worker.harness import Harness, embed_job, url
 
 pytestmark = pytest.mark.unit
-
-SECRET = "X-Amz-Signature=0123SECRET"
-
-
-def url(name: str) -> str:
-    return f"https://bucket.example.com/{name}?{SECRET}"
-
-
-class Harness:
-    """A Worker whose downloads come from local files and whose uploads are captured."""
-
-    def __init__(self, files: dict[str, Path], env: dict[str, str] | None = None) -> None:
-        settings = WorkerSettings.from_env(env or {}, cuda_available=lambda: False)
-        self.models = Models(
-            clip=FakeClip(), whisper=FakeWhisper(), videomae=FakeVideoMAE(), wav2vec2=FakeWav2Vec2()
-        )
-        self.worker = Worker(settings, self.models)
-        self.files = files
-        self.uploads: dict[str, tuple[bytes, str]] = {}
-        self.fail_upload: set[str] = set()
-        self.downloads: list[str] = []
-        self.worker.download = self._download
-        self.worker.upload = self._upload
-
-    def _download(self, source_url: str, dest: Path, max_bytes: int) -> Path:
-        self.downloads.append(source_url)
-        name = source_url.split("?")[0].rsplit("/", 1)[-1]
-        src = self.files[name]
-        if src.stat().st_size > max_bytes:
-            raise PayloadTooLarge(f"object is over the limit of {max_bytes} bytes")
-        out = dest / f"download-{name}"
-        shutil.copy(src, out)
-        return out
-
-    def _upload(self, put_url: str, data: bytes, content_type: str) -> None:
-        name = put_url.split("?")[0].rsplit("/", 1)[-1]
-        if name in self.fail_upload:
-            raise FetchError(f"PUT bucket.example.com: HTTP 503 for {put_url}")
-        self.uploads[name] = (data, content_type)
-
-    def run(self, job_input: dict) -> dict:
-        return asyncio.run(self.worker.handle({"id": "job-1", "input": job_input}))
-
-
-def embed_job(source: str, modality: str, channels: list[str], **extra) -> dict:
-    return {
-        "task": "embed_item",
-        "item": {"owner_id": "own", "item_id": "it", "modality": modality},
-        "source_url": url(source),
-        "channels": channels,
-        "outputs": {c: url(f"{c}.out") for c in channels},
-        **extra,
-    }
-
-
-@pytest.fixture(scope="module")
-def media(tmp_path_factory) -> dict[str, Path]:
-    d = tmp_path_factory.mktemp("media")
-    files = {
-        "clip.mp4": make_video(d / "clip.mp4", seconds=2.0, fps=10, with_audio=True).path,
-        "short.mp4": make_video(d / "short.mp4", seconds=0.5, fps=10).path,
-        "tone.wav": make_audio(d / "tone.wav", 1.5),
-        "zero.mp4": d / "zero.mp4",
-        "garbage.mp4": d / "garbage.mp4",
-        "photo.png": d / "photo.png",
-        "huge.png": d / "huge.png",
-    }
-    files["zero.mp4"].write_bytes(b"")
-    files["garbage.mp4"].write_bytes(b"this is not a video at all" * 10)
-    files["photo.png"].write_bytes(make_image_bytes((40, 30)))
-    files["huge.png"].write_bytes(png_with_claimed_size())
-    return files
-
-
-@pytest.fixture
-def temp_root(tmp_path, monkeypatch) -> Path:
-    root = tmp_path / "tmp"
-    root.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(root))
-    return root
 
 
 def load_npy(data: bytes) -> np.ndarray:
