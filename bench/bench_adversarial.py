@@ -37,23 +37,23 @@ def inputs(folder: Path) -> dict[str, list[Path]]:
     from bench.bench_gpu_clip import make_jpegs
     from shared.dev.media import make_image_bytes, png_with_claimed_size
 
-    def one(name: str, data: bytes) -> Path:
+    def one(name: str, make) -> Path:
         path = folder / name
-        if not path.exists():
-            path.write_bytes(data)
+        if not path.exists():  # made once, by the parent: a child's RSS is its own work only
+            path.write_bytes(make())
         return path
 
-    photo = one("photo.jpg", make_jpegs(1, 4000, 3000)[0])
+    photo = one("photo.jpg", lambda: make_jpegs(1, 4000, 3000)[0])
     return {
         ORDINARY: [photo],
-        "1x20000": [one("1x20000.png", make_image_bytes((1, 20000)))],
-        "20000x1": [one("20000x1.png", make_image_bytes((20000, 1)))],
-        "2x2": [one("2x2.png", make_image_bytes((2, 2)))],
-        "50 MP 8660x5773": [one("50mp.jpg", make_jpegs(1, 8660, 5773)[0])],
-        "panorama 8:1 8000x1000": [one("pano8.jpg", make_jpegs(1, 8000, 1000)[0])],
-        "panorama 9:1 9000x1000": [one("pano9.jpg", make_jpegs(1, 9000, 1000)[0])],
-        "claims 20000x20000": [one("claims.png", png_with_claimed_size(20000, 20000))],
-        "32 x claims 49 MP": [one("claims49.png", png_with_claimed_size(7000, 7000))] * 32,
+        "1x20000": [one("1x20000.png", lambda: make_image_bytes((1, 20000)))],
+        "20000x1": [one("20000x1.png", lambda: make_image_bytes((20000, 1)))],
+        "2x2": [one("2x2.png", lambda: make_image_bytes((2, 2)))],
+        "50 MP 8656x5776": [one("50mp.jpg", lambda: make_jpegs(1, 8656, 5776)[0])],
+        "panorama 8:1 8000x1000": [one("pano8.jpg", lambda: make_jpegs(1, 8000, 1000)[0])],
+        "panorama 9:1 9000x1000": [one("pano9.jpg", lambda: make_jpegs(1, 9000, 1000)[0])],
+        "claims 20000x20000": [one("claims.png", lambda: png_with_claimed_size(20000, 20000))],
+        "32 x claims 49 MP": [one("claims49.png", lambda: png_with_claimed_size(7000, 7000))] * 32,
         "32 x photo 4000x3000": [photo] * 32,
     }
 

@@ -9,7 +9,10 @@ unhealthy. Each task's logic is one module in shared.worker.jobs; each embed_ite
 in shared.worker.channels.
 
 Thread/loop model: each model runs in its own single-thread executor (one model is never entered
-twice at once, and the event loop stays free); download/decode/upload run in the default pool.
+twice at once, and the event loop stays free), except that CLIP's image tower has a thread of its
+own ("clip_image": image batches and video frames) beside the text tower's ("clip"): the towers are
+separate modules used for inference only, so a query never waits behind a long image pass (on a GPU
+their kernels interleave). Download/decode/upload run in the default pool.
 Bounded work: embed_item/transcribe downloads and decodes run MEDIA_CONCURRENCY at a time; decoded
 image pixels, in every job together, stay under WORKER_MAX_PIXELS (shared.worker.budget).
 """
@@ -42,9 +45,8 @@ class Worker:
     def __init__(self, settings: WorkerSettings, models: Models) -> None:
         self.settings = settings
         self.models = models
-        self._executors = {
-            role: ThreadPoolExecutor(1, thread_name_prefix=f"model-{role}") for role in models.loaded()
-        }
+        roles = [*models.loaded(), *(["clip_image"] if models.clip is not None else [])]
+        self._executors = {role: ThreadPoolExecutor(1, thread_name_prefix=f"model-{role}") for role in roles}
         self.budget = PixelBudget(settings.worker_max_pixels)
         # jobs that may still join a CLIP batch; with BATCH_EARLY_CLOSE a batch runs once none remain
         self.arrivals = Arrivals()
@@ -52,7 +54,7 @@ class Worker:
         self._image_batchers: dict[bool, MicroBatcher] = {}
         self.text_batcher: MicroBatcher | None = None
         if models.clip is not None:
-            self.text_batcher = self._batcher(models.clip.embed_texts, "clip_text")
+            self.text_batcher = self._batcher(models.clip.embed_texts, "clip_text", "clip")
         self._media_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.jobs = 0
 
@@ -61,12 +63,12 @@ class Worker:
         """Load every enabled model (raises ModelNotFound naming the folder and the bake command)."""
         return cls(settings, load_models(settings))
 
-    def _batcher(self, fn: Callable[[list[Any]], Any], name: str) -> MicroBatcher:
+    def _batcher(self, fn: Callable[[list[Any]], Any], name: str, role: str) -> MicroBatcher:
         return MicroBatcher(
             fn,
             window_ms=self.settings.batch_window_ms,
             max_batch=self.settings.max_batch,
-            executor=self._executors["clip"],
+            executor=self._executors[role],
             name=name,
             arrivals=self._batch_arrivals,
         )
@@ -76,7 +78,9 @@ class Worker:
         batcher = self._image_batchers.get(tta)
         if batcher is None:
             name = f"clip_image{'_tta' if tta else ''}"
-            batcher = self._image_batchers[tta] = self._batcher(self.models.clip.embed_prepared, name)
+            batcher = self._image_batchers[tta] = self._batcher(
+                self.models.clip.embed_prepared, name, "clip_image"
+            )
         return batcher
 
     def close(self) -> None:

@@ -24,7 +24,7 @@ from shared.worker.channels.base import (
 class VideoClip(ChannelRunner):
     name = "video_clip"
     needs = "frames"
-    role = "clip"
+    role = "clip"  # the image tower runs on the worker's "clip_image" thread
 
     def model_name(self, settings) -> str:
         return settings.clip_model  # CLIP_MODEL; check_settings holds it to the spec
@@ -36,7 +36,7 @@ class VideoClip(ChannelRunner):
         frames = decoded.frames
         real = max(1, len(frames.frames) - int(frames.padded))
         clip = ctx.models.clip
-        rows = await ctx.run_model("clip", clip.embed_frames, frames.frames[:real])
+        rows = await ctx.run_model("clip_image", clip.embed_frames, frames.frames[:real])
         rows = check_unit_rows(rows, self.name)
         pooled = l2_normalize(rows.mean(axis=0))
         meta = {
