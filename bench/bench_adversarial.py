@@ -5,7 +5,7 @@ default settings: PANORAMA_MAX_TILES 8, MAX_IMAGE_PIXELS 50 MP, JOB_MAX_PIXELS 4
     python -m bench.bench_adversarial [--model full|dev] [--queries 60] [--only NAME,...]
 
 Per input: a fresh process loads the model, runs one ordinary job to warm up, then the input; it
-reports wall seconds, peak RSS (ru_maxrss) above the warmed-up process, and what the worker did
+reports wall seconds, peak RSS (sampled every 2 ms) above the warmed-up process, and what the worker did
 (outcome, image views through the model, decoded pixels), so each row's RSS is its own.
 Latency: one process, clip_text queries one after another (p50/p99 over --queries) while nothing
 else runs (idle), while ordinary photos are submitted back to back, and while the adversarial inputs
@@ -86,7 +86,29 @@ def make_worker(model: Path):
 
 
 def rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Resident set size now (ru_maxrss cannot be used: loading the model sets a peak no job reaches)."""
+    return int(Path("/proc/self/statm").read_text().split()[1]) * resource.getpagesize() / 2**20
+
+
+class PeakRSS:
+    """Samples rss_mb() every 2 ms on a thread while the block runs; `.peak` is the highest seen."""
+
+    def __enter__(self) -> PeakRSS:
+        import threading
+
+        self.peak, self._stop = rss_mb(), threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, rss_mb())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, rss_mb())
 
 
 def run_one(name: str, folder: Path, model: Path) -> dict:
@@ -97,12 +119,13 @@ def run_one(name: str, folder: Path, model: Path) -> dict:
     base = rss_mb()
     views, decoded = worker.models.clip.views_encoded, worker.budget.stats.decoded
     started = time.perf_counter()
-    out = asyncio.run(worker.handle({"id": name, "input": payload}))
+    with PeakRSS() as rss:
+        out = asyncio.run(worker.handle({"id": name, "input": payload}))
     seconds = time.perf_counter() - started
     outcome = out["error"]["code"] if "error" in out else f"{len(out['vectors'])} vector(s)"
     return {
         "seconds": seconds,
-        "rss_mb": rss_mb() - base,
+        "rss_mb": rss.peak - base,
         "outcome": outcome,
         "views": worker.models.clip.views_encoded - views,
         "decoded_mp": (worker.budget.stats.decoded - decoded) / 1e6,
