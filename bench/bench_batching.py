@@ -14,6 +14,9 @@ Prints one table: wall time for all N requests, requests/s, forward passes, p50/
 mode the median of interleaved rounds (every mode once per round, so noise hits all alike), and the
 batched/unbatched throughput ratio (target >= 3x), also against bare model calls with no scheduler.
 
+Texts have mixed lengths (2 to 70 words, cycling, see `mixed_texts`), as real queries do: a trimmed
+batch pass runs to its LONGEST text, so batching is measured where it pays least, not on equal texts.
+
 Text passes are trimmed to the batch's longest end-of-text token (ClipBackend, exact), so a
 one-by-one request costs ~17 positions, not 77: a batch-1 pass becomes a small, inefficient matmul
 and one batch-32 pass does the same work ~3x faster on this 2-core CPU. Without trimming, 77-token
@@ -38,8 +41,9 @@ from shared.settings import model_dir_from
 from shared.worker.batching import Arrivals, MicroBatcher
 
 
-def build_full_text_tower(folder: Path) -> Path:
-    """A random-weight CLIP folder with ViT-B-32's text tower and a tiny vision tower."""
+def build_full_text_tower(folder: Path, *, full_vision: bool = False) -> Path:
+    """A random-weight CLIP folder with ViT-B-32's text tower and a tiny vision tower (or, with
+    full_vision, ViT-B-32's vision tower too), loadable by ClipBackend.load like any baked model."""
     import open_clip
     import torch
     from safetensors.torch import save_file
@@ -48,7 +52,9 @@ def build_full_text_tower(folder: Path) -> Path:
 
     cfg = {
         "embed_dim": 512,
-        "vision_cfg": {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
+        "vision_cfg": {"image_size": 224, "layers": 12, "width": 768, "patch_size": 32}
+        if full_vision
+        else {"image_size": 224, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 12},
     }
     torch.manual_seed(0)
@@ -107,6 +113,19 @@ MODES = {  # name: (window_ms or None for the CLI's, max_batch, early close)
 }
 
 
+WORDS = "a photo of a small dog playing with a red ball in the park near an old tree under a blue sky"
+LENGTHS = (2, 4, 7, 11, 16, 24, 35, 50, 70)  # words per text, cycling; CLIP's tokenizer stops at 77 tokens
+
+
+def mixed_texts(round_no: int, n: int) -> list[str]:
+    """n distinct texts of mixed lengths (LENGTHS words, cycling), different in every round."""
+    return [
+        f"{round_no}-{i}: "
+        + " ".join(WORDS.split()[(i + k) % len(WORDS.split())] for k in range(LENGTHS[i % len(LENGTHS)]))
+        for i in range(n)
+    ]
+
+
 def measure(fn: Callable, n: int, repeats: int, window_ms: float) -> dict[str, dict]:
     """Every mode once per round, rounds repeated (so machine noise hits all modes alike); per mode
     the run with the median wall time. Also the bare model on the same model thread, no scheduler:
@@ -116,7 +135,7 @@ def measure(fn: Callable, n: int, repeats: int, window_ms: float) -> dict[str, d
     executor.submit(fn, ["warmup"] * 4).result()
     runs: dict[str, list[dict]] = {m: [] for m in (*MODES, "bare single", "bare batch")}
     for r in range(repeats):
-        texts = [f"request {r}-{i}: a photo of a dog playing in the park" for i in range(n)]
+        texts = mixed_texts(r, n)
         for mode, (window, max_batch, early) in MODES.items():
             window = window_ms if window is None else window
             runs[mode].append(asyncio.run(_run(fn, texts, window, max_batch, early, executor)))

@@ -1,13 +1,14 @@
-"""CLIP ViT-B-32 fp16 image throughput on a GPU, JPEG decode included: nvJPEG on the GPU
-(torchvision.io.decode_jpeg(device="cuda")) vs the worker's CPU path (Pillow decode + torchvision
-preprocess on PIL images, then upload).
+"""CLIP ViT-B-32 fp16 image throughput on a GPU, JPEG decode included: the worker's own image path
+(shared.media open_image/decode_image, ClipBackend.prepare, ClipBackend.embed_prepared: exactly what a
+clip_image job runs, TTA off and on) vs nvJPEG decode on the GPU (torchvision.io.decode_jpeg).
 
     python bench/bench_gpu_clip.py [--images 512] [--batch 64] [--size 1280x720] [--threads 4] [--repeats 3]
 
-Needs a CUDA device (exits 2 with "no CUDA device" otherwise). The model is open_clip ViT-B-32 with
-random weights (throughput does not depend on the weights); the images are synthetic JPEGs made in
-memory. Prints images/s for: model only (preprocessed tensors already on the GPU, the ceiling), the
-CPU decode path (1 thread and --threads threads), the GPU decode path, the GPU/CPU ratio, and the mean
+Needs a CUDA device (exits 2 with "no CUDA device" otherwise). The model is a ViT-B-32-shaped folder
+with random weights (throughput does not depend on the weights), loaded by ClipBackend.load, the
+worker's loader; the images are synthetic JPEGs made in memory. Prints images/s for: model only
+(views prepared beforehand, the ceiling), the worker path (1 thread and --threads threads preparing,
+TTA off; and TTA on, 5 views per image), the GPU decode path, the GPU/worker ratio, and the mean
 cosine between the two paths' embeddings of the same images (decoders and resizers differ slightly).
 """
 
@@ -77,48 +78,43 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
 
-    import open_clip
+    import tempfile
+    from pathlib import Path
+
     import torch.nn.functional as F
-    from PIL import Image
     from torchvision.io import decode_jpeg
-    from torchvision.transforms import v2 as T
+
+    from bench.bench_batching import build_full_text_tower
+    from shared.media import decode_image, open_image
+    from shared.models.clip import ClipBackend
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = torch.device(args.device)
-    dtype = torch.float16 if on_gpu else torch.float32
-    torch.manual_seed(0)
     precision = "fp16" if on_gpu else "fp32"
-    model = open_clip.create_model("ViT-B-32", pretrained=None, precision=precision, device=device).eval()
+    folder = build_full_text_tower(Path(tempfile.mkdtemp(prefix="bench-clip-")) / "clip", full_vision=True)
+    clip = ClipBackend.load(folder, device=args.device, precision=precision, name="clip-vit-b-32")
     jpegs = make_jpegs(args.images, width, height)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    cpu_tf = T.Compose(
-        [
-            T.ToImage(),
-            T.Resize(SIZE, interpolation=T.InterpolationMode.BICUBIC, antialias=True),
-            T.CenterCrop(SIZE),
-            T.ToDtype(torch.float32, scale=True),
-            T.Normalize(MEAN, STD),
-        ]
-    )
 
     def encode(pixels: torch.Tensor) -> torch.Tensor:
         with torch.inference_mode():
-            feats = model.encode_image(pixels.to(dtype))
+            feats = clip._model.encode_image(pixels.to(clip._dtype))
             return F.normalize(feats.float(), dim=-1)
 
     def batches() -> list[list[bytes]]:
         return [jpegs[i : i + args.batch] for i in range(0, len(jpegs), args.batch)]
 
-    def cpu_prep(data: bytes) -> torch.Tensor:
-        return cpu_tf(Image.open(io.BytesIO(data)).convert("RGB"))
+    def worker_prep(data: bytes, tta: bool = False):
+        image = decode_image(open_image(data, max_pixels=50_000_000, max_aspect=8))
+        return clip.prepare(image, tta=tta, panorama_max_ratio=2.6)
 
-    def cpu_path(pool: ThreadPoolExecutor | None) -> torch.Tensor:
+    def worker_path(pool: ThreadPoolExecutor | None, tta: bool = False) -> torch.Tensor:
         outs = []
         for chunk in batches():
-            tensors = list(pool.map(cpu_prep, chunk)) if pool else [cpu_prep(b) for b in chunk]
-            batch = torch.stack(tensors)
-            outs.append(encode(batch.pin_memory().to(device, non_blocking=True) if on_gpu else batch))
+            prep = (lambda b: worker_prep(b, tta)) if pool or tta else worker_prep
+            prepared = list(pool.map(prep, chunk)) if pool else [prep(b) for b in chunk]
+            outs.append(torch.from_numpy(clip.embed_prepared(prepared)))
         return torch.cat(outs)
 
     def gpu_prep(chunk: list[bytes]) -> torch.Tensor:
@@ -140,22 +136,25 @@ def main(argv: list[str] | None = None) -> int:
     def gpu_path() -> torch.Tensor:
         return torch.cat([encode(gpu_prep(chunk)) for chunk in batches()])
 
-    ready = [gpu_prep(chunk) for chunk in batches()]
+    ready = [[worker_prep(b) for b in chunk] for chunk in batches()]
 
     def model_only() -> torch.Tensor:
-        return torch.cat([encode(p) for p in ready])
+        return torch.cat([torch.from_numpy(clip.embed_prepared(p)) for p in ready])
 
     sync = torch.cuda.synchronize if on_gpu else (lambda: None)
     rows = []
     t_model, _ = timed(model_only, args.repeats, sync)
-    rows.append(("model only (preprocessed on GPU)", t_model))
-    t_cpu1, cpu_vecs = timed(lambda: cpu_path(None), args.repeats, sync)
-    rows.append(("CPU Pillow decode, 1 thread", t_cpu1))
+    rows.append(("model only (views prepared)", t_model))
+    t_cpu1, cpu_vecs = timed(lambda: worker_path(None), args.repeats, sync)
+    rows.append(("worker path, 1 thread", t_cpu1))
     with ThreadPoolExecutor(args.threads) as pool:
-        t_cpun, _ = timed(lambda: cpu_path(pool), args.repeats, sync)
-    rows.append((f"CPU Pillow decode, {args.threads} threads", t_cpun))
+        t_cpun, _ = timed(lambda: worker_path(pool), args.repeats, sync)
+        rows.append((f"worker path, {args.threads} threads", t_cpun))
+        t_tta, _ = timed(lambda: worker_path(pool, tta=True), args.repeats, sync)
+        rows.append((f"worker path TTA, {args.threads} threads", t_tta))
     t_gpu, gpu_vecs = timed(gpu_path, args.repeats, sync)
     rows.append(("GPU nvJPEG decode", t_gpu))
+    gpu_vecs = gpu_vecs.cpu()
 
     name = torch.cuda.get_device_name(0) if on_gpu else "CPU (smoke test only)"
     print(f"CLIP ViT-B-32 {precision} on {name}: {args.images} JPEGs {width}x{height}, batch {args.batch}")
@@ -166,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label:36s} {secs:8.3f} {args.images / secs:10.1f}")
     cos = (cpu_vecs * gpu_vecs).sum(dim=1)
     one, many = t_cpu1 / t_gpu, t_cpun / t_gpu
-    print(f"\nGPU decode vs CPU decode: {one:.2f}x (1 thread), {many:.2f}x ({args.threads} threads)")
+    print(f"\nGPU decode vs worker path: {one:.2f}x (1 thread), {many:.2f}x ({args.threads} threads)")
     lo, avg = cos.min().item(), cos.mean().item()
-    print(f"embedding agreement CPU vs GPU path: cosine mean {avg:.4f}, min {lo:.4f}")
+    print(f"embedding agreement worker vs GPU path: cosine mean {avg:.4f}, min {lo:.4f}")
     return 0
 
 

@@ -6,7 +6,9 @@ Start: `python -u -m handlers.runpod_worker` (the image's CMD). The runpod SDK's
 
 At start, settings are read from the environment (shared.worker.settings documents every variable),
 every enabled model is loaded from MODEL_DIR and a canary inference runs on each; any failure prints
-one clear line to stderr and exits 1 before a job is accepted.
+one clear line to stderr and exits 1 before a job is accepted (DEVICE=cuda, as the GPU image sets, with no
+CUDA device visible is such a failure). Once ready, the worker writes WORKER_READY_FILE if that is set
+(the image's HEALTHCHECK looks for it).
 
 Accepted `job["input"]` (full rules in shared.worker.requests):
 
@@ -21,9 +23,15 @@ Accepted `job["input"]` (full rules in shared.worker.requests):
     {"task": "clip_image", "images": [{"url"} | {"base64"}, ...], "tta"?}
         -> {"model", "dims", "vectors", "random", "batch", "tta"}
 
-Bad input returns {"error": "<json>"}: the SDK (and RunPod's job status) carry `error` as a string, so
-the worker's `{"code", "message", "retryable", "field"?}` travels JSON-encoded; `json.loads` it.
-Internal faults raise (the SDK reports them as FAILED with its own error text).
+A whole-job failure returns {"error": "<json>"}: the SDK (and RunPod's job status) carry `error` as a
+string, so the worker's `{"code", "message", "retryable", "field"?, "correlation_id"?}` travels
+JSON-encoded; `json.loads` it. Bad input is `invalid_input` (or a more specific code); an unexpected
+fault is `internal_error` (retryable) with a correlation id whose traceback is only in the worker's
+log. The handler never raises, so the SDK's own error (traceback, host name) never reaches a caller.
+embed_item reports a failed channel in its result and still returns the others.
+
+When a fault means this process is unhealthy (CUDA error, non-finite model output), the output also
+holds "refresh_worker": true; the SDK pops it and reports stopPod, so RunPod replaces the worker.
 """
 
 from __future__ import annotations
@@ -32,12 +40,13 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from shared.errors import EmbeddingError
 from shared.worker.health import run_canaries
 from shared.worker.settings import WorkerSettings
-from shared.worker.tasks import Worker
+from shared.worker.worker import Worker
 
 log = logging.getLogger("handlers.runpod_worker")
 _worker: Worker | None = None
@@ -49,7 +58,7 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
         raise RuntimeError("the worker is not started; run main()")
     out = await _worker.handle(job)
     if isinstance(out.get("error"), dict):
-        return {"error": json.dumps(out["error"], separators=(",", ":"))}
+        return {**out, "error": json.dumps(out["error"], separators=(",", ":"))}
     return out
 
 
@@ -90,6 +99,9 @@ def main() -> int:
             f"serverless-embeddings worker: startup failed: {e.public_message}", file=sys.stderr, flush=True
         )
         return 1
+    ready = os.environ.get("WORKER_READY_FILE")
+    if ready:
+        Path(ready).write_text(f"ready: {_worker.settings.device}\n")
     import runpod
     from runpod.serverless.modules.rp_logger import RunPodLogger
 

@@ -5,8 +5,8 @@ Every failure caused by the input raises a domain error from `shared.errors`:
 """
 
 from shared.media.audio import decode_audio
-from shared.media.fetch import HTTPStatusError, check_ip_allowed, check_url, download, temp_workdir, upload
-from shared.media.image import load_image
+from shared.media.fetch import HTTPStatusError, check_ip_allowed, download, temp_workdir, upload
+from shared.media.image import decode_image, load_image, open_image
 from shared.media.video import MediaInfo, VideoFrames, probe, sample_frames, target_timestamps
 
 __all__ = [
@@ -14,10 +14,11 @@ __all__ = [
     "MediaInfo",
     "VideoFrames",
     "check_ip_allowed",
-    "check_url",
     "decode_audio",
+    "decode_image",
     "download",
     "load_image",
+    "open_image",
     "probe",
     "sample_frames",
     "target_timestamps",

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import certifi
 import urllib3
@@ -27,6 +27,7 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
+from shared import urls
 from shared.errors import FetchError, ForbiddenURL, PayloadTooLarge
 
 MAX_REDIRECTS = 3
@@ -59,23 +60,13 @@ class ParsedURL:
         return host if self.port == default else f"{host}:{self.port}"
 
 
-def check_url(url: str) -> ParsedURL:
-    """Parse and validate scheme, host and port. Raises ForbiddenURL for anything but a plain
-    http(s) URL with a host (no credentials in the URL)."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise ForbiddenURL(f"malformed URL ({e})", field="url") from e
+def parse_url(url: str) -> ParsedURL:
+    """`shared.urls.check_url` (ForbiddenURL for anything but a plain http(s) URL with a host and no
+    credentials), as the parts a request needs."""
+    parts = urls.check_url(url)
     scheme = parts.scheme.lower()
-    if scheme not in ("http", "https"):
-        raise ForbiddenURL(f"only http and https URLs are allowed, not {scheme or 'none'!r}", field="url")
-    if not parts.hostname:
-        raise ForbiddenURL("URL has no host", field="url")
-    if parts.username is not None or parts.password is not None:
-        raise ForbiddenURL("credentials in URLs are not allowed", field="url")
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return ParsedURL(scheme, parts.hostname.lower(), port or (443 if scheme == "https" else 80), target)
+    return ParsedURL(scheme, parts.hostname.lower(), parts.port or (443 if scheme == "https" else 80), target)
 
 
 def check_ip_allowed(ip: str | IPAddress, *, allow_private: bool) -> None:
@@ -231,7 +222,7 @@ def download(
     connection errors, short bodies: retryable). The partial file is removed on any failure.
     """
     deadline = _Deadline(timeout_s)
-    parsed = check_url(url)
+    parsed = parse_url(url)
     current = url
     for _ in range(MAX_REDIRECTS + 1):
         with _request("GET", parsed, allow_private=allow_private, deadline=deadline) as resp:
@@ -241,7 +232,7 @@ def download(
                     raise _status_error("GET", parsed, status)
                 return _save(resp, parsed, Path(dest_dir), max_bytes, deadline)
         current = urljoin(current, location)
-        parsed = check_url(current)
+        parsed = parse_url(current)
     raise HTTPStatusError(f"GET: more than {MAX_REDIRECTS} redirects", http_status=status)
 
 
@@ -283,7 +274,7 @@ def upload(
     """PUT `data` to a presigned `url` (redirects are not followed). Raises ForbiddenURL for a
     refused URL, HTTPStatusError on a non-2xx status, FetchError on timeouts/connection errors."""
     deadline = _Deadline(timeout_s)
-    parsed = check_url(url)
+    parsed = parse_url(url)
     headers = {"Content-Type": content_type, "Content-Length": str(len(data))}
     with _request(
         "PUT", parsed, allow_private=allow_private, deadline=deadline, body=data, headers=headers

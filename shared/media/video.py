@@ -101,17 +101,27 @@ def _fps(stream: av.VideoStream) -> float | None:
     return float(rate) if rate else None
 
 
-def probe(path: Path | str) -> MediaInfo:
+def check_frame_size(width: int, height: int, max_pixels: int | None) -> None:
+    """Refuse a video whose coded frames are larger than `max_pixels` (MediaError)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(f"video frames are {width}x{height}, limit {max_pixels} pixels per frame")
+
+
+def probe(path: Path | str, *, max_pixels: int | None = None) -> MediaInfo:
     """Read stream metadata, decoding one video frame to learn the rotation and prove it decodes.
 
-    Raises MediaError for zero-byte, truncated, corrupt or non-media files, and for files with
-    neither a video nor an audio stream.
+    `max_pixels` bounds the coded frame size, checked from the stream header before anything is
+    decoded (and again on the first frame, for streams whose header does not say).
+    Raises MediaError for zero-byte, truncated, corrupt or non-media files, for files with
+    neither a video nor an audio stream, and for frames over `max_pixels`.
     """
     with open_input(path) as container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise MediaError("no audio or video stream")
+        if video is not None:
+            check_frame_size(video.codec_context.width, video.codec_context.height, max_pixels)
         rotation = 0
         width = height = None
         duration = fps = None
@@ -120,6 +130,7 @@ def probe(path: Path | str) -> MediaInfo:
             first = next(_decode(container, video), None)
             if first is None:
                 raise MediaError("the video stream has no decodable frames")
+            check_frame_size(first.width, first.height, max_pixels)
             rotation = _rotation(first, video)
             width, height = first.width, first.height
             if rotation in (90, 270):
@@ -190,7 +201,9 @@ class _Converter:
         return np.ascontiguousarray(rgb)
 
 
-def sample_frames(path: Path | str, num_frames: int = 16, *, max_side: int | None = None) -> VideoFrames:
+def sample_frames(
+    path: Path | str, num_frames: int = 16, *, max_side: int | None = None, max_pixels: int | None = None
+) -> VideoFrames:
     """Return `num_frames` frames sampled uniformly by timestamp, upright and RGB.
 
     Targets are `target_timestamps(duration, num_frames)`; each returned frame is the first with
@@ -200,7 +213,9 @@ def sample_frames(path: Path | str, num_frames: int = 16, *, max_side: int | Non
     unknown or the clip has fewer frames than requested (header frame count, else duration * average
     fps), the first `num_frames` decodable frames are taken in order and the last one is repeated.
 
-    max_side: downscale (aspect kept) so the longer side is at most this many pixels.
+    max_side: downscale (aspect kept) so the longer side is at most this many pixels: each frame is
+    converted straight from the decoder to that size, so only the decoder's own frame is full size.
+    max_pixels: refuse (MediaError) coded frames larger than this, from the stream header.
     Raises MediaError when the file has no video stream or nothing decodes.
     """
     if num_frames < 1:
@@ -209,6 +224,7 @@ def sample_frames(path: Path | str, num_frames: int = 16, *, max_side: int | Non
         if not container.streams.video:
             raise MediaError("no video stream")
         stream = container.streams.video[0]
+        check_frame_size(stream.codec_context.width, stream.codec_context.height, max_pixels)
         stream.codec_context.thread_type = "AUTO"
         duration = _stream_duration(container, stream)
         fps = _fps(stream)

@@ -6,9 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from shared.errors import ConfigError, ModelUnhealthy
+from shared.errors import ConfigError
 from shared.models import registry
 
 log = logging.getLogger("shared.models")
@@ -50,14 +48,3 @@ def identity(folder: Path, name: str | None) -> tuple[str, bool, str]:
     else:
         label = f"{name}@{Path(folder)}"
     return name, random, label
-
-
-def check_output(vectors: np.ndarray, dims: int, what: str) -> None:
-    """Canary check used by warmup(): right shape, finite, unit rows."""
-    if vectors.ndim != 2 or vectors.shape[1] != dims:
-        raise ModelUnhealthy(f"{what}: canary output has shape {vectors.shape}, expected [n, {dims}]")
-    if not np.isfinite(vectors).all():
-        raise ModelUnhealthy(f"{what}: canary output contains NaN/inf")
-    norms = np.linalg.norm(vectors, axis=1)
-    if not np.allclose(norms, 1.0, atol=1e-3):
-        raise ModelUnhealthy(f"{what}: canary output is not unit-norm (norms {norms.tolist()})")

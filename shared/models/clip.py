@@ -9,8 +9,8 @@ from the config's `preprocess_cfg`, i.e. it is bound to the weights (seed 001).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,21 @@ from PIL import Image
 from torchvision import transforms as T
 
 from shared.errors import InvalidInput
+from shared.media.image import tile_count
 from shared.models import registry
-from shared.models._loading import check_output, identity, precision_name, torch_dtype
+from shared.models._loading import identity, precision_name, torch_dtype
 from shared.models.backend import l2_normalize
 
 TTA_RESIZE = 8 / 7  # 5-crop TTA: short side resized to image_size * 8/7 (256 for 224, 384 for 336)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One image turned into model input on the CPU: views float32 [k, 3, S, S] (k = tiles, x5 with
+    TTA), ready for one or more batched forward passes. The decoded image can be dropped after this."""
+
+    views: torch.Tensor
+    tiles: int
 
 
 class ClipBackend:
@@ -43,6 +53,7 @@ class ClipBackend:
     device: str
     precision: str
     trims_text: bool
+    views_encoded: int  # image views through the image tower since load (work done, for bounds checks)
 
     def __init__(
         self,
@@ -69,6 +80,7 @@ class ClipBackend:
         self.device = device
         self.precision = precision_name(dtype)
         self.dims = dims
+        self.views_encoded = 0
         cfg = model.visual.preprocess_cfg
         size = cfg["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
@@ -132,28 +144,41 @@ class ClipBackend:
     def embed_images(
         self, images: Sequence[Image.Image], *, tta: bool = False, panorama_max_ratio: float | None = 2.6
     ) -> np.ndarray:
-        """Embed PIL images -> float32 [n, dims], unit rows.
+        """Embed PIL images -> float32 [n, dims], unit rows: `embed_prepared` of `prepare` of each.
 
         tta: 5-crop test-time augmentation (4 corners + centre at the model's input size, from the
         image resized so its short side is image_size * 8/7), the 5 embeddings averaged and
         renormalised. panorama_max_ratio: an image whose long/short side ratio exceeds it is cut into
-        ceil(ratio) square-ish tiles along the long side, each embedded (with TTA if on), averaged and
+        `tile_count` square-ish tiles along the long side, each embedded (with TTA if on), averaged and
         renormalised; None disables tiling. All crops of all images run as batched forward passes.
         """
+        return self.embed_prepared(
+            [self.prepare(image, tta=tta, panorama_max_ratio=panorama_max_ratio) for image in images]
+        )
+
+    def prepare(
+        self, image: Image.Image, *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+    ) -> PreparedImage:
+        """Crop, resize and normalise one image into its views (CPU only; safe from any thread)."""
         if panorama_max_ratio is not None and panorama_max_ratio < 1:
             raise InvalidInput(f"must be >= 1 or None, got {panorama_max_ratio}", field="panorama_max_ratio")
+        if not isinstance(image, Image.Image):
+            raise InvalidInput(f"a {type(image).__name__}, not an image", field="images")
+        image = image.convert("RGB")
         views: list[torch.Tensor] = []
-        owner: list[int] = []
-        for i, image in enumerate(images):
-            if not isinstance(image, Image.Image):
-                raise InvalidInput(f"item {i} is a {type(image).__name__}, not an image", field="images")
-            image = image.convert("RGB")
-            for tile in _panorama_tiles(image, panorama_max_ratio):
-                crops = self._tta(tile) if tta else (tile,)
-                for crop in crops:
-                    views.append(self._to_tensor(crop) if tta else self._preprocess(crop))
-                    owner.append(i)
-        return self._pool(self._encode_pixels(views), owner, len(images))
+        tiles = _panorama_tiles(image, panorama_max_ratio)
+        for tile in tiles:
+            if tta:
+                views.extend(self._to_tensor(crop) for crop in self._tta(tile))
+            else:
+                views.append(self._preprocess(tile))
+        return PreparedImage(torch.stack(views), len(tiles))
+
+    def embed_prepared(self, prepared: Sequence[PreparedImage]) -> np.ndarray:
+        """Prepared images -> float32 [n, dims], unit rows (the views of each image averaged)."""
+        views = [v for p in prepared for v in p.views]
+        owner = [i for i, p in enumerate(prepared) for _ in range(len(p.views))]
+        return self._pool(self._encode_pixels(views), owner, len(prepared))
 
     def embed_frames(self, frames: np.ndarray) -> np.ndarray:
         """Embed decoded video frames uint8 [n, H, W, 3] (RGB) -> float32 [n, dims] (no TTA/tiling)."""
@@ -171,6 +196,7 @@ class ClipBackend:
         with torch.inference_mode():
             for start in range(0, len(views), self._batch_size):
                 pixels = torch.stack(views[start : start + self._batch_size]).to(self.device, self._dtype)
+                self.views_encoded += len(pixels)
                 chunks.append(self._model.encode_image(pixels).float().cpu().numpy())
         if chunks:
             out = np.concatenate(chunks)
@@ -198,12 +224,6 @@ class ClipBackend:
                 tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
                 chunks.append(self._encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(chunks))
-
-    def warmup(self) -> None:
-        """One canary forward pass per tower; raises ModelUnhealthy on NaN/inf or a wrong shape."""
-        canary = Image.new("RGB", (self.image_size, self.image_size), (127, 64, 200))
-        check_output(self.embed_images([canary]), self.dims, f"{self.name} image tower")
-        check_output(self.embed_texts(["a photo of a cat"]), self.dims, f"{self.name} text tower")
 
 
 class _TrimmedText:
@@ -263,10 +283,10 @@ class _TrimmedText:
 
 def _panorama_tiles(image: Image.Image, max_ratio: float | None) -> list[Image.Image]:
     w, h = image.size
-    long, short = max(w, h), min(w, h)
-    if max_ratio is None or long <= max_ratio * short:
+    n = tile_count(w, h, max_ratio)
+    if n == 1:
         return [image]
-    n = math.ceil(long / short)
+    long = max(w, h)
     edges = [round(k * long / n) for k in range(n + 1)]
     if w >= h:
         return [image.crop((edges[k], 0, edges[k + 1], h)) for k in range(n)]

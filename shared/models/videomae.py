@@ -17,7 +17,7 @@ import torch
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models._loading import check_output, identity, precision_name, torch_dtype
+from shared.models._loading import identity, precision_name, torch_dtype
 from shared.models.backend import l2_normalize
 
 
@@ -102,9 +102,3 @@ class VideoMAEBackend:
         if t < self.num_frames:
             clip = np.concatenate([clip, np.repeat(clip[-1:], self.num_frames - t, axis=0)])
         return clip
-
-    def warmup(self) -> None:
-        """One canary forward pass; raises ModelUnhealthy on NaN/inf or a wrong shape."""
-        canary = np.full((self.num_frames, self.image_size, self.image_size, 3), 96, dtype=np.uint8)
-        canary[:, : self.image_size // 2] = 200
-        check_output(self.embed_batch([canary]), self.dims, self.name)

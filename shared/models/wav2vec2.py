@@ -14,7 +14,7 @@ import torch
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models._loading import check_output, identity, precision_name, torch_dtype
+from shared.models._loading import identity, precision_name, torch_dtype
 from shared.models.backend import l2_normalize
 
 SAMPLE_RATE = 16000
@@ -144,8 +144,3 @@ class Wav2Vec2Backend:
             frames = self._model._get_feature_vector_attention_mask(hidden.shape[1], mask).unsqueeze(-1)
             pooled = (hidden * frames).sum(dim=1) / frames.sum(dim=1).clamp(min=1)
             return pooled.cpu().numpy()
-
-    def warmup(self) -> None:
-        """One canary forward pass; raises ModelUnhealthy on NaN/inf or a wrong shape."""
-        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
-        check_output(self.embed_batch([0.1 * np.sin(2 * np.pi * 440 * t)]), self.dims, self.name)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from shared.errors import InvalidInput, ModelUnhealthy
+from shared.errors import InvalidInput
 from shared.models import registry
 from shared.models._loading import identity
 
@@ -129,11 +129,3 @@ class WhisperBackend:
             "language": info.language,
             "duration": round(float(info.duration), 3),
         }
-
-    def warmup(self) -> None:
-        """Decode one second of a tone without VAD (loads encoder and decoder); ModelUnhealthy if it fails
-        to return the expected shape."""
-        t = np.arange(SAMPLE_RATE, dtype=np.float32) / SAMPLE_RATE
-        result = self.transcribe(0.1 * np.sin(2 * np.pi * 440 * t).astype(np.float32), vad=False, beam_size=1)
-        if not isinstance(result.get("segments"), list) or abs(result["duration"] - 1.0) > 0.01:
-            raise ModelUnhealthy(f"{self.name}: canary transcription returned {result!r}")

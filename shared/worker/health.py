@@ -1,4 +1,5 @@
-"""Deep health: a canary inference on every loaded model before the worker accepts a job.
+"""Deep health: the one canary mechanism, an inference on every loaded model before the worker
+accepts a job (the backends have no canary of their own).
 
 A process whose models load but compute garbage must not serve (infinity issue #609: /health stayed
 green while every embedding was broken). Each model runs a fixed synthetic input (a rendered frame, a
@@ -18,10 +19,10 @@ import numpy as np
 
 from shared.errors import ModelUnhealthy
 from shared.models import registry
+from shared.models.backend import check_unit_rows
 
 log = logging.getLogger(__name__)
 
-NORM_TOLERANCE = 1e-2
 SAME_VECTOR_COSINE = 0.99999
 SAMPLE_RATE = 16000
 
@@ -52,15 +53,7 @@ def check_embeddings(name: str, what: str, array: Any, rows: int, dims: int) -> 
         raise ModelUnhealthy(
             f"model {name}: {what} returned shape {tuple(arr.shape)}, expected ({rows}, {dims})"
         )
-    if arr.dtype != np.float32:
-        raise ModelUnhealthy(f"model {name}: {what} returned dtype {arr.dtype}, expected float32")
-    if not np.isfinite(arr).all():
-        raise ModelUnhealthy(f"model {name}: {what} returned NaN or inf")
-    norms = np.linalg.norm(arr, axis=1)
-    if np.abs(norms - 1.0).max() > NORM_TOLERANCE:
-        raise ModelUnhealthy(
-            f"model {name}: {what} returned vectors of norm {norms.min():.4f}..{norms.max():.4f}, expected 1"
-        )
+    check_unit_rows(arr, f"model {name}: {what}")
     if rows > 1:
         cos = arr @ arr.T
         np.fill_diagonal(cos, -1.0)
@@ -134,7 +127,7 @@ CANARIES = {
 
 
 def run_canaries(models: Any) -> dict[str, float]:
-    """Run the canary of every loaded model (a `shared.worker.tasks.Models`); role -> seconds.
+    """Run the canary of every loaded model (a `shared.worker.models.Models`); role -> seconds.
 
     Raises ModelUnhealthy naming the model and what was wrong.
     """

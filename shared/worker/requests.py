@@ -17,16 +17,20 @@ Accepted `job["input"]` shapes (every object refuses unknown keys; types are str
 ID is `[A-Za-z0-9_-]{1,64}`; URL is absolute http(s). Channels valid per modality: video -> video_clip,
 video_mae, audio_wav2vec2, transcript (the audio track); audio -> audio_wav2vec2, transcript;
 image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
-`field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent.
+`field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent, and
+a key the schema does not know appears in the path as `*`.
+
+Before any schema runs, the input must be describable safely: nested at most MAX_DEPTH containers
+deep, at most MAX_NODES values in all, every integer within +-2**53, every key a string. Anything
+else is refused with invalid_input (no recursion, no str() of a caller's value on the way).
+Size limits (texts, images, bytes) come from the worker's settings (shared.worker.settings).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -42,12 +46,17 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shared import spec
-from shared.errors import InvalidInput, PayloadTooLarge
+from shared import spec, urls
+from shared.errors import ForbiddenURL, InvalidInput, PayloadTooLarge
+
+if TYPE_CHECKING:
+    from shared.worker.settings import WorkerSettings
 
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-MAX_URL_CHARS = 8192
-TASKS = ("embed_item", "transcribe", "clip_text", "clip_image")
+# The deepest legal input is input.images[i].url (3 containers); the largest, 256 texts or 32 images.
+MAX_DEPTH = 8
+MAX_NODES = 4096
+MAX_INT = 2**53
 
 # The channels an item of each modality may ask for (a video's audio track feeds the audio channels).
 CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
@@ -57,48 +66,19 @@ CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Limits:
-    """Per-job size limits (from WorkerSettings); the defaults match the settings' defaults."""
-
-    max_texts: int = 256
-    max_text_chars: int = 2000
-    max_images: int = 32
-    max_image_bytes: int = 20_000_000
-
-    @classmethod
-    def from_settings(cls, settings: Any) -> Limits:
-        return cls(
-            max_texts=settings.max_texts,
-            max_text_chars=settings.max_text_chars,
-            max_images=settings.max_images,
-            max_image_bytes=settings.max_image_bytes,
-        )
+def _limits(info: ValidationInfo) -> WorkerSettings:
+    return (info.context or {})["settings"]
 
 
-def _limits(info: ValidationInfo) -> Limits:
-    ctx = info.context or {}
-    return ctx.get("limits") or Limits()
-
-
-def check_url(value: str) -> str:
-    """An absolute http(s) URL with a host; the value itself never appears in the error."""
-    if len(value) > MAX_URL_CHARS:
-        raise ValueError(f"URL is longer than {MAX_URL_CHARS} characters")
-    if any(c.isspace() or ord(c) < 0x20 for c in value):
-        raise ValueError("URL contains whitespace or control characters")
+def _url(value: str) -> str:
     try:
-        parts = urlsplit(value)
-        host = parts.hostname
-        parts.port  # noqa: B018  (raises ValueError for a malformed port)
-    except ValueError:
-        raise ValueError("not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not host:
-        raise ValueError("must be an absolute http(s) URL")
+        urls.check_url(value)
+    except ForbiddenURL as e:
+        raise ValueError(e.message) from None
     return value
 
 
-Url = Annotated[str, Field(min_length=1), AfterValidator(check_url)]
+Url = Annotated[str, Field(min_length=1), AfterValidator(_url)]
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
 
 
@@ -126,11 +106,10 @@ class EmbedItemRequest(_Strict):
         seen: set[str] = set()
         for i, ch in enumerate(self.channels):
             if ch in seen:
-                raise InvalidInput(f"duplicate channel {_short(ch)}", field=f"input.channels[{i}]")
+                raise InvalidInput("duplicate channel", field=f"input.channels[{i}]")
             if ch not in allowed:
                 raise InvalidInput(
-                    f"{_short(ch)} is not a RunPod channel for a {self.item.modality} item; "
-                    f"allowed: {', '.join(allowed)}",
+                    f"not a RunPod channel for a {self.item.modality} item; allowed: {', '.join(allowed)}",
                     field=f"input.channels[{i}]",
                 )
             seen.add(ch)
@@ -140,13 +119,13 @@ class EmbedItemRequest(_Strict):
         for ch in self.outputs:
             if ch not in seen:
                 raise InvalidInput(
-                    "an output URL for a channel that was not requested", field=f"input.outputs.{_short(ch)}"
+                    "an output URL for a channel that was not requested", field=f"input.outputs.{_name(ch)}"
                 )
         for ch in self.fingerprints or {}:
             if ch not in seen:
                 raise InvalidInput(
                     "a fingerprint for a channel that was not requested",
-                    field=f"input.fingerprints.{_short(ch)}",
+                    field=f"input.fingerprints.{_name(ch)}",
                 )
 
 
@@ -170,7 +149,7 @@ def _check_text(text: str, info: ValidationInfo) -> str:
 
 def _at_most(items: list, limit: int, noun: str) -> list:
     if len(items) > limit:
-        raise ValueError(f"at most {limit} {noun} per job, got {len(items)}")
+        raise ValueError(f"at most {limit} {noun} per job")
     return items
 
 
@@ -249,24 +228,61 @@ class ClipImageRequest(_Strict):
 
 
 JobRequest = EmbedItemRequest | TranscribeRequest | ClipTextRequest | ClipImageRequest
+_REQUESTS: tuple[type[_Strict], ...] = (
+    EmbedItemRequest,
+    TranscribeRequest,
+    ClipTextRequest,
+    ClipImageRequest,
+)
 _ADAPTERS: dict[str, TypeAdapter] = {
-    "embed_item": TypeAdapter(EmbedItemRequest),
-    "transcribe": TypeAdapter(TranscribeRequest),
-    "clip_text": TypeAdapter(ClipTextRequest),
-    "clip_image": TypeAdapter(ClipImageRequest),
+    get_args(cls.model_fields["task"].annotation)[0]: TypeAdapter(cls) for cls in _REQUESTS
 }
+TASKS: tuple[str, ...] = tuple(_ADAPTERS)  # the one list of tasks
+
+# Names that may appear in an error's field path: the schema's own and the spec's channels.
+_KNOWN_NAMES = frozenset(
+    {name for cls in (*_REQUESTS, ItemRef, ImageRef) for name in cls.model_fields} | set(spec.CHANNELS)
+)
 
 
-def _short(value: object, limit: int = 40) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def _name(part: object) -> str:
+    """A path segment that is safe to print: a name the schema knows, else `*` (never the caller's)."""
+    return part if isinstance(part, str) and part in _KNOWN_NAMES else "*"
 
 
 def _path(loc: tuple[Any, ...]) -> str:
     out = "input"
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{_short(part)}"
+        out += f"[{part}]" if isinstance(part, int) else f".{_name(part)}"
     return out
+
+
+def check_describable(value: Any) -> None:
+    """Refuse input that cannot be validated and described safely: too deep, too many values,
+    integers beyond +-2**53, non-string keys. Iterative, so no depth can overflow the stack."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    nodes = 0
+    while stack:
+        item, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise InvalidInput(f"the job input holds more than {MAX_NODES} values", field="input")
+        if isinstance(item, bool | float | str) or item is None:
+            continue
+        if isinstance(item, int):
+            if not -MAX_INT <= item <= MAX_INT:
+                raise InvalidInput("an integer is out of range (at most 2**53 in size)", field="input")
+            continue
+        if not isinstance(item, dict | list):
+            raise InvalidInput("the job input must be plain JSON values", field="input")
+        if depth >= MAX_DEPTH:
+            raise InvalidInput(f"the job input is nested more than {MAX_DEPTH} levels deep", field="input")
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                raise InvalidInput("every key must be a string", field="input")
+            stack.extend((v, depth + 1) for v in item.values())
+        else:
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _message(err: dict[str, Any]) -> str:
@@ -281,20 +297,23 @@ def _message(err: dict[str, Any]) -> str:
     return msg
 
 
-def parse_job(job_input: Any, limits: Limits | None = None) -> JobRequest:
-    """Validate a RunPod `job["input"]` into a typed request, or raise InvalidInput naming the field."""
+def parse_job(job_input: Any, settings: WorkerSettings | None = None) -> JobRequest:
+    """Validate a RunPod `job["input"]` into a typed request, or raise InvalidInput naming the field.
+
+    `settings` supplies the size limits (default: WorkerSettings' defaults)."""
     if not isinstance(job_input, dict):
-        raise InvalidInput(
-            f"the job input must be a JSON object, got {type(job_input).__name__}", field="input"
-        )
+        raise InvalidInput("the job input must be a JSON object", field="input")
+    check_describable(job_input)
     task = job_input.get("task")
     if not isinstance(task, str) or task not in _ADAPTERS:
-        got = "missing" if task is None else _short(repr(task))
-        raise InvalidInput(f"expected one of {', '.join(TASKS)}; got {got}", field="input.task")
+        got = "it is missing" if task is None else "got something else"
+        raise InvalidInput(f"expected one of {', '.join(TASKS)}; {got}", field="input.task")
+    if settings is None:
+        from shared.worker.settings import WorkerSettings
+
+        settings = WorkerSettings()
     try:
-        request = _ADAPTERS[task].validate_python(
-            job_input, strict=True, context={"limits": limits or Limits()}
-        )
+        request = _ADAPTERS[task].validate_python(job_input, strict=True, context={"settings": settings})
     except ValidationError as e:
         errors = e.errors(include_url=False, include_input=False)
         first = errors[0]

@@ -3,13 +3,16 @@
 Every variable (all optional; the defaults are the production values):
 
     MODEL_DIR                 baked model folder (image: /models; dev: <repo>/.models)
-    DEVICE                    auto | cpu | cuda | cuda:N          (auto: cuda when available)
+    DEVICE                    auto | cpu | cuda | cuda:N          (auto: cuda when available; the GPU
+                              image sets cuda, and a worker told cuda that finds none refuses to start)
     PRECISION                 fp16 | bf16 | fp32                  (CPU always runs fp32)
     CLIP_MODEL                registry name of the CLIP model      (clip-vit-b-32; clip-eva02-l-14-336)
     WORKER_TASKS              tasks served  (embed_item,transcribe,clip_text,clip_image)
     WORKER_CHANNELS           embed_item channels it serves        (all RunPod channels of shared.spec)
     ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
     PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
+    PANORAMA_MAX_TILES        most tiles per image; an image whose aspect ratio is beyond N:1 is
+                              refused from its header with media_error  (8)
     MAX_DOWNLOAD_BYTES        source size cap                      (2147483648)
     DOWNLOAD_TIMEOUT_S        download/upload time limit, seconds  (300)
     ALLOW_PRIVATE_URLS        allow loopback/private addresses     (0; only the local stack sets it)
@@ -23,11 +26,17 @@ Every variable (all optional; the defaults are the production values):
     MAX_IMAGES                images per clip_image job            (32)
     MAX_IMAGE_BYTES           bytes per clip_image image           (20000000)
     MAX_IMAGE_PIXELS          decoded pixels per image             (50000000)
+    JOB_MAX_PIXELS            decoded image pixels per job, summed from the headers before any
+                              image is decoded (400000000: 32 twelve-megapixel photos)
+    WORKER_MAX_PIXELS         image pixels decoded at once in the whole worker, all jobs together
+                              (150000000, ~0.5 GB of RGB); a decode waits for room
+    MAX_VIDEO_PIXELS          pixels per coded video frame, read from the stream header (35389440, 8K)
     TRANSCRIPT_MAX_SECONDS    audio transcribed per item/job       (1800)
 
-The embed_item channels are the spec's contract: when a channel is enabled, the CLIP model, TTA and
-panorama ratio must equal what `shared.spec` records for it (its fingerprint says so), otherwise start
-fails with ConfigError. The clip_text / clip_image tasks may use any CLIP model.
+The embed_item channels are the spec's contract: each channel's runner (shared.worker.channels)
+checks that the settings produce what `shared.spec` records for it (its fingerprint says so), e.g.
+the CLIP model, TTA and panorama ratio, otherwise start fails with ConfigError. The clip_text /
+clip_image tasks may use any CLIP model.
 """
 
 from __future__ import annotations
@@ -40,13 +49,11 @@ from pathlib import Path
 from shared import spec
 from shared.errors import ConfigError
 from shared.models import registry
-from shared.settings import choice, model_dir_from, positive, read, read_bool
+from shared.settings import DEFAULT_MODEL_DIR, choice, model_dir_from, positive, read, read_bool
+from shared.worker.requests import TASKS
 
-TASKS = ("embed_item", "transcribe", "clip_text", "clip_image")
 PRECISIONS = ("fp16", "bf16", "fp32")
-CLIP_CHANNELS = ("video_clip", "image_clip")
-# The model each embed_item channel needs, besides CLIP (which CLIP_MODEL picks).
-TRANSCRIPT_MODEL = spec.CHANNELS["transcript"].model
+TRANSCRIPT_MODEL = spec.CHANNELS["transcript"].model  # what the transcribe task loads
 
 
 def _csv(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -90,7 +97,7 @@ def _cuda_available() -> bool:
 class WorkerSettings:
     """The GPU worker's configuration. Build with `from_env`; tests pass plain dicts."""
 
-    model_dir: Path
+    model_dir: Path = DEFAULT_MODEL_DIR
     device: str = "cpu"  # resolved: cpu | cuda | cuda:N
     precision: str = "fp32"  # effective: always fp32 on CPU
     clip_model: str = "clip-vit-b-32"
@@ -98,6 +105,7 @@ class WorkerSettings:
     channels: tuple[str, ...] = spec.RUNPOD_CHANNELS
     tta: bool = True
     panorama_max_ratio: float = 2.6
+    panorama_max_tiles: int = 8
     max_download_bytes: int = 2 * 1024**3
     download_timeout_s: float = 300.0
     allow_private_urls: bool = False
@@ -111,6 +119,9 @@ class WorkerSettings:
     max_images: int = 32
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 50_000_000
+    job_max_pixels: int = 400_000_000
+    worker_max_pixels: int = 150_000_000
+    max_video_pixels: int = 8192 * 4320
     transcript_max_seconds: float = 1800.0
 
     @classmethod
@@ -120,7 +131,15 @@ class WorkerSettings:
         """Read and validate every setting; a malformed value raises ConfigError with an example."""
         env = os.environ if env is None else env
         requested = read(env, "DEVICE", _device, "auto", "cuda")
-        device = ("cuda" if cuda_available() else "cpu") if requested == "auto" else requested
+        if requested == "auto":
+            device = "cuda" if cuda_available() else "cpu"
+        else:
+            device = requested
+            if device.startswith("cuda") and not cuda_available():
+                raise ConfigError(
+                    f"DEVICE={device} but no CUDA device is visible (torch.cuda.is_available() is False; "
+                    f"check the host's driver against the image's CUDA); example: DEVICE=cpu"
+                )
         precision = read(env, "PRECISION", choice(*PRECISIONS), "fp16", "fp16")
         if device == "cpu":
             precision = "fp32"  # half precision on CPU is slow and lossy; never what anyone wants
@@ -135,6 +154,7 @@ class WorkerSettings:
             ),
             tta=read_bool(env, "ENABLE_TTA", cls.tta),
             panorama_max_ratio=read(env, "PANORAMA_MAX_RATIO", _ratio, cls.panorama_max_ratio, "2.6"),
+            panorama_max_tiles=read(env, "PANORAMA_MAX_TILES", positive(int), cls.panorama_max_tiles, "8"),
             max_download_bytes=read(
                 env, "MAX_DOWNLOAD_BYTES", positive(int), cls.max_download_bytes, "2147483648"
             ),
@@ -150,10 +170,16 @@ class WorkerSettings:
             max_images=read(env, "MAX_IMAGES", positive(int), cls.max_images, "32"),
             max_image_bytes=read(env, "MAX_IMAGE_BYTES", positive(int), cls.max_image_bytes, "20000000"),
             max_image_pixels=read(env, "MAX_IMAGE_PIXELS", positive(int), cls.max_image_pixels, "50000000"),
+            job_max_pixels=read(env, "JOB_MAX_PIXELS", positive(int), cls.job_max_pixels, "400000000"),
+            worker_max_pixels=read(
+                env, "WORKER_MAX_PIXELS", positive(int), cls.worker_max_pixels, "150000000"
+            ),
+            max_video_pixels=read(env, "MAX_VIDEO_PIXELS", positive(int), cls.max_video_pixels, "35389440"),
             transcript_max_seconds=read(
                 env, "TRANSCRIPT_MAX_SECONDS", _seconds, cls.transcript_max_seconds, "1800"
             ),
         )
+        settings.check_budgets()
         settings.check_spec()
         return settings
 
@@ -164,40 +190,34 @@ class WorkerSettings:
 
     def required_models(self) -> tuple[str, ...]:
         """Registry names of every model this worker loads at start, in a stable order."""
+        from shared.worker.channels import RUNNERS
+
         names: list[str] = []
-        if {"clip_text", "clip_image"} & set(self.tasks) or set(CLIP_CHANNELS) & set(self.embed_channels):
+        if {"clip_text", "clip_image"} & set(self.tasks):
             names.append(self.clip_model)
         for ch in self.embed_channels:
-            model = spec.CHANNELS[ch].model
-            if ch not in CLIP_CHANNELS and model not in names:
-                names.append(model)
-        if "transcribe" in self.tasks and TRANSCRIPT_MODEL not in names:
+            names.append(RUNNERS[ch].model_name(self))
+        if "transcribe" in self.tasks:
             names.append(TRANSCRIPT_MODEL)
-        return tuple(names)
+        return tuple(dict.fromkeys(names))
+
+    def check_budgets(self) -> None:
+        """One image must fit each budget, or a job could wait for room that never comes."""
+        budgets = {"JOB_MAX_PIXELS": self.job_max_pixels, "WORKER_MAX_PIXELS": self.worker_max_pixels}
+        for name, value in budgets.items():
+            if value < self.max_image_pixels:
+                raise ConfigError(
+                    f"{name}={value} is below MAX_IMAGE_PIXELS={self.max_image_pixels}: one image would "
+                    f"never fit; example: {name}={self.max_image_pixels * 3}"
+                )
 
     def check_spec(self) -> None:
-        """Refuse a configuration that would write artifacts the spec's fingerprints do not describe."""
-        for name in set(CLIP_CHANNELS) & set(self.embed_channels):
-            ch = spec.CHANNELS[name]
-            if ch.model != self.clip_model:
-                raise ConfigError(
-                    f"CLIP_MODEL={self.clip_model} but channel {name} is specified with {ch.model} "
-                    f"(shared/spec.py); change the spec (a new spec version) or leave {name} out of "
-                    f"WORKER_CHANNELS, e.g. WORKER_CHANNELS=video_mae,audio_wav2vec2,transcript"
-                )
-        if "image_clip" in self.embed_channels:
-            pp = spec.CHANNELS["image_clip"].preprocessing
-            spec_tta = pp.get("tta") not in (None, False, "none")
-            if spec_tta != self.tta:
-                raise ConfigError(
-                    f"ENABLE_TTA={int(self.tta)} but channel image_clip is specified with "
-                    f"tta={pp.get('tta')!r}; example: ENABLE_TTA={int(spec_tta)}"
-                )
-            if float(pp.get("panorama_max_ratio", self.panorama_max_ratio)) != self.panorama_max_ratio:
-                raise ConfigError(
-                    f"PANORAMA_MAX_RATIO={self.panorama_max_ratio} but channel image_clip is specified "
-                    f"with {pp['panorama_max_ratio']}; example: PANORAMA_MAX_RATIO={pp['panorama_max_ratio']}"
-                )
+        """Refuse a configuration that would write artifacts the spec's fingerprints do not describe
+        (each served channel's runner checks its own part)."""
+        from shared.worker.channels import RUNNERS
+
+        for name in self.embed_channels:
+            RUNNERS[name].check_settings(self)
 
 
 def _seconds(raw: str) -> float:

@@ -8,6 +8,7 @@ import pytest
 
 from shared.dev.models import setup_dev_models
 from shared.settings import DEFAULT_MODEL_DIR
+from shared.worker.health import CANARIES
 
 GPU_DEV_MODELS = ("whisper-tiny.en", "clip-vit-b-32", "clip-eva02-l-14-336", "videomae-base", "wav2vec2-base")
 
@@ -23,7 +24,7 @@ def clip(gpu_model_dir: Path):
     from shared.models.clip import ClipBackend
 
     backend = ClipBackend.from_model_dir(gpu_model_dir, "clip-vit-b-32")
-    backend.warmup()
+    CANARIES["clip"](backend)  # the worker's one canary, as at start
     return backend
 
 
@@ -32,7 +33,7 @@ def whisper(gpu_model_dir: Path):
     from shared.models.whisper import WhisperBackend
 
     backend = WhisperBackend.from_model_dir(gpu_model_dir, cpu_threads=2)
-    backend.warmup()
+    CANARIES["whisper"](backend)
     return backend
 
 
@@ -41,7 +42,7 @@ def videomae(gpu_model_dir: Path):
     from shared.models.videomae import VideoMAEBackend
 
     backend = VideoMAEBackend.from_model_dir(gpu_model_dir)
-    backend.warmup()
+    CANARIES["videomae"](backend)
     return backend
 
 
@@ -50,5 +51,5 @@ def wav2vec2(gpu_model_dir: Path):
     from shared.models.wav2vec2 import Wav2Vec2Backend
 
     backend = Wav2Vec2Backend.from_model_dir(gpu_model_dir)
-    backend.warmup()
+    CANARIES["wav2vec2"](backend)
     return backend

@@ -184,7 +184,7 @@ def test_redirects_are_followed_a_few_times(server: str, dest: Path) -> None:
 
 
 def test_redirect_to_file_scheme_is_refused(server: str, dest: Path) -> None:
-    with pytest.raises(ForbiddenURL, match="only http and https"):
+    with pytest.raises(ForbiddenURL, match=r"absolute http\(s\) URL"):
         get(f"{server}/to-file", dest)
     assert list(dest.iterdir()) == []
 

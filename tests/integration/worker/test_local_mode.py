@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_shipped_test_input_json_runs_offline(dev_model_dir: Path, tmp_path: Path):
-    shutil.copy(REPO_ROOT / "infra/runpod/test_input.json", tmp_path / "test_input.json")
+    shutil.copy(REPO_ROOT / ".runpod/test_input.json", tmp_path / "test_input.json")
     run = run_test_input(dev_model_dir, None, cwd=tmp_path, WORKER_TASKS="clip_text")
     assert run.returncode == 0, run.output[-3000:]
     assert "Using test_input.json as job input" in run.output

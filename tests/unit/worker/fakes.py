@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from shared.dev.fakes import FakeBackend
+from shared.media.image import tile_count
 
 
 class _Base:
@@ -19,7 +21,7 @@ class _Base:
         self.random = True
         self.model_label = f"{name}:fake"
         self.calls: list[tuple[str, int]] = []
-        self.fail: Exception | None = None
+        self.fail: BaseException | None = None
         self.nan = False
         self._fake = FakeBackend(dims, name)
         self._lock = threading.Lock()
@@ -40,17 +42,43 @@ def image_key(img: Any) -> str:
     return f"{arr.shape}:{int(arr.astype(np.int64).sum())}"
 
 
+@dataclass(frozen=True)
+class FakePrepared:
+    key: str
+    tta: bool
+    tiles: int
+
+    @property
+    def views(self) -> range:
+        return range(self.tiles * (5 if self.tta else 1))
+
+
 class FakeClip(_Base):
     def __init__(self, name: str = "clip-vit-b-32", dims: int = 512) -> None:
         super().__init__(name, dims)
+        self.views_encoded = 0
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._rows("text", list(texts))
 
+    def prepare(
+        self, image: Any, *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+    ) -> FakePrepared:
+        return FakePrepared(image_key(image), tta, tile_count(*image.size, panorama_max_ratio))
+
+    def embed_prepared(self, prepared: Sequence[FakePrepared]) -> np.ndarray:
+        self.views_encoded += sum(len(p.views) for p in prepared)
+        tta = {p.tta for p in prepared}
+        return self._rows(
+            f"image-tta{int(tta.pop())}" if len(tta) == 1 else "image-mixed", [p.key for p in prepared]
+        )
+
     def embed_images(
         self, images: Sequence[Any], *, tta: bool = False, panorama_max_ratio: float | None = 2.6
     ):
-        return self._rows(f"image-tta{int(tta)}", [image_key(i) for i in images])
+        return self.embed_prepared(
+            [self.prepare(i, tta=tta, panorama_max_ratio=panorama_max_ratio) for i in images]
+        )
 
     def embed_frames(self, frames: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
         return self._rows("frame", [image_key(f) for f in frames])
@@ -84,9 +112,12 @@ class FakeWhisper:
         self.model_label = f"{name}:fake"
         self.calls: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
+        self.fail: BaseException | None = None
 
     def transcribe(self, audio: np.ndarray, **kw: Any) -> dict[str, Any]:
         self.calls.append({"samples": len(audio), **kw})
+        if self.fail is not None:
+            raise self.fail
         if self.result is not None:
             return self.result
         duration = len(audio) / 16000

@@ -1,10 +1,13 @@
-"""Contract tests: the RunPod files, the Dockerfile and the code cannot drift apart."""
+"""Contract tests: the RunPod files (.runpod/), Dockerfile.gpu, the installed torch and the code
+cannot drift apart."""
 
 from __future__ import annotations
 
 import json
 import re
+import tomllib
 from collections.abc import Iterator, Mapping
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -16,11 +19,25 @@ from shared.worker.settings import WorkerSettings
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[3]
-HUB = json.loads((ROOT / "infra/runpod/hub.json").read_text())
-TESTS = json.loads((ROOT / "infra/runpod/tests.json").read_text())
-TEST_INPUT = json.loads((ROOT / "infra/runpod/test_input.json").read_text())
+RUNPOD = ROOT / ".runpod"
+HUB = json.loads((RUNPOD / "hub.json").read_text())
+TESTS = json.loads((RUNPOD / "tests.json").read_text())
+TEST_INPUT = json.loads((RUNPOD / "test_input.json").read_text())
 DOCKERFILE = (ROOT / "Dockerfile.gpu").read_text()
 FIXED_BY_IMAGE = {"MODEL_DIR"}  # set by the Dockerfile, not a deploy-time choice
+
+
+def dockerfile_args() -> dict[str, str]:
+    return dict(re.findall(r"^ARG (\w+)=(\S+)$", DOCKERFILE, re.M))
+
+
+def image_env() -> dict[str, str]:
+    """Every KEY=value the Dockerfile's ENV lines set (continuations joined; later lines win)."""
+    env: dict[str, str] = {}
+    for line in DOCKERFILE.replace("\\\n", " ").splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"(\w+)=(\S+)", line))
+    return env
 
 
 class RecordingEnv(Mapping[str, str]):
@@ -77,7 +94,9 @@ def test_hub_json_offers_exactly_the_deploy_time_settings():
     assert set(hub_env()) == settings_vars() - FIXED_BY_IMAGE
 
 
-def test_hub_json_defaults_are_the_code_defaults():
+def test_hub_json_defaults_are_what_the_image_runs_with():
+    """Hub defaults = code defaults, except where the image sets a value (DEVICE=cuda): the Hub sets
+    every variable, so a default differing from the image's would override it."""
     env = {}
     for key, spec in hub_env().items():
         value = spec["default"]
@@ -88,8 +107,10 @@ def test_hub_json_defaults_are_the_code_defaults():
         else:
             env[key] = str(value)
     from_hub = WorkerSettings.from_env(env, cuda_available=lambda: True)
-    from_defaults = WorkerSettings.from_env({}, cuda_available=lambda: True)
-    assert from_hub == from_defaults
+    image = {k: v for k, v in image_env().items() if k in settings_vars() - FIXED_BY_IMAGE}
+    assert image == {"DEVICE": "cuda"}
+    assert from_hub == WorkerSettings.from_env(image, cuda_available=lambda: True)
+    assert env["DEVICE"] == "cuda" and "auto" not in json.dumps(hub_env()["DEVICE"]["options"])
 
 
 def test_hub_json_has_the_required_metadata():
@@ -130,4 +151,70 @@ def test_the_hub_token_never_lands_in_a_layer():
     assert re.search(r"^ENV .*MODEL_DIR=/models.*HF_HUB_OFFLINE=1", DOCKERFILE, re.M)
     assert 'CMD ["python", "-u", "-m", "handlers.runpod_worker"]' in DOCKERFILE
     assert (ROOT / "handlers/runpod_worker/__main__.py").is_file()
-    assert "COPY infra/runpod/test_input.json" in DOCKERFILE
+    assert "COPY .runpod/test_input.json" in DOCKERFILE
+    assert not (ROOT / "infra/runpod").exists()  # one copy of the RunPod files, in .runpod/
+
+
+def _cuda(version: str) -> tuple[int, int]:
+    major, minor = re.match(r"^(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor)
+
+
+def test_torch_build_cuda_base_and_allowed_hosts_agree():
+    """The installed torch/torchvision are the wheels the image installs (pyproject pin + TORCH_CUDA
+    tag), their CUDA runtime is the base image's major.minor, and RunPod may only schedule the worker
+    on hosts whose driver reports that CUDA or a later one of the same major."""
+    args = dockerfile_args()
+    tag = args["TORCH_CUDA"]  # e.g. cu130
+    built_for = (int(tag[2:-1]), int(tag[-1]))
+    bases = re.findall(r"^FROM nvidia/cuda:(\d+\.\d+)\.\d+-\S+ AS base$", DOCKERFILE, re.M)
+    assert len(bases) == 1, "the base stage must be FROM nvidia/cuda:<x.y.z>-... AS base"
+    assert _cuda(bases[0]) == built_for, "the CUDA base image and TORCH_CUDA disagree"
+
+    pins = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    for dist in ("torch", "torchvision"):
+        (pin,) = [p.split("==", 1)[1] for p in pins if p.startswith(f"{dist}==")]
+        assert metadata.version(dist).split("+")[0] == pin, f"installed {dist} is not pyproject's pin"
+        version_py = metadata.distribution(dist).locate_file(f"{dist}/version.py").read_text()
+        assert f"__version__ = '{pin}+{tag}'" in version_py, f"installed {dist} is not a {tag} build"
+    torch_version = metadata.distribution("torch").locate_file("torch/version.py").read_text()
+    torch_cuda = re.search(r"^cuda: .*= '(\d+\.\d+)'", torch_version, re.M)
+    assert torch_cuda and _cuda(torch_cuda.group(1)) == built_for
+    cuda_reqs = [
+        r for r in metadata.requires("torch") or () if re.match(r"^(nvidia-\S+-cu\d+|cuda-toolkit)", r)
+    ]
+    assert cuda_reqs, "torch names no CUDA wheels"
+    for req in cuda_reqs:
+        if req.startswith("cuda-toolkit"):
+            assert _cuda(re.search(r"==(\d+\.\d+)", req).group(1)) == built_for, req
+        else:
+            assert re.match(rf"^nvidia-[\w-]+-cu{built_for[0]}\b", req), req
+
+    for where, cfg in (("hub.json", HUB["config"]), ("tests.json", TESTS["config"])):
+        allowed = [_cuda(v) for v in cfg["allowedCudaVersions"]]
+        assert allowed, where
+        assert all(v >= built_for and v[0] == built_for[0] for v in allowed), (where, allowed, built_for)
+
+
+def test_the_image_requires_its_gpu_and_runs_unprivileged():
+    assert image_env()["DEVICE"] == "cuda"
+    assert re.search(
+        r"^RUN DEVICE=cpu python -m handlers.runpod_worker$", DOCKERFILE, re.M
+    )  # build-time only
+    assert re.search(r"^USER (?!root)\w+", DOCKERFILE, re.M)
+    assert re.search(r"^HEALTHCHECK .*" + re.escape(image_env()["WORKER_READY_FILE"]), DOCKERFILE, re.M)
+
+
+def test_the_hub_finds_its_files_in_dot_runpod():
+    """What the Hub publishing guide reads from .runpod/ (hub.json, tests.json, README.md)."""
+    for name in ("hub.json", "tests.json", "README.md"):
+        assert (RUNPOD / name).is_file(), name
+    assert HUB["type"] == "serverless" and HUB["category"] in (
+        "audio",
+        "embedding",
+        "language",
+        "video",
+        "image",
+    )
+    for test in TESTS["tests"]:
+        assert set(test) == {"name", "input", "timeout"}

@@ -8,8 +8,9 @@ import json
 import pytest
 
 from handlers.runpod_worker import handler as shim
+from shared.worker.models import Models
 from shared.worker.settings import WorkerSettings
-from shared.worker.tasks import Models, Worker
+from shared.worker.worker import Worker
 from tests.unit.worker.fakes import FakeClip
 
 pytestmark = pytest.mark.unit

@@ -7,7 +7,7 @@ import pytest
 
 from shared.errors import ModelUnhealthy
 from shared.worker.health import check_embeddings, run_canaries
-from shared.worker.tasks import Models
+from shared.worker.models import Models
 from tests.unit.worker.fakes import FakeClip, FakeVideoMAE, FakeWav2Vec2, FakeWhisper
 
 pytestmark = pytest.mark.unit

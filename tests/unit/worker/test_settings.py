@@ -51,8 +51,15 @@ def test_explicit_values_are_read():
             "DOWNLOAD_TIMEOUT_S": "2.5",
             "WORKER_TASKS": "clip_text, clip_image",
             "TRANSCRIPT_MAX_SECONDS": "60",
-        }
+            "PANORAMA_MAX_TILES": "4",
+            "JOB_MAX_PIXELS": "60000000",
+            "WORKER_MAX_PIXELS": "70000000",
+            "MAX_VIDEO_PIXELS": "2073600",
+        },
+        cuda=True,
     )
+    assert (s.panorama_max_tiles, s.job_max_pixels, s.worker_max_pixels) == (4, 60_000_000, 70_000_000)
+    assert s.max_video_pixels == 1920 * 1080
     assert s.model_dir == Path("/opt/models")
     assert s.device == "cuda:1" and s.precision == "fp16"
     assert s.allow_private_urls is True
@@ -124,3 +131,31 @@ def test_required_models_follow_tasks_and_channels():
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         build().max_batch = 1
+
+
+@pytest.mark.parametrize("device", ["cuda", "cuda:0"])
+def test_told_cuda_with_no_gpu_refuses_to_start(device):
+    with pytest.raises(ConfigError) as info:
+        build({"DEVICE": device}, cuda=False)
+    message = info.value.message
+    assert f"DEVICE={device} but no CUDA device is visible" in message and "\n" not in message
+    assert build({"DEVICE": device}, cuda=True).device == device
+
+
+def test_auto_still_falls_back_to_the_cpu():
+    assert build({"DEVICE": "auto"}, cuda=False).device == "cpu"
+
+
+@pytest.mark.parametrize("name", ["JOB_MAX_PIXELS", "WORKER_MAX_PIXELS"])
+def test_a_budget_smaller_than_one_image_is_refused(name):
+    with pytest.raises(ConfigError, match=f"{name}=1000 is below MAX_IMAGE_PIXELS"):
+        build({name: "1000"})
+    assert getattr(build({name: "1000", "MAX_IMAGE_PIXELS": "1000"}), name.lower()) == 1000
+
+
+def test_defaults_are_the_dataclass_defaults():
+    """parse_job's default limits (WorkerSettings()) are exactly what an empty environment gives."""
+    import dataclasses
+
+    from_env = build()
+    assert dataclasses.replace(WorkerSettings(), device=from_env.device) == from_env

@@ -1,0 +1,15 @@
+"""One module per task: `run(worker, request) -> output dict` and `may_batch(request) -> bool`
+(whether the job may submit to a CLIP batcher). `JOBS` is keyed by the parser's task names."""
+
+from __future__ import annotations
+
+from types import MappingProxyType, ModuleType
+
+from shared.worker.jobs import clip_image, clip_text, embed_item, transcribe
+from shared.worker.requests import TASKS
+
+JOBS: MappingProxyType[str, ModuleType] = MappingProxyType(
+    {"embed_item": embed_item, "transcribe": transcribe, "clip_text": clip_text, "clip_image": clip_image}
+)
+if set(JOBS) != set(TASKS):
+    raise RuntimeError(f"tasks {TASKS} and job modules {tuple(JOBS)} differ")

@@ -1,0 +1,77 @@
+"""clip_image: CLIP image vectors, with work bounded before anything is decoded.
+
+1. Each image is fetched (URL) or taken from base64, and its header checked: MAX_IMAGE_PIXELS and an
+   aspect ratio of at most PANORAMA_MAX_TILES:1 (media_error naming `input.images[i]`).
+2. The job's pixels, summed from the headers, must fit JOB_MAX_PIXELS (payload_too_large).
+3. One image at a time, under the worker-wide pixel budget: decode, then prepare the model's views
+   (crops, TTA, panorama tiles) and drop the decoded image. Only the views wait for the batcher.
+
+Output: clip_text's shape plus `"tta"`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from shared.errors import EmbeddingError, PayloadTooLarge
+from shared.worker.faults import rescrubbed
+from shared.worker.jobs.clip_text import vectors_output
+from shared.worker.requests import ClipImageRequest
+
+
+def may_batch(request: ClipImageRequest) -> bool:
+    return True
+
+
+async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
+    from shared.media import decode_image, open_image, temp_workdir
+
+    settings, clip = worker.settings, worker.models.clip
+    tta = settings.tta if req.tta is None else req.tta
+    prepared = []
+    with temp_workdir("clip-image-") as workdir:
+        headers = []
+        for i, ref in enumerate(req.images):
+            try:
+                if ref.url is not None:
+                    src: bytes | Path = await asyncio.to_thread(
+                        worker.download, ref.url, workdir, settings.max_image_bytes
+                    )
+                else:
+                    src = ref.data(settings.max_image_bytes)
+                headers.append(
+                    await asyncio.to_thread(
+                        open_image,
+                        src,
+                        max_pixels=settings.max_image_pixels,
+                        max_aspect=settings.panorama_max_tiles,
+                    )
+                )
+            except EmbeddingError as e:
+                raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
+        total = sum(h.width * h.height for h in headers)
+        if total > settings.job_max_pixels:
+            raise PayloadTooLarge(
+                f"the images hold {total} pixels together, limit {settings.job_max_pixels} per job "
+                f"(JOB_MAX_PIXELS); send fewer or smaller images",
+                field="input.images",
+            )
+        for i, header in enumerate(headers):
+            async with worker.budget.hold(header.width * header.height):
+                try:
+                    image = await asyncio.to_thread(decode_image, header)
+                except EmbeddingError as e:
+                    raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
+                prepared.append(
+                    await asyncio.to_thread(
+                        clip.prepare, image, tta=tta, panorama_max_ratio=settings.panorama_max_ratio
+                    )
+                )
+                del image
+            headers[i] = None  # drop the opened file's buffer too
+    rows, info = await worker.image_batcher(tta).submit(prepared)
+    out = vectors_output(clip, rows, info, "clip_image")
+    out["tta"] = tta
+    return out

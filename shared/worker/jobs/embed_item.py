@@ -1,0 +1,184 @@
+"""embed_item: download the source once, decode once, run each requested channel on its own.
+
+Decoding serves every channel from one pass per input kind (shared.worker.channels.base.INPUTS):
+frames (probe + the spec's 16 frames sampled by timestamp, at most FRAME_MAX_SIDE px, coded size
+checked against MAX_VIDEO_PIXELS from the stream header first), audio (16 kHz mono, as many seconds
+as the longest-reading channel needs) and image (header checked like clip_image's, then decoded
+under the worker's pixel budget, held until the channels are done). A source that is not media at
+all, or an image refused from its header, fails the whole job; a missing or undecodable stream
+fails only the channels that need it.
+
+Channels run concurrently, and a fault stays in its channel: any exception fails that channel only
+(`{"status": "failed", "error": {...}}`, internal_error with a correlation id when unexpected), no
+artifact is PUT for it, the others finish. The result is documented in handlers/runpod_worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from shared import spec
+from shared.errors import EmbeddingError, InvalidInput, MediaError
+from shared.worker.channels import RUNNERS
+from shared.worker.channels.base import SAMPLE_RATE, ChannelRunner, Decoded
+from shared.worker.faults import failure, redact, rescrubbed
+from shared.worker.requests import EmbedItemRequest
+
+log = logging.getLogger(__name__)
+
+FRAME_MAX_SIDE = 512  # both frame models resize to 224-336 px; decoding more only costs memory
+
+
+class SpecMismatch(InvalidInput):
+    """The dispatcher expects a channel fingerprint this worker's spec does not have (stale image)."""
+
+    status = 409
+    code = "spec_mismatch"
+
+
+class ChannelDisabled(InvalidInput):
+    status = 409
+    code = "channel_disabled"
+
+
+def may_batch(request: EmbedItemRequest) -> bool:
+    return any(RUNNERS[name].needs == "image" for name in request.channels)
+
+
+async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:
+    from shared.media import temp_workdir
+
+    started = time.perf_counter()
+    runners = [RUNNERS[name] for name in req.channels]
+    async with contextlib.AsyncExitStack() as held:
+        with temp_workdir("embed-item-") as workdir:
+            async with worker.media_slot():
+                try:
+                    path = await asyncio.to_thread(
+                        worker.download, req.source_url, workdir, worker.settings.max_download_bytes
+                    )
+                    decoded = await _decode(worker, req, path, runners, held)
+                except EmbeddingError as e:
+                    raise rescrubbed(e, str(workdir), field="input.source_url") from None
+        # Each model has its own executor, so e.g. Whisper and CLIP overlap.
+        outcomes = await asyncio.gather(*(_channel(worker, r, req, decoded, str(workdir)) for r in runners))
+    channels = {r.name: result for r, (result, _) in zip(runners, outcomes, strict=True)}
+    log.info(
+        "embed_item %s/%s %s: %s",
+        req.item.owner_id,
+        req.item.item_id,
+        req.item.modality,
+        ", ".join(f"{n}={r['status']}" for n, r in channels.items()),
+    )
+    out = {
+        "item": req.item.model_dump(),
+        "spec_version": spec.SPEC_VERSION,
+        "source": decoded.facts,
+        "channels": channels,
+        "seconds": round(time.perf_counter() - started, 4),
+    }
+    if any(refresh for _, refresh in outcomes):
+        out["refresh_worker"] = True
+    return out
+
+
+async def _decode(
+    worker: Any,
+    req: EmbedItemRequest,
+    path: Path,
+    runners: list[ChannelRunner],
+    held: contextlib.AsyncExitStack,
+) -> Decoded:
+    from shared.media import decode_audio, decode_image, open_image, probe, sample_frames
+
+    settings = worker.settings
+    size, digest = await asyncio.to_thread(_file_facts, path)
+    out = Decoded(facts={"bytes": size, "sha256": digest, "duration": None})
+    needs = {r.needs for r in runners}
+    if req.item.modality == "image":
+        header = await asyncio.to_thread(
+            open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.panorama_max_tiles
+        )
+        await held.enter_async_context(worker.budget.hold(header.width * header.height))
+        out.image = await asyncio.to_thread(decode_image, header)
+        out.facts.update(width=out.image.width, height=out.image.height)
+        return out
+    info = await asyncio.to_thread(probe, path, max_pixels=settings.max_video_pixels)  # not media: job fails
+    out.duration = info.duration
+    out.facts.update(duration=info.duration, has_video=info.has_video, has_audio=info.has_audio)
+    if "frames" in needs:
+        frames = max(int(r.spec.preprocessing["frames"]) for r in runners if r.needs == "frames")
+        if not info.has_video:
+            out.errors["frames"] = MediaError("the source has no video stream")
+        else:
+            try:
+                out.frames = await asyncio.to_thread(
+                    sample_frames, path, frames, max_side=FRAME_MAX_SIDE, max_pixels=settings.max_video_pixels
+                )
+            except MediaError as e:
+                out.errors["frames"] = e
+    if "audio" in needs:
+        seconds = max(r.audio_seconds(settings) for r in runners if r.needs == "audio")
+        if not info.has_audio:
+            out.errors["audio"] = MediaError("the source has no audio stream")
+        else:
+            try:
+                out.audio = await asyncio.to_thread(
+                    decode_audio, path, sample_rate=SAMPLE_RATE, max_seconds=seconds
+                )
+            except MediaError as e:
+                out.errors["audio"] = e
+    return out
+
+
+async def _channel(
+    worker: Any, runner: ChannelRunner, req: EmbedItemRequest, decoded: Decoded, workdir: str
+) -> tuple[dict[str, Any], bool]:
+    """One channel's result and whether its failure means the worker must be refreshed."""
+    name, settings = runner.name, worker.settings
+    try:
+        if name not in settings.embed_channels:
+            served = ",".join(settings.channels)
+            raise ChannelDisabled(f"this worker does not serve channel {name} (WORKER_CHANNELS={served})")
+        expected = (req.fingerprints or {}).get(name)
+        if expected is not None and expected != runner.spec.fingerprint:
+            raise SpecMismatch(
+                f"the job expects another {name} fingerprint, this worker has {runner.spec.fingerprint} "
+                f"(spec {spec.SPEC_VERSION}); deploy the matching worker image"
+            )
+        if runner.needs in decoded.errors:
+            raise decoded.errors[runner.needs]
+        started = time.perf_counter()
+        artifact = await runner.compute(worker, decoded)
+        computed = time.perf_counter() - started
+        await asyncio.to_thread(worker.upload, req.outputs[name], artifact.data, artifact.content_type)
+    except Exception as e:  # the channel's fault boundary: the other channels still finish
+        payload, refresh = failure(e, f"channel {name}", scrub=(workdir,))
+        log.info("channel %s failed: %s", name, redact(payload["message"]))
+        return {"status": "failed", "error": payload}, refresh
+    return {
+        "status": "succeeded",
+        **artifact.meta,
+        "sha256": hashlib.sha256(artifact.data).hexdigest(),
+        "bytes": len(artifact.data),
+        "content_type": artifact.content_type,
+        "fingerprint": runner.spec.fingerprint,
+        "seconds": round(computed, 4),
+        "upload_seconds": round(time.perf_counter() - started - computed, 4),
+    }, False
+
+
+def _file_facts(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return size, digest.hexdigest()
