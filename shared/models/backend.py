@@ -14,10 +14,9 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from shared.errors import ModelUnhealthy
+from shared.vectors import UNIT_NORM_TOLERANCE, vector_problem
 
-# The one unit-length tolerance: every row is L2-normalised in float32 after the model ran, so a
-# healthy model lands within ~1e-6; 1e-3 still admits fp16 towers, and refuses anything unnormalised.
-UNIT_NORM_TOLERANCE = 1e-3
+__all__ = ["UNIT_NORM_TOLERANCE", "Backend", "check_unit_rows", "l2_normalize"]
 
 
 @runtime_checkable
@@ -37,19 +36,10 @@ def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarra
 
 
 def check_unit_rows(array: object, what: str) -> np.ndarray:
-    """The one output check: float32, finite, non-empty, every row unit length within
-    UNIT_NORM_TOLERANCE. Raises ModelUnhealthy naming `what` (a model that returns NaN/inf or
-    unnormalised rows at run time is a sick process, not bad input)."""
-    arr = np.asarray(array)
-    if arr.dtype != np.float32:
-        raise ModelUnhealthy(f"{what}: returned dtype {arr.dtype}, expected float32")
-    if arr.size == 0 or arr.ndim == 0:
-        raise ModelUnhealthy(f"{what}: returned nothing")
-    if not np.isfinite(arr).all():
-        raise ModelUnhealthy(f"{what}: returned NaN or inf")
-    norms = np.linalg.norm(arr.reshape(-1, arr.shape[-1]), axis=-1)
-    if np.abs(norms - 1.0).max() > UNIT_NORM_TOLERANCE:
-        raise ModelUnhealthy(
-            f"{what}: returned vectors of norm {norms.min():.4f}..{norms.max():.4f}, expected 1"
-        )
-    return arr
+    """The one output check (shared.vectors, one tolerance) on what a model returned. Raises
+    ModelUnhealthy naming `what`: a model that returns NaN/inf or unnormalised rows at run time is a
+    sick process, not bad input."""
+    problem = vector_problem(array)
+    if problem:
+        raise ModelUnhealthy(f"{what}: returned {problem}")
+    return np.asarray(array)
