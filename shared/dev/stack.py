@@ -477,7 +477,9 @@ class LocalStack:
         pump: bool = True,
         fault: Callable[[list[dict]], None] | None = None,
         log_dir: Path | None = None,
+        wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
     ) -> None:
+        self.wrap = wrap  # bench hook: wraps each function's handler (timing, fault injection)
         self.model_dir = Path(model_dir)
         self.runpod_url = runpod_url
         self.worker_env = dict(worker_env or {})
@@ -493,6 +495,7 @@ class LocalStack:
         self.resources: Resources | None = None
         self.handlers: dict[str, Callable[[Any, Any], dict]] = {}
         self.envs: dict[str, dict[str, str]] = {}
+        self.pipelines: dict[str, Any] = {}
 
     # endpoints any AWS client can be pointed at
     def endpoints(self) -> dict[str, Any]:
@@ -532,7 +535,10 @@ class LocalStack:
 
         template = load_template()
         self.moto = MotoServer().start()
-        self.resources = res = create_resources(self.moto, template)
+        # moto keeps one in-process backend for every server of a process: a unique stack name keeps
+        # two stacks of one process (tests, benches) apart
+        name = f"{STACK_NAME}-{uuid.uuid4().hex[:6]}"
+        self.resources = res = create_resources(self.moto, template, name)
         if self.runpod_url is None:
             log_path = None
             if self.log_dir is not None:
@@ -549,6 +555,9 @@ class LocalStack:
         for name in ("on_upload", "on_job_done", "sweeper"):
             self.envs[name] = function_env(res, FUNCTIONS[name], self.local_env())
             self.handlers[name] = lambdas.build(name, self.envs[name])
+            self.pipelines[name] = self.handlers[name].pipeline  # type: ignore[attr-defined]
+            if self.wrap is not None:
+                self.handlers[name] = self.wrap(name, self.handlers[name])
         self.urls.handlers["on_job_done"] = self.handlers["on_job_done"]
         self.urls.start()
         if self.with_pump:

@@ -1,0 +1,192 @@
+"""Load and faults through the local stack: N items uploaded in one burst, the real handlers on moto,
+and a fast RunPod-API stand-in (shared.dev.runpod_standin: same HTTP contract, canned artifacts) that
+injects faults.
+
+    .venv/bin/python -m bench.bench_pipeline                 # 1,000 items: a clean run, then a faulty one
+    .venv/bin/python -m bench.bench_pipeline --items 200 --only faults
+
+Faults in the faulty run: 10% 503 on /run, 5% lost webhooks, 5% jobs that FAIL retryably, and on_upload
+killed mid-batch (it handles half the batch, then dies: SQS delivers the whole batch again) every
+`--kill-every` batches. Reported per run: items completed / quarantined (with reasons) / lost (not
+final when the run ends, target 0), GPU jobs per item (target 1.00 without faults), DynamoDB write
+requests per item-channel (target <= 3), orchestration time per item with model time excluded (the
+handlers' own wall time; the stand-in's jobs run elsewhere; target <= 50 ms) and wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import logging
+import os
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from shared.dev.runpod_standin import Faults, RunPodStandIn
+from shared.dev.stack import LocalStack
+from shared.settings import DEFAULT_MODEL_DIR
+
+FINAL = ("COMPLETE", "PARTIAL", "QUARANTINED")
+OVERRIDES = {
+    "POLL_AFTER_S": "3",
+    "POLL_INTERVAL_S": "2",
+    "BACKOFF_BASE_S": "0.5",
+    "BACKOFF_MAX_S": "4",
+    "RUNPOD_BACKOFF_S": "0.05",
+    "MAX_ATTEMPTS": "5",
+    "SWEEP_BATCH": "500",
+}
+
+
+class Timers:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.seconds: dict[str, float] = collections.Counter()
+        self.calls: dict[str, int] = collections.Counter()
+
+    def wrap(self, name: str, fn: Callable[[Any, Any], dict]) -> Callable[[Any, Any], dict]:
+        def timed(event: Any, context: Any) -> dict:
+            started = time.perf_counter()
+            try:
+                return fn(event, context)
+            finally:
+                with self.lock:
+                    self.seconds[name] += time.perf_counter() - started
+                    self.calls[name] += 1
+
+        return timed
+
+
+class Killer:
+    """Kills every n-th on_upload invocation after it handled half its batch."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.batches = 0
+        self.kills = 0
+
+    def wrap(self, fn: Callable[[Any, Any], dict]) -> Callable[[Any, Any], dict]:
+        def maybe_killed(event: Any, context: Any) -> dict:
+            self.batches += 1
+            records = event["Records"]
+            if self.every and self.batches % self.every == 0 and len(records) > 1:
+                fn({"Records": records[: len(records) // 2]}, context)
+                self.kills += 1
+                raise SystemError("on_upload killed mid-batch (injected)")
+            return fn(event, context)
+
+        return maybe_killed
+
+
+def run(items: int, faults: Faults | None, kill_every: int, timeout_s: float) -> dict[str, Any]:
+    timers = Timers()
+    killer = Killer(kill_every)
+
+    def wrap(name: str, fn: Callable[[Any, Any], dict]) -> Callable[[Any, Any], dict]:
+        fn = timers.wrap(name, fn)
+        return killer.wrap(fn) if name == "on_upload" else fn
+
+    with (
+        RunPodStandIn(faults, workers=16) as standin,
+        LocalStack(
+            DEFAULT_MODEL_DIR, runpod_url=standin.base, overrides=OVERRIDES, wrap=wrap, sweep_every_s=1.0
+        ) as stack,
+    ):
+        s3 = stack.client("s3")
+        bucket = stack.resources.physical["MediaBucket"]
+        ledger = stack.pipelines["sweeper"].ledger
+        started = time.perf_counter()
+        for i in range(items):
+            s3.put_object(Bucket=bucket, Key=f"uploads/load/item-{i:05d}/clip.mp4", Body=b"%08d" % i)
+        uploaded = time.perf_counter() - started
+        deadline = time.monotonic() + timeout_s
+        while True:
+            rows = [r for r in ledger.owner_rows("load") if r["sk"] == "ITEM"]
+            final = [r for r in rows if r.get("status") in FINAL]
+            if len(final) == items or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        wall = time.perf_counter() - started
+        rows = list(ledger.owner_rows("load"))
+        writes = sum(p.ledger.writes for p in stack.pipelines.values())
+        item_rows = [r for r in rows if r["sk"] == "ITEM"]
+        chan_rows = [r for r in rows if r["sk"] != "ITEM"]
+        by_status = collections.Counter(r.get("status") for r in item_rows)
+        reasons = collections.Counter(
+            r.get("quarantine_reason", "")[:90] for r in item_rows if r.get("status") == "QUARANTINED"
+        )
+        jobs = [standin.jobs_by_item[("load", f"item-{i:05d}")] for i in range(items)]
+        handler_s = sum(timers.seconds.values())
+        return {
+            "items": items,
+            "completed": by_status.get("COMPLETE", 0),
+            "partial": by_status.get("PARTIAL", 0),
+            "quarantined": by_status.get("QUARANTINED", 0),
+            "lost": items - sum(by_status.get(s, 0) for s in FINAL),
+            "reasons": dict(reasons),
+            "jobs_per_item": statistics.mean(jobs),
+            "max_jobs": max(jobs),
+            "writes_per_item_channel": writes / max(1, len(chan_rows)),
+            "orchestration_ms_per_item": 1000 * handler_s / items,
+            "by_function_ms": {k: round(1000 * v / items, 2) for k, v in timers.seconds.items()},
+            "wall_s": wall,
+            "upload_s": uploaded,
+            "kills": killer.kills,
+            "standin": dict(standin.calls),
+            "webhooks_lost": standin.webhooks_lost,
+        }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=1000)
+    ap.add_argument("--only", choices=["clean", "faults"])
+    ap.add_argument("--kill-every", type=int, default=25, help="kill every n-th on_upload batch (faulty run)")
+    ap.add_argument("--timeout", type=float, default=900.0)
+    args = ap.parse_args()
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    logging.basicConfig(level=logging.ERROR)
+    runs = []
+    if args.only in (None, "clean"):
+        runs.append(("no faults", run(args.items, None, 0, args.timeout)))
+    if args.only in (None, "faults"):
+        faults = Faults(run_5xx=0.10, lost_webhook=0.05, fail_retryable=0.05, seed=11)
+        runs.append(
+            ("10% 5xx, 5% lost, 5% fail, kills", run(args.items, faults, args.kill_every, args.timeout))
+        )
+    print(
+        f"\n{args.items} items in one burst through the local stack (moto + RunPod-API stand-in), 2 cores\n"
+    )
+    cols = (
+        "run",
+        "completed",
+        "quarantined",
+        "lost",
+        "GPU jobs/item",
+        "writes/item-channel",
+        "orchestration ms/item",
+        "wall s",
+    )
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "---|" * len(cols))
+    for name, r in runs:
+        print(
+            f"| {name} | {r['completed']} | {r['quarantined']} | {r['lost']} | {r['jobs_per_item']:.3f} "
+            f"(max {r['max_jobs']}) | {r['writes_per_item_channel']:.2f} | {r['orchestration_ms_per_item']:.1f} "
+            f"| {r['wall_s']:.1f} |"
+        )
+    for name, r in runs:
+        print(
+            f"\n{name}: kills {r['kills']}, stand-in calls {r['standin']}, lost webhooks {r['webhooks_lost']}, "
+            f"ms/item by function {r['by_function_ms']}, partial {r['partial']}"
+        )
+        for reason, n in r["reasons"].items():
+            print(f"  quarantined x{n}: {reason}")
+    return 0 if all(r["lost"] == 0 for _, r in runs) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
