@@ -148,6 +148,7 @@ class MiniLMOnnx:
         max_tokens: int,
         batch_size: int,
         model_label: str,
+        precision: str = "fp32",
         probe: Probe | None = None,
         self_check: SelfCheck | None = None,
     ) -> None:
@@ -172,7 +173,7 @@ class MiniLMOnnx:
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.model_label = model_label
-        self.precision = "int8" if model_label.endswith("onnx-int8") else "fp32"
+        self.precision = precision  # the graph that answers: int8 | fp32
         self.probe = probe
         self.self_check = self_check
         self._encoded: tuple[list[str], list[list[int]]] | None = None
@@ -283,6 +284,7 @@ class MiniLMOnnx:
             max_tokens=max_tokens,
             batch_size=batch_size,
             model_label=label,
+            precision=variant,
             probe=probe,
         )
 

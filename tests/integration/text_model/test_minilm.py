@@ -30,8 +30,12 @@ pytestmark = pytest.mark.integration
 
 # A different seed from the export's own parity probes (seed 0): this checks generalisation.
 MIX = sample_texts(45, seed=3)
-TEXTS = MIX + list(EDGE_TEXTS.values())
-LABELS = [f"{sample_kind(i)}[{i}]" for i in range(len(MIX))] + list(EDGE_TEXTS)
+TEXTS = MIX + list(EDGE_TEXTS.values()) + list(NON_ENGLISH_TEXTS)
+LABELS = (
+    [f"{sample_kind(i)}[{i}]" for i in range(len(MIX))]
+    + list(EDGE_TEXTS)
+    + [f"non_english[{i}]" for i in range(len(NON_ENGLISH_TEXTS))]
+)
 
 
 @pytest.fixture(scope="module")
@@ -244,6 +248,7 @@ def test_health_checks_the_probe_against_its_reference(minilm: MiniLMOnnx, tmp_p
         max_tokens=256,
         batch_size=32,
         model_label=minilm.model_label,
+        precision="fp32",
         probe=Probe(minilm.probe.texts, -minilm.probe.reference),
     )
     with pytest.raises(ModelUnhealthy, match="cosine"):
