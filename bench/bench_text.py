@@ -306,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"\n| cold start, 1 thread (median of {args.cold}) | served | spawn -> first response s | "
-        "init s | of which self-check s | peak RSS MB | <= 1 s, <= 300 MB |"
+        "init s | of which load + self-check s | peak RSS MB | <= 1 s, <= 300 MB |"
     )
     print("|---|---|---:|---:|---:|---:|---|")
     for precision, c in cold.items():
