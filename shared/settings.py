@@ -68,9 +68,19 @@ def model_dir_from(env: Mapping[str, str]) -> Path:
     return Path(env.get("MODEL_DIR") or DEFAULT_MODEL_DIR)
 
 
+TEXT_PRECISIONS = ("auto", "int8", "fp32")
+
+
 @dataclass(frozen=True)
 class TextSettings:
-    """The Lambda text path (MiniLM on ONNX Runtime)."""
+    """The Lambda text path (MiniLM on ONNX Runtime).
+
+    precision: auto (int8 when the cold-start self-check finds it accurate on this CPU, else fp32),
+      int8 or fp32 (shared.models.minilm_onnx);
+    max_request_tokens: tokens one request may embed, counted after the `max_tokens` cut (the work
+      bound: bench/bench_text.py --worst measures the largest allowed request against the timeout);
+    max_body_bytes: a proxy event's body, checked before it is decoded or parsed.
+    """
 
     model_dir: Path
     threads: int = 2
@@ -78,8 +88,10 @@ class TextSettings:
     max_chunks: int = 256
     max_content_chars: int = 100_000
     truncate: bool = True
-    quantized: bool = False
+    precision: str = "auto"
     batch_size: int = 32
+    max_request_tokens: int = 32_768
+    max_body_bytes: int = 6_291_456
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> TextSettings:
@@ -93,6 +105,10 @@ class TextSettings:
                 env, "TEXT_MAX_CONTENT_CHARS", positive(int), cls.max_content_chars, "100000"
             ),
             truncate=read_bool(env, "TEXT_TRUNCATE", cls.truncate),
-            quantized=read_bool(env, "TEXT_INT8", cls.quantized),
+            precision=read(env, "TEXT_PRECISION", choice(*TEXT_PRECISIONS), cls.precision, "auto"),
             batch_size=read(env, "TEXT_BATCH_SIZE", positive(int), cls.batch_size, "32"),
+            max_request_tokens=read(
+                env, "TEXT_MAX_REQUEST_TOKENS", positive(int), cls.max_request_tokens, "32768"
+            ),
+            max_body_bytes=read(env, "TEXT_MAX_BODY_BYTES", positive(int), cls.max_body_bytes, "6291456"),
         )

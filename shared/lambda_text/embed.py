@@ -17,7 +17,7 @@ from typing import Protocol
 
 import numpy as np
 
-from shared.errors import InvalidInput, ModelUnhealthy
+from shared.errors import InvalidInput, ModelUnhealthy, PayloadTooLarge
 from shared.lambda_text.request import EmbedRequest
 from shared.models.minilm_onnx import truncate_dims
 from shared.settings import TextSettings
@@ -30,6 +30,7 @@ class TextModel(Protocol):
     dims: int
     max_tokens: int
     model_label: str
+    precision: str  # which graph answers: int8 | fp32
 
     def token_counts(self, texts: Sequence[str]) -> list[int]: ...
 
@@ -37,10 +38,13 @@ class TextModel(Protocol):
 
     def warmup(self) -> None: ...
 
+    def health(self) -> None:
+        """Deep check: embed a probe text and check the vector; raises ModelUnhealthy."""
+        ...
 
-def check_token_limit(model: TextModel, request: EmbedRequest) -> None:
+
+def check_token_limit(model: TextModel, request: EmbedRequest, counts: Sequence[int]) -> None:
     """With truncation off, refuse (400) a text longer than the model reads, naming it and its token count."""
-    counts = model.token_counts([c.content for c in request.chunks])
     over = [(i, n) for i, n in enumerate(counts) if n > model.max_tokens]
     if over:
         i, n = over[0]
@@ -55,12 +59,21 @@ def check_token_limit(model: TextModel, request: EmbedRequest) -> None:
 def embed_batch(model: TextModel, request: EmbedRequest, settings: TextSettings) -> dict:
     """Embed `request` with `model` and return the response body.
 
-    Raises InvalidInput when truncation is off and a text is too long (nothing is embedded then), and
+    Raises InvalidInput when truncation is off and a text is too long, PayloadTooLarge when the
+    request is over `settings.max_request_tokens` after the cut (nothing is embedded then), and
     ModelUnhealthy if the model returns the wrong shape or non-finite values.
     """
     truncate = settings.truncate if request.truncate is None else request.truncate
+    counts = model.token_counts([c.content for c in request.chunks])
     if not truncate:
-        check_token_limit(model, request)
+        check_token_limit(model, request, counts)
+    total = sum(min(n, model.max_tokens) for n in counts)
+    if total > settings.max_request_tokens:
+        raise PayloadTooLarge(
+            f"hold {total} tokens after the {model.max_tokens}-token cut; at most "
+            f"{settings.max_request_tokens} per request (split the batch)",
+            field="chunks",
+        )
     vectors = np.asarray(model.embed([c.content for c in request.chunks]), dtype=np.float32)
     if vectors.shape != (len(request.chunks), model.dims) or not np.isfinite(vectors).all():
         raise ModelUnhealthy(

@@ -9,6 +9,10 @@ Accepted event shapes:
 Anything without a `requestContext` is a direct invocation, whose event *is* the payload. The
 response shape (`statusCode`, `headers`, `body`, `isBase64Encoded`) is the same for both formats.
 Nothing here is specific to text embedding.
+
+Hostile events get a 4xx, never a 500: a body over the size limit is refused before it is decoded
+or parsed (413), `isBase64Encoded` must be a JSON boolean, header values must be strings, and JSON
+nested too deeply or with integers of more digits than Python converts is a 400.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import EmbeddingError, InvalidInput
+from shared.errors import EmbeddingError, InvalidInput, PayloadTooLarge
 
 JSON_CONTENT_TYPE = "application/json"
 
@@ -40,24 +44,39 @@ def is_proxy_event(event: object) -> bool:
 
 
 def http_method(event: Mapping[str, Any]) -> str:
-    """The request method of a v1 or v2 proxy event ('' when absent)."""
+    """The request method of a v1 or v2 proxy event ('' when absent or not a string)."""
     http = event["requestContext"].get("http")
     method = http.get("method") if isinstance(http, Mapping) else event.get("httpMethod")
-    return str(method or "").upper()
+    return method.upper() if isinstance(method, str) else ""
+
+
+def http_path(event: Mapping[str, Any]) -> str:
+    """The request path of a v2 (`rawPath`) or v1 (`path`) proxy event, without a trailing slash."""
+    path = event.get("rawPath", event.get("path"))
+    return path.rstrip("/") if isinstance(path, str) else ""
 
 
 def _header(event: Mapping[str, Any], name: str) -> str | None:
-    headers = event.get("headers") or {}
+    headers = event.get("headers")
+    if headers is None:
+        return None
+    if not isinstance(headers, Mapping):
+        raise InvalidInput("must be an object of strings", field="headers")
     for key, value in headers.items():
-        if key.lower() == name:
+        if isinstance(key, str) and key.lower() == name:
+            if not isinstance(value, str):
+                raise InvalidInput("must be a string", field=f"headers.{name}")
             return value
     return None
 
 
-def read_json_body(event: Mapping[str, Any], *, methods: tuple[str, ...] = ("POST",)) -> object:
-    """Check the method and content type, then decode the (possibly base64) JSON body.
+def read_json_body(
+    event: Mapping[str, Any], *, max_bytes: int, methods: tuple[str, ...] = ("POST",)
+) -> object:
+    """Check the method, content type and body size, then decode the (possibly base64) JSON body.
 
-    Raises MethodNotAllowed (405), UnsupportedMediaType (415) or InvalidInput (400, field `body`).
+    Raises MethodNotAllowed (405), UnsupportedMediaType (415), PayloadTooLarge (413, a body over
+    `max_bytes`, checked before decoding) or InvalidInput (400, field `body` or `isBase64Encoded`).
     A missing Content-Type is accepted (`sam local generate-event` and some clients send none).
     """
     method = http_method(event)
@@ -68,17 +87,25 @@ def read_json_body(event: Mapping[str, Any], *, methods: tuple[str, ...] = ("POS
         media = content_type.split(";", 1)[0].strip().lower()
         if media != JSON_CONTENT_TYPE and not media.endswith("+json"):
             raise UnsupportedMediaType(
-                f"Content-Type {media or '(empty)'!r} is not supported; send {JSON_CONTENT_TYPE}"
+                f"Content-Type {media[:64] or '(empty)'!r} is not supported; send {JSON_CONTENT_TYPE}"
             )
     body = event.get("body")
     if body is None or body == "":
         raise InvalidInput("is empty; send a JSON object", field="body")
     if not isinstance(body, str):
         raise InvalidInput("must be a string", field="body")
-    if event.get("isBase64Encoded"):
+    # Characters first (O(1)); bytes only when non-ASCII text could make them differ.
+    if len(body) > max_bytes or (
+        len(body) * 4 > max_bytes and len(body.encode("utf-8", "surrogatepass")) > max_bytes
+    ):
+        raise PayloadTooLarge(f"is over {max_bytes} bytes (split the batch)", field="body")
+    b64 = event.get("isBase64Encoded", False)
+    if not isinstance(b64, bool) and b64 is not None:
+        raise InvalidInput("must be true or false (a JSON boolean)", field="isBase64Encoded")
+    if b64:
         try:
             raw = base64.b64decode(body, validate=True)
-        except binascii.Error as e:
+        except (binascii.Error, ValueError) as e:  # ValueError: non-ASCII characters in the body
             raise InvalidInput("is not valid base64 (isBase64Encoded is true)", field="body") from e
         try:
             body = raw.decode("utf-8")
@@ -90,6 +117,10 @@ def read_json_body(event: Mapping[str, Any], *, methods: tuple[str, ...] = ("POS
         raise InvalidInput(
             f"is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}", field="body"
         ) from e
+    except RecursionError as e:
+        raise InvalidInput("is nested too deeply", field="body") from e
+    except ValueError as e:  # an integer over sys.get_int_max_str_digits() digits
+        raise InvalidInput("holds a number with too many digits", field="body") from e
 
 
 def error_body(error: EmbeddingError) -> dict:

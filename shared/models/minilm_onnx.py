@@ -4,9 +4,16 @@ The model folder (MODEL_DIR/minilm-l6-v2, written by `shared.models.minilm_expor
 tokenizer and `onnx/model.onnx`, a BERT graph with fused attention / LayerNorm / GELU whose single
 output `sentence_embedding` is already mean-pooled and L2-normalised, so one session run returns
 sentence vectors. `onnx/model_int8.onnx` (only present when it passed the export's accuracy bar) is
-picked by `TextSettings.quantized`; it runs one text per session run, because its dynamic per-tensor
-activation quantization would otherwise make a text's vector depend on the rest of its batch. Its
-u8s8 kernels are exact on CPUs with VNNI; on AVX2 CPUs without VNNI they may saturate.
+statically quantized: its activation scales are fixed, so it batches like fp32 and a text's vector
+does not depend on its batch-mates. Its u8s8 kernels are exact on CPUs with VNNI; on AVX2 CPUs without
+VNNI they may saturate, hence the self-check.
+
+Precision (`TextSettings.precision`, TEXT_PRECISION): `fp32`, `int8` (fp32 with a warning when the
+folder has no int8 graph) or `auto` (default): at load, the int8 graph embeds the probe set baked
+beside it (`onnx/probe.npz`, written by the export) and is served only if every probe keeps cosine
+>= AUTO_MIN_COSINE to the baked fp32 reference vectors; else fp32 is served. The outcome (`SelfCheck`:
+choice, measured min cosines, the CPU's ISA) is `model.self_check`; `model_label` ends in
+`onnx-int8` or `onnx-fp32`.
 
 Behaviour matches sentence-transformers' `encode(..., normalize_embeddings=True)`:
 - text is cut at `max_tokens` (256) tokens including [CLS] and [SEP];
@@ -22,7 +29,9 @@ size), each padded only to its longest member; results come back in input order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +41,7 @@ from tokenizers import Tokenizer
 from shared.errors import ConfigError, InvalidInput, ModelNotFound, ModelUnhealthy
 from shared.models import registry
 from shared.models.backend import l2_normalize
+from shared.settings import TEXT_PRECISIONS as PRECISIONS
 from shared.settings import TextSettings
 
 log = logging.getLogger(__name__)
@@ -42,7 +52,75 @@ INT8_FILE = "onnx/model_int8.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAME = "sentence_embedding"
 MAX_POSITIONS = 512  # BERT position embeddings
+PROBE_FILE = "onnx/probe.npz"
 MAX_BATCH_TOKENS = 1024  # padded tokens per session run (bench/bench_text.py)
+AUTO_MIN_COSINE = 0.995  # int8 below this on any probe (vs the baked fp32 reference) -> serve fp32
+HEALTH_MIN_COSINE = 0.99  # the deep health check's bar on its probe text (catches garbage, not drift)
+_ISA_FLAGS = {
+    "avx2": "avx2",
+    "avx512f": "avx512",
+    "avx512_vnni": "vnni",
+    "avx_vnni": "vnni",
+    "amx_int8": "amx",
+}
+
+
+def cpu_info(cpuinfo: str | None = None) -> tuple[str, tuple[str, ...]]:
+    """(CPU model name, ISA features among avx2/avx512/vnni/amx) from /proc/cpuinfo ("unknown", ())."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return "unknown", ()
+    model, flags = "unknown", set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and model == "unknown":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    isa = tuple(dict.fromkeys(name for flag, name in _ISA_FLAGS.items() if flag in flags))
+    return model, isa
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The self-check's probe texts and their fp32 (torch) reference vectors, baked by the export."""
+
+    texts: tuple[str, ...]
+    reference: np.ndarray
+
+    @classmethod
+    def read(cls, path: Path) -> Probe:
+        with np.load(path, allow_pickle=False) as data:
+            texts, reference = tuple(str(t) for t in data["texts"]), data["reference"].astype(np.float32)
+        if reference.shape != (len(texts), 384) or not texts:
+            raise ModelUnhealthy(f"{NAME}: {path} holds {len(texts)} texts but vectors {reference.shape}")
+        return cls(texts, reference)
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """What `MiniLMOnnx.load` chose and why (logged once and emitted as a metric at cold start)."""
+
+    requested: str  # auto | int8 | fp32
+    served: str  # int8 | fp32
+    min_cosine: float | None  # the int8 graph's worst probe cosine to the fp32 reference (None: not run)
+    reason: str
+    cpu: str
+    isa: tuple[str, ...]
+    seconds: float  # probe read, sessions, probe embed
+
+    def as_log(self) -> dict:
+        return {
+            "precision_requested": self.requested,
+            "precision": self.served,
+            "int8_min_cosine": None if self.min_cosine is None else round(self.min_cosine, 6),
+            "reason": self.reason,
+            "cpu": self.cpu,
+            "isa": "+".join(self.isa) or "none",
+            "self_check_s": round(self.seconds, 3),
+        }
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -70,6 +148,9 @@ class MiniLMOnnx:
         max_tokens: int,
         batch_size: int,
         model_label: str,
+        precision: str = "fp32",
+        probe: Probe | None = None,
+        self_check: SelfCheck | None = None,
     ) -> None:
         if not 2 <= max_tokens <= MAX_POSITIONS:
             raise ConfigError(f"max_tokens={max_tokens} must be within 2..{MAX_POSITIONS}; example: 256")
@@ -92,19 +173,23 @@ class MiniLMOnnx:
         self.max_tokens = max_tokens
         self.batch_size = batch_size
         self.model_label = model_label
+        self.precision = precision  # the graph that answers: int8 | fp32
+        self.probe = probe
+        self.self_check = self_check
+        self._encoded: tuple[list[str], list[list[int]]] | None = None
 
     @classmethod
     def load(cls, settings: TextSettings) -> MiniLMOnnx:
         """Load from `settings.model_dir`; a missing or incomplete folder raises ModelNotFound naming
-        the directory and the command that builds it. `settings.quantized` selects the int8 graph when
-        the folder has one (else fp32, with a warning; `model_label` says which one runs)."""
+        the directory and the command that builds it. `settings.precision` picks the graph (module doc);
+        `model.self_check` says which one serves and why."""
         folder = registry.require_model(settings.model_dir, NAME)
         return cls.from_folder(
             folder,
             threads=settings.threads,
             batch_size=settings.batch_size,
             max_tokens=settings.max_tokens,
-            quantized=settings.quantized,
+            precision=settings.precision,
         )
 
     @classmethod
@@ -115,21 +200,67 @@ class MiniLMOnnx:
         threads: int = 2,
         batch_size: int = 32,
         max_tokens: int = 256,
-        quantized: bool = False,
+        precision: str = "fp32",
         onnx_file: str | None = None,
     ) -> MiniLMOnnx:
-        """Load from a model folder directly (the export's own parity check uses this).
-
-        `onnx_file` (FP32_FILE or INT8_FILE) overrides the `quantized` choice."""
+        """Load from a model folder directly. `onnx_file` (FP32_FILE or INT8_FILE) loads that graph
+        with no self-check and no probe (the export's own parity check uses this)."""
         folder = Path(folder)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision={precision!r} is not one of {PRECISIONS}; example: auto")
+        tokenizer_path = folder / "tokenizer.json"
+        if onnx_file is not None:
+            return cls._build(folder, onnx_file, threads, batch_size, max_tokens)
+        probe_path = folder / PROBE_FILE
+        for path in (folder / FP32_FILE, probe_path, tokenizer_path):
+            if not path.is_file():
+                raise ModelNotFound(
+                    f"model {NAME!r} is missing {path.relative_to(folder)} in {folder}; "
+                    f"build it with: {registry.BAKE_COMMAND.format(model_dir=folder.parent)}"
+                )
+        start = time.perf_counter()
+        probe = Probe.read(probe_path)
+        cpu, isa = cpu_info()
+        cosine = None
+        if precision == "fp32":
+            reason = "TEXT_PRECISION=fp32 (no self-check)"
+        elif not (folder / INT8_FILE).is_file():
+            reason = f"no int8 graph in {folder} (the export left it out)"
+            if precision == "int8":
+                log.warning("%s: int8 requested but %s has no %s; serving fp32", NAME, folder, INT8_FILE)
+        else:
+            model = cls._build(folder, INT8_FILE, threads, batch_size, max_tokens, probe)
+            cosine = float(model.probe_cosines().min())
+            if precision == "int8" or cosine >= AUTO_MIN_COSINE:
+                if cosine < AUTO_MIN_COSINE:
+                    log.warning("%s: int8 forced at min probe cosine %.4f", NAME, cosine)
+                reason = (
+                    "TEXT_PRECISION=int8"
+                    if precision == "int8"
+                    else f"int8 min probe cosine {cosine:.4f} >= {AUTO_MIN_COSINE}"
+                )
+                model.self_check = SelfCheck(
+                    precision, "int8", cosine, reason, cpu, isa, time.perf_counter() - start
+                )
+                return model
+            reason = f"int8 min probe cosine {cosine:.4f} < {AUTO_MIN_COSINE} on this CPU"
+            del model  # free the int8 session before the fp32 one loads (peak RSS)
+        # fp32's own parity (>= 0.9999 to torch) is the export's bar; it is not re-measured here.
+        model = cls._build(folder, FP32_FILE, threads, batch_size, max_tokens, probe)
+        model.self_check = SelfCheck(precision, "fp32", cosine, reason, cpu, isa, time.perf_counter() - start)
+        return model
+
+    @classmethod
+    def _build(
+        cls,
+        folder: Path,
+        onnx_file: str,
+        threads: int,
+        batch_size: int,
+        max_tokens: int,
+        probe: Probe | None = None,
+    ) -> MiniLMOnnx:
         entry = registry.get(NAME)
-        if onnx_file is None:
-            onnx_file = FP32_FILE
-            if quantized:
-                if (folder / INT8_FILE).is_file():
-                    onnx_file = INT8_FILE
-                else:
-                    log.warning("%s: int8 requested but %s has no %s; serving fp32", NAME, folder, INT8_FILE)
         path = folder / onnx_file
         if not path.is_file() or not (folder / "tokenizer.json").is_file():
             raise ModelNotFound(
@@ -151,9 +282,29 @@ class MiniLMOnnx:
             tokenizer,
             dims=int(entry.dims or 384),
             max_tokens=max_tokens,
-            batch_size=1 if variant == "int8" else batch_size,  # int8: one text per run (see module doc)
+            batch_size=batch_size,
             model_label=label,
+            precision=variant,
+            probe=probe,
         )
+
+    def probe_cosines(self, n: int | None = None) -> np.ndarray:
+        """Cosine of this graph's vector to the baked fp32 reference, per probe text (the first `n`)."""
+        if self.probe is None:
+            raise ModelUnhealthy(f"{NAME}: no probe set loaded (built with onnx_file=...)")
+        texts, reference = self.probe.texts[:n], self.probe.reference[:n]
+        return np.sum(self.embed(list(texts)) * reference, axis=1)
+
+    def health(self) -> None:
+        """Deep check (GET /health): embed a probe text and compare it with its baked reference.
+
+        Raises ModelUnhealthy on a wrong shape, NaN/inf, a non-unit vector or cosine < HEALTH_MIN_COSINE."""
+        self.warmup()
+        (cos,) = self.probe_cosines(1)
+        if not cos >= HEALTH_MIN_COSINE:
+            raise ModelUnhealthy(
+                f"{self.name}: probe vector cosine {cos:.4f} to its reference < {HEALTH_MIN_COSINE}"
+            )
 
     def _check(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str | bytes):
@@ -165,7 +316,13 @@ class MiniLMOnnx:
         return out
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
-        return [enc.ids for enc in self._tokenizer.encode_batch_fast(texts)]
+        # One-entry cache: the handler counts tokens (the request's budget) and then embeds the same list.
+        cached = self._encoded
+        if cached is not None and cached[0] == texts:
+            return cached[1]
+        ids = [enc.ids for enc in self._tokenizer.encode_batch_fast(texts)]
+        self._encoded = (texts, ids)
+        return ids
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Untruncated token counts, [CLS] and [SEP] included (compare with `max_tokens`)."""
@@ -179,6 +336,7 @@ class MiniLMOnnx:
             return out
         cut = self.max_tokens - 1
         ids = [t if len(t) <= self.max_tokens else [*t[:cut], self._sep] for t in self._encode(batch)]
+        self._encoded = None
         lengths = np.fromiter((len(t) for t in ids), dtype=np.int64, count=len(ids))
         for rows in self._runs(lengths):
             width = int(lengths[rows[-1]])

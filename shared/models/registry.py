@@ -73,7 +73,7 @@ _ENTRIES = (
             "sentence_bert_config.json",
             "1_Pooling/config.json",
         ),
-        derived_files=("onnx/model.onnx",),
+        derived_files=("onnx/model.onnx", "onnx/probe.npz"),
         dims=384,
         modality="text",
         runs_on="lambda",

@@ -3,7 +3,9 @@
 `sample_texts(n, seed)` cycles through three kinds, like the Lambda's real traffic: short search
 queries (2-10 words), passages (100-300 words) and code snippets. `EDGE_TEXTS` are the inputs
 tokenizers get wrong first: empty, whitespace-only, unicode, emoji, special-token text, a text far
-over the 256-token window. Pure Python, no model needed.
+over the 256-token window. `NON_ENGLISH_TEXTS` are short passages in other languages and scripts.
+`probe_set()` is the small fixed mix the runtime self-check embeds at cold start (its reference
+vectors are baked beside the model by the export). Pure Python, no model needed.
 """
 
 from __future__ import annotations
@@ -49,6 +51,21 @@ EDGE_TEXTS: dict[str, str] = {
 }
 
 
+# Other languages and scripts (the tokenizer is uncased English WordPiece: these are its hard cases).
+NON_ENGLISH_TEXTS: tuple[str, ...] = (
+    "Wie kann ich mein Fahrrad im Winter richtig lagern, damit die Kette nicht rostet?",
+    "La réunion de demain est reportée à jeudi matin ; merci de prévenir l'équipe.",
+    "¿Cuál es la mejor manera de aprender a programar en Python desde cero?",
+    "東京の夜景は本当に美しい。週末に友達と一緒に新しいラーメン屋に行きました。",
+    "如何在家里用简单的材料做一个好吃的蛋糕？",
+    "Москва — столица России, крупнейший по численности населения город страны.",
+    "مرحبا بكم في دورة تعلم الآلة، سنبدأ اليوم بالانحدار الخطي.",
+    "भारत एक विशाल देश है जहाँ अनेक भाषाएँ बोली जाती हैं।",
+    "Ελληνικά: η γρήγορη καφέ αλεπού πηδάει πάνω από τον τεμπέλη σκύλο.",
+    "한국어 문장을 임베딩 모델이 얼마나 잘 처리하는지 시험해 봅시다.",
+)
+
+
 def _passage(rng: random.Random, words: int) -> str:
     out: list[str] = []
     while len(out) < words:
@@ -84,3 +101,15 @@ def sample_texts(n: int = 300, seed: int = 0) -> list[str]:
         else:
             out.append(_code(rng))
     return out
+
+
+def probe_set() -> list[str]:
+    """The runtime self-check's probes: 18 texts, ~500 tokens (about 0.1-0.2 s on one core at cold start).
+
+    Short queries, code, a 100-token passage, non-English in six scripts, edge cases."""
+    mix = sample_texts(15, seed=2)  # 5 short, 5 passages, 5 code
+    shorts = [t for i, t in enumerate(mix) if sample_kind(i) == SHORT]
+    codes = [t for i, t in enumerate(mix) if sample_kind(i) == CODE]
+    passage = " ".join(mix[1].split()[:90])
+    edges = [EDGE_TEXTS[k] for k in ("empty", "unicode", "special_tokens", "numbers")]
+    return [*shorts, codes[0], codes[3], passage, *NON_ENGLISH_TEXTS[:6], *edges]

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="session")
 def real_model(minilm_model_dir: Path) -> MiniLMOnnx:
-    model = MiniLMOnnx.load(TextSettings.from_env({"MODEL_DIR": str(minilm_model_dir), "TEXT_THREADS": "1"}))
+    env = {"MODEL_DIR": str(minilm_model_dir), "TEXT_THREADS": "1"}  # TEXT_PRECISION: auto, the default
+    model = MiniLMOnnx.load(TextSettings.from_env(env))
     model.warmup()
     return model
 
@@ -96,6 +97,32 @@ def test_truncate_false_counts_real_tokens(handler, real_model: MiniLMOnnx):
     assert np.isfinite(matrix(ok)).all()
 
 
+def test_health_with_the_real_model(handler, real_model: MiniLMOnnx):
+    body = json.loads(handler(load_event("health_get.json"))["body"])
+    assert body["model"] == real_model.model_label and body["precision"] == real_model.precision
+
+
+def test_a_request_over_the_token_budget_is_413(real_model: MiniLMOnnx, minilm_model_dir: Path):
+    settings = TextSettings.from_env({"MODEL_DIR": str(minilm_model_dir), "TEXT_MAX_REQUEST_TOKENS": "600"})
+    service = f"embed-text-it-{uuid.uuid4().hex[:8]}"
+    fn = build_handler(
+        real_model,
+        settings,
+        logger=Logger(service=service, stream=io.StringIO()),
+        metrics=Metrics(namespace="ServerlessEmbeddingsTest", service=service),
+    )
+    passage = " ".join(["embedding"] * 400)  # 402 tokens, cut to 256
+    two = [{"chunk_id": str(i), "content": passage} for i in range(2)]
+    assert len(fn({"batch_id": "t", "chunks": two}, LambdaContext())["vectors"]) == 2  # 512 tokens
+    err = fn({"batch_id": "t", "chunks": [*two, {"chunk_id": "x", "content": passage}]}, LambdaContext())
+    assert err["error"]["code"] == "payload_too_large" and "768 tokens" in err["error"]["message"]
+
+
+def test_a_lone_surrogate_never_reaches_the_tokenizer(handler):
+    err = handler({"batch_id": "s", "chunks": [{"chunk_id": "a", "content": "abc\ud800def"}]})["error"]
+    assert err["code"] == "invalid_input" and err["field"] == "chunks[0].content"
+
+
 def run_handler_module(model_dir: Path, event_file: Path) -> subprocess.CompletedProcess:
     """Cold-start the real handler module in a fresh interpreter, as Lambda does, and invoke it once."""
     code = (
@@ -125,7 +152,11 @@ def test_the_handler_module_cold_starts_and_serves(minilm_model_dir: Path):
     records = [json.loads(line) for line in lines if line.startswith("{")]
     messages = [r.get("message") for r in records]
     assert "embedding.batch_started.v1" in messages and "embedding.batch_completed.v1" in messages
+    (selected,) = [r for r in records if r.get("message") == "embedding.model_selected.v1"]
+    assert selected["precision"] in {"int8", "fp32"} and selected["precision_requested"] == "auto"
+    assert result["body"] and json.loads(result["body"])["model"].endswith(f"onnx-{selected['precision']}")
     emf = [r for r in records if "_aws" in r]
+    assert any("TextInt8Serving" in r for r in emf)
     assert emf and {d["Namespace"] for r in emf for d in r["_aws"]["CloudWatchMetrics"]} == {"SE-IT"}
     assert any("ChunksEmbedded" in r for r in emf)
 

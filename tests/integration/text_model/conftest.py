@@ -22,12 +22,12 @@ def minilm_model_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def minilm(minilm_model_dir: Path) -> MiniLMOnnx:
-    return MiniLMOnnx.load(TextSettings(model_dir=minilm_model_dir, threads=2))
+    return MiniLMOnnx.load(TextSettings(model_dir=minilm_model_dir, threads=2, precision="fp32"))
 
 
 @pytest.fixture(scope="session")
 def minilm_int8(minilm_model_dir: Path) -> MiniLMOnnx:
-    return MiniLMOnnx.load(TextSettings(model_dir=minilm_model_dir, threads=2, quantized=True))
+    return MiniLMOnnx.load(TextSettings(model_dir=minilm_model_dir, threads=2, precision="int8"))
 
 
 @pytest.fixture(scope="session")

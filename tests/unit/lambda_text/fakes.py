@@ -14,6 +14,7 @@ import numpy as np
 from aws_lambda_powertools import Logger, Metrics
 
 from shared.dev.fakes import FakeBackend
+from shared.errors import ModelUnhealthy
 from shared.lambda_text import build_handler
 from shared.settings import TextSettings
 
@@ -25,10 +26,13 @@ class FakeTextModel:
     dims = 384
     max_tokens = 256
     model_label = "fake-minilm@test"
+    precision = "fp32"
 
-    def __init__(self) -> None:
+    def __init__(self, self_check: Any = None) -> None:
         self._backend = FakeBackend(self.dims, self.name)
         self.embed_calls: list[list[str]] = []
+        self.self_check = self_check
+        self.healthy = True
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         return [len(t.split()) + 2 for t in texts]
@@ -39,6 +43,10 @@ class FakeTextModel:
 
     def warmup(self) -> None:
         self._backend.warmup()
+
+    def health(self) -> None:
+        if not self.healthy:
+            raise ModelUnhealthy("fake-minilm: probe vector cosine 0.1200 to its reference < 0.99")
 
 
 @dataclass
@@ -65,8 +73,8 @@ class Harness:
         return [json.loads(line) for line in self.log_stream.getvalue().splitlines() if line.strip()]
 
 
-def make_harness(**settings: Any) -> Harness:
-    model = FakeTextModel()
+def make_harness(*, model: FakeTextModel | None = None, **settings: Any) -> Harness:
+    model = model or FakeTextModel()
     text_settings = TextSettings(model_dir=Path("/nonexistent"), **settings)
     stream = io.StringIO()
     service = f"embed-text-test-{uuid.uuid4().hex[:8]}"  # a fresh Powertools logger, bound to this stream

@@ -37,7 +37,11 @@ def check_outcome(name: str, out: dict) -> dict:
     status, body = unwrap(out, exp["proxy"])
     if exp["proxy"]:
         assert status == exp["status"], (name, status, body)
-    if exp["status"] == 200:
+    if exp.get("health"):
+        assert set(body) == {"status", "model_loaded", "embedding_dim", "model", "precision"}, body
+        assert body["status"] == "healthy" and body["model_loaded"] is True and body["embedding_dim"] == 384
+        assert body["precision"] in {"int8", "fp32"} and body["model"]
+    elif exp["status"] == 200:
         assert "error" not in body, (name, body)
         assert body["batch_id"] == exp["batch_id"]
         assert body["dims"] == exp["dims"]
