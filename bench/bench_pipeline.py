@@ -175,13 +175,14 @@ def main() -> int:
     for name, r in runs:
         print(
             f"| {name} | {r['completed']} | {r['quarantined']} | {r['lost']} | {r['jobs_per_item']:.3f} "
-            f"(max {r['max_jobs']}) | {r['writes_per_item_channel']:.2f} | {r['orchestration_ms_per_item']:.1f} "
-            f"| {r['wall_s']:.1f} |"
+            f"(max {r['max_jobs']}) | {r['writes_per_item_channel']:.2f} "
+            f"| {r['orchestration_ms_per_item']:.1f} | {r['wall_s']:.1f} |"
         )
     for name, r in runs:
         print(
-            f"\n{name}: kills {r['kills']}, stand-in calls {r['standin']}, lost webhooks {r['webhooks_lost']}, "
-            f"ms/item by function {r['by_function_ms']}, partial {r['partial']}"
+            f"\n{name}: kills {r['kills']}, stand-in calls {r['standin']}, "
+            f"lost webhooks {r['webhooks_lost']}, ms/item by function {r['by_function_ms']}, "
+            f"partial {r['partial']}"
         )
         for reason, n in r["reasons"].items():
             print(f"  quarantined x{n}: {reason}")

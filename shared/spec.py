@@ -108,7 +108,7 @@ _CHANNELS = (
         384,
         "text",
         "npy",
-        _pp(source="transcript.text", max_tokens=256, normalize="l2"),
+        _pp(source="transcript.text", max_tokens=256, normalize="l2", precision="fp32"),
         depends_on=("transcript",),
         description="MiniLM of the transcript",
     ),
@@ -119,7 +119,13 @@ _CHANNELS = (
         384,
         "text",
         "npy",
-        _pp(fields=("title", "description", "query"), joiner=" [SEP] ", max_tokens=256, normalize="l2"),
+        _pp(
+            fields=("title", "description", "query"),
+            joiner=" [SEP] ",
+            max_tokens=256,
+            normalize="l2",
+            precision="fp32",  # stored vectors come from one graph on every host (TEXT_PRECISION=fp32)
+        ),
         description='MiniLM of [title, description, query] joined by " [SEP] "',
     ),
     Channel(

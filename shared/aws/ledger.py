@@ -38,6 +38,7 @@ PK, SK = "pk", "sk"
 OWNER_INDEX, OWNER_KEY, OWNER_SORT = "owner-index", "owner_id", "osk"
 SWEEP_INDEX, SWEEP_KEY, SWEEP_SORT = "sweep-index", "sweep", "due_at"
 ITEM_SK = "ITEM"
+MANIFEST_SK = "MANIFEST"  # one row per owner, pk "{owner_id}#~" ("~" is outside the id pattern)
 DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
 CLAIMED, SUBMITTED, RETRY = "CLAIMED", "SUBMITTED", "RETRY"
@@ -496,9 +497,14 @@ class Ledger:
         retry_at: float | None,
         gpu_seconds: float = 0.0,
         error: Mapping[str, Any] | None = None,
+        status: str | None = None,
+        fields: Mapping[str, Any] | None = None,
     ) -> bool:
-        """Close the open dispatch; with `retry_at`, leave a RETRY for the sweeper at that time."""
+        """Close the open dispatch; with `retry_at`, leave a RETRY for the sweeper at that time; with
+        `status`, complete the item in the same write."""
         upd = _Update().set(updated_at=now_iso(self.clock()), last_error=dict(error) if error else None)
+        if status is not None:
+            upd.set(status=status, **(fields or {}))
         upd.remove("dispatch_id", "dispatch_channels", "job_id", "claimed_at", "submitted_at")
         if retry_at is not None:
             upd.set(dispatch_state=RETRY, sweep=DUE, due_at=float(retry_at))
@@ -517,16 +523,35 @@ class Ledger:
         cond = f"{ds} = {upd.value(RETRY)} AND attribute_not_exists({d})"
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
+    def mark_manifest(self, owner_id: str, due_at: float) -> None:
+        """The owner's manifest needs a rebuild: bump its generation; due at `due_at` unless already due."""
+        upd = _Update().set(manifest_owner=owner_id, sweep=DUE).add_one("dirty_gen")
+        d = upd.name(SWEEP_SORT)
+        upd.sets.append(f"{d} = if_not_exists({d}, {upd.value(float(due_at))})")
+        self._update(owner_id, "~", MANIFEST_SK, upd)
+
+    def manifest_written(self, owner_id: str, generation: int, again_at: float) -> bool:
+        """The manifest of `generation` is written: done, unless newer completions bumped it since (then
+        it stays due at `again_at`)."""
+        upd = _Update().set(written_gen=generation).remove("sweep", SWEEP_SORT)
+        g = upd.name("dirty_gen")
+        if self._update(owner_id, "~", MANIFEST_SK, upd, f"{g} = {upd.value(generation)}"):
+            return True
+        self._update(
+            owner_id, "~", MANIFEST_SK, _Update().set(written_gen=generation, due_at=float(again_at))
+        )
+        return False
+
     def quarantine(self, owner_id: str, item_id: str, reason: str, channels: Iterable[str]) -> bool:
-        """Retries exhausted: the item and its unfinished channels are QUARANTINED with the reason."""
-        upd = _Update().set(status=QUARANTINED, quarantine_reason=reason, updated_at=now_iso(self.clock()))
-        upd.remove("dispatch_id", "dispatch_channels", "job_id", "dispatch_state", "sweep", "due_at")
-        ok = bool(self._update(owner_id, item_id, ITEM_SK, upd))
+        """Retries exhausted: the item's unfinished channels, then the item, are QUARANTINED with the reason
+        (channels first: whoever sees the item QUARANTINED sees its channels so too)."""
         for ch in channels:
             cu = _Update().set(status=QUARANTINED, error={"code": "quarantined", "message": reason})
             st = cu.name("status")
             self._update(owner_id, item_id, channel_sk(ch), cu, f"{st} <> {cu.value(SUCCEEDED)}")
-        return ok
+        upd = _Update().set(status=QUARANTINED, quarantine_reason=reason, updated_at=now_iso(self.clock()))
+        upd.remove("dispatch_id", "dispatch_channels", "job_id", "dispatch_state", "sweep", "due_at")
+        return bool(self._update(owner_id, item_id, ITEM_SK, upd))
 
 
 __all__ = [

@@ -272,8 +272,12 @@ def demo(model_dir: Path, timeout_s: float = 240.0) -> int:
             f"\ntranscript of garden-clip: {doc['text'].strip()!r} ({len(doc['segments'])} segments, "
             f"{doc['duration']:.1f} s)"
         )
-        mrows = manifests.read_parquet(
-            s3.get_object(Bucket=bucket, Key=manifest_key(spec.SPEC_VERSION, DEMO_OWNER))["Body"].read()
+        mrows = _wait_manifest(
+            s3,
+            bucket,
+            manifest_key(spec.SPEC_VERSION, DEMO_OWNER),
+            sum(1 for r in rows if r["sk"] != "ITEM"),
+            timeout_s,
         )
         print(f"\nmanifest s3://{bucket}/{manifest_key(spec.SPEC_VERSION, DEMO_OWNER)} ({len(mrows)} rows):")
         print(f"  {'item':12s} {'channel':16s} {'status':10s} {'dim':>4s}  {'model':28s} embedding_key")
@@ -296,6 +300,23 @@ def demo(model_dir: Path, timeout_s: float = 240.0) -> int:
         "dev models: their vectors mean nothing; MiniLM and Whisper tiny.en are the real weights)"
     )
     return 0
+
+
+def _wait_manifest(s3: Any, bucket: str, key: str, want_rows: int, timeout_s: float) -> list[dict[str, Any]]:
+    """The sweeper rebuilds an owner's manifest shortly after its items complete: wait for all rows."""
+    from shared.pipeline import manifests
+
+    deadline = time.monotonic() + timeout_s
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = manifests.read_parquet(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            rows = []
+        if len(rows) == want_rows:
+            return rows
+        time.sleep(0.3)
+    raise StackError(f"the manifest has {len(rows)} rows, expected {want_rows}")
 
 
 def _check_vectors(s3: Any, bucket: str, mrows: list[dict[str, Any]]) -> None:

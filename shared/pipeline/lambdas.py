@@ -27,14 +27,14 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
-from shared.errors import EmbeddingError, InvalidInput, PayloadTooLarge
+from shared.errors import EmbeddingError, InvalidInput
 from shared.lambda_text.proxy import error_body, is_proxy_event, proxy_response, read_json_body
 from shared.pipeline.events import handle_message
 from shared.pipeline.service import Pipeline
 from shared.pipeline.tokens import BadToken
 
 Handler = Callable[[Any, Any], dict]
-MAX_WEBHOOK_BODY_CHARS = 1024 * 1024
+MAX_WEBHOOK_BODY_BYTES = 1024 * 1024  # an embed_item result is a few KB
 
 
 def metric_sink(metrics: Metrics) -> Callable[[str, float], None]:
@@ -82,10 +82,7 @@ def build_on_job_done(
                 raise InvalidInput("expected a function URL event", field="event")
             query = event.get("queryStringParameters") or {}
             claim = pipeline.verify_token(query.get("token") if isinstance(query, dict) else None)
-            body = event.get("body")
-            if isinstance(body, str) and len(body) > MAX_WEBHOOK_BODY_CHARS:
-                raise PayloadTooLarge(f"is larger than {MAX_WEBHOOK_BODY_CHARS} characters", field="body")
-            payload = read_json_body(event)
+            payload = read_json_body(event, max_bytes=MAX_WEBHOOK_BODY_BYTES)
             if not isinstance(payload, dict):
                 raise InvalidInput("must be a JSON object", field="body")
             out = pipeline.apply_result(claim.owner_id, claim.item_id, claim.dispatch_id, payload)

@@ -25,9 +25,19 @@ from typing import Any
 import numpy as np
 
 from shared import spec
-from shared.aws.ledger import CLAIMED, COMPLETE, PARTIAL, PROCESSING, REMOVED, RETRY, SUBMITTED, Ledger
+from shared.aws.ledger import (
+    CLAIMED,
+    COMPLETE,
+    MANIFEST_SK,
+    PARTIAL,
+    PROCESSING,
+    REMOVED,
+    RETRY,
+    SUBMITTED,
+    Ledger,
+)
 from shared.aws.storage import Storage
-from shared.errors import EmbeddingError, InvalidInput, PayloadTooLarge
+from shared.errors import ConfigError, EmbeddingError, InvalidInput, PayloadTooLarge
 from shared.pipeline import keys, manifests, plan, tokens
 from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED, ItemInputs
 from shared.pipeline.runpod_client import AmbiguousSubmit, RunPodClient, RunPodError
@@ -88,6 +98,13 @@ class Pipeline:
         rng: random.Random | None = None,
         metric: Callable[[str, float], None] = lambda name, value: None,
     ) -> None:
+        want = {spec.CHANNELS[c].preprocessing.get("precision") for c in settings.channels} - {None}
+        have = getattr(text_model, "precision", None)
+        if have is not None and want and have not in want:
+            raise ConfigError(
+                f"the text model answers in {have}, the spec's text channels want {', '.join(sorted(want))}"
+                "; example: TEXT_PRECISION=fp32"
+            )
         self.settings = settings
         self.ledger = ledger
         self.storage = storage
@@ -190,7 +207,15 @@ class Pipeline:
         item = item or {}
         return ItemInputs(item.get("modality") or None, item.get("media_hash"), item.get("meta_hash"))
 
-    def advance(self, owner_id: str, item_id: str, *, force: bool = False, dispatch: bool = True) -> Outcome:
+    def advance(
+        self,
+        owner_id: str,
+        item_id: str,
+        *,
+        force: bool = False,
+        dispatch: bool = True,
+        complete: bool = True,
+    ) -> Outcome:
         """Bring one item up to date: run what the delta rule says, as far as it can run now."""
         item, rows = self.ledger.rows(owner_id, item_id)
         if item is None:
@@ -210,7 +235,8 @@ class Pipeline:
             outcome.detail["lambda"] = ran
         elif ran:
             outcome = Outcome("lambda", "ran Lambda channels", {"lambda": ran})
-        self._complete(owner_id, item_id)
+        if complete:
+            self._complete(owner_id, item_id)
         return outcome
 
     def _run_lambda_channels(
@@ -468,7 +494,7 @@ class Pipeline:
         gpu_seconds = _gpu_seconds(payload, output)
         # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
         # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
-        self.advance(owner_id, item_id, dispatch=False)
+        self.advance(owner_id, item_id, dispatch=False, complete=False)
         if retry and not superseded:
             attempts = int(item.get("attempts", 0))
             if attempts >= self.settings.max_attempts:
@@ -477,6 +503,7 @@ class Pipeline:
                 self.ledger.quarantine(owner_id, item_id, reason[:500], retry)
                 self.metric("ItemsQuarantined", 1)
                 log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
+                self._mark_manifest(owner_id)
             else:
                 self.ledger.release(
                     owner_id,
@@ -487,10 +514,15 @@ class Pipeline:
                     error=last_error,
                 )
         else:
-            retry_at = self.clock() if superseded else None  # the new source is dispatched by the sweeper
-            self.ledger.release(owner_id, item_id, dispatch_id, retry_at=retry_at, gpu_seconds=gpu_seconds)
+            # the new source of a superseded dispatch is dispatched by the sweeper, right away
+            self._complete(
+                owner_id,
+                item_id,
+                dispatch_id=dispatch_id,
+                retry_at=self.clock() if superseded else None,
+                gpu_seconds=gpu_seconds,
+            )
         self.metric("JobsApplied", 1)
-        self._complete(owner_id, item_id)
         return Outcome("applied", "result applied", {"channels": results, "gpu_seconds": gpu_seconds})
 
     def _check_channel(
@@ -535,31 +567,70 @@ class Pipeline:
 
     # ------------------------------------------------------------------ 5. completion, manifests
 
-    def _complete(self, owner_id: str, item_id: str) -> str | None:
+    def _complete(
+        self,
+        owner_id: str,
+        item_id: str,
+        *,
+        dispatch_id: str | None = None,
+        retry_at: float | None = None,
+        gpu_seconds: float = 0.0,
+    ) -> str | None:
         """When every applicable channel is final for the current inputs and nothing is open, the item is
-        COMPLETE (all succeeded), PARTIAL (some failed) or QUARANTINED; the owner's manifest is rebuilt."""
+        COMPLETE (all succeeded), PARTIAL (some failed) or QUARANTINED, and its owner's manifest is marked
+        for a rebuild. With `dispatch_id`, that dispatch is closed in the same write."""
         item, rows = self.ledger.rows(owner_id, item_id)
-        if item is None or item.get("status") == REMOVED or item.get("dispatch_id"):
-            return None
-        if item.get("dispatch_state") == RETRY:
-            return None
+        status = None
+        if item is not None and item.get("status") != REMOVED and retry_at is None:
+            open_dispatch = item.get("dispatch_id") and item.get("dispatch_id") != dispatch_id
+            if not open_dispatch and (dispatch_id or item.get("dispatch_state") != RETRY):
+                status = self._final_status(item, rows)
+        fields: dict[str, Any] = {}
+        if status is not None:
+            fields = {
+                "completed_at": _iso(self.clock()),
+                "manifest_hash": _hash_rows(rows, self._chans(item)),
+            }
+        changed = status is not None and (
+            item.get("status") != status or item.get("manifest_hash") != fields["manifest_hash"]
+        )
+        if dispatch_id is not None:
+            self.ledger.release(
+                owner_id,
+                item_id,
+                dispatch_id,
+                retry_at=retry_at,
+                gpu_seconds=gpu_seconds,
+                status=status if changed else None,
+                fields=fields if changed else None,
+            )
+        elif changed:
+            self.ledger.set_item_status(owner_id, item_id, status, **fields)
+        if changed:
+            self._mark_manifest(owner_id)
+            self.metric("ItemsCompleted", 1)
+        return status
+
+    def _chans(self, item: Mapping[str, Any]) -> tuple[str, ...]:
+        return plan.applicable(self._inputs(item), self.settings.channels)
+
+    def _final_status(self, item: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> str | None:
         inputs = self._inputs(item)
         chans = plan.applicable(inputs, self.settings.channels)
         hashes = plan.input_hashes(inputs, chans)
         if not chans or not all(_current(rows.get(c), c, hashes) for c in chans):
             return None
         statuses = {rows[c]["status"] for c in chans}
-        status = QUARANTINED if QUARANTINED in statuses else COMPLETE if statuses == {SUCCEEDED} else PARTIAL
-        if item.get("status") == status and item.get("manifest_hash") == _hash_rows(rows, chans):
-            return status
-        self.ledger.set_item_status(
-            owner_id, item_id, status, completed_at=_iso(self.clock()), manifest_hash=_hash_rows(rows, chans)
-        )
-        self.write_manifest(owner_id)
-        self.metric("ItemsCompleted", 1)
-        return status
+        return QUARANTINED if QUARANTINED in statuses else COMPLETE if statuses == {SUCCEEDED} else PARTIAL
+
+    def _mark_manifest(self, owner_id: str) -> None:
+        """The owner's manifest is stale: the sweeper rebuilds it once MANIFEST_DELAY_S has passed (one
+        rebuild for a burst of completions, one writer: the sweeper runs alone)."""
+        self.ledger.mark_manifest(owner_id, self.clock() + self.settings.manifest_delay_s)
 
     def write_manifest(self, owner_id: str) -> str:
+        """Rebuild the owner's manifest of this spec version from the ledger (owner-index) and PUT it: one
+        PutObject, so a reader sees the old file or the new one, never half of one."""
         rows = manifests.manifest_rows(self.ledger.owner_rows(owner_id))
         key = keys.manifest_key(spec.SPEC_VERSION, owner_id)
         self.storage.put(key, manifests.to_parquet(rows), "application/vnd.apache.parquet")
@@ -577,6 +648,8 @@ class Pipeline:
         return counts
 
     def _sweep_one(self, row: Mapping[str, Any]) -> str:
+        if row.get("sk") == MANIFEST_SK:
+            return self._sweep_manifest(row)
         owner_id, item_id = row["owner_id"], row["item_id"]
         try:
             return self._sweep_row(owner_id, item_id, row)
@@ -586,6 +659,19 @@ class Pipeline:
         except Exception:  # one item's fault must not stop the sweep; the next run tries again
             log.exception("sweep %s/%s: internal fault", owner_id, item_id)
             return "error"
+
+    def _sweep_manifest(self, row: Mapping[str, Any]) -> str:
+        owner_id = row["manifest_owner"]
+        try:
+            self.write_manifest(owner_id)
+        except EmbeddingError as e:
+            log.warning("manifest of %s: %s", owner_id, e.public_message)
+            return "manifest_error"
+        # done unless more items completed meanwhile (then it stays due for the next sweep)
+        done = self.ledger.manifest_written(
+            owner_id, int(row["dirty_gen"]), self.clock() + self.settings.manifest_delay_s
+        )
+        return "manifest" if done else "manifest_again"
 
     def _sweep_row(self, owner_id: str, item_id: str, row: Mapping[str, Any]) -> str:
         state = row.get("dispatch_state")

@@ -22,6 +22,8 @@
     RUNPOD_RETRIES            retries of one call on 429 / 502 / 503 / 504 / connect errors (4)
     RUNPOD_BACKOFF_S          first retry delay of one call, doubling, full jitter, at most 8 s (0.5)
     SWEEP_BATCH               due rows handled per sweeper run (200)
+    MANIFEST_DELAY_S          an owner's manifest is rebuilt this long after an item completes, once for a
+                              burst of completions (30)
 
 AWS_ENDPOINT_URL (honoured by boto3 itself) points every client at the local stack.
 """
@@ -77,6 +79,7 @@ class PipelineSettings:
     runpod_retries: int = 4
     runpod_backoff_s: float = 0.5
     sweep_batch: int = 200
+    manifest_delay_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -117,4 +120,5 @@ class PipelineSettings:
             runpod_retries=read(env, "RUNPOD_RETRIES", int, cls.runpod_retries, "4"),
             runpod_backoff_s=read(env, "RUNPOD_BACKOFF_S", positive(float), cls.runpod_backoff_s, "0.5"),
             sweep_batch=read(env, "SWEEP_BATCH", positive(int), cls.sweep_batch, "200"),
+            manifest_delay_s=read(env, "MANIFEST_DELAY_S", float, cls.manifest_delay_s, "30"),
         )

@@ -104,6 +104,7 @@ def test_minilm_bake_runs_the_onnx_export(tmp_path: Path, monkeypatch: pytest.Mo
         shutil.copytree(checkpoint_dir, out_dir)
         (out_dir / "onnx").mkdir()
         (out_dir / "onnx" / "model.onnx").write_bytes(b"onnx")
+        (out_dir / "onnx" / "probe.npz").write_bytes(b"npz")
         registry.write_manifest(out_dir, entry, random=False, dev_source=None)
         return out_dir
 

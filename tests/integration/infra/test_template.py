@@ -147,7 +147,7 @@ def test_template_env_values_parse(template: dict):
     env = function_env(template)
     settings = TextSettings.from_env(env)
     assert settings.model_dir == Path("/opt/models")
-    assert settings.max_tokens == 256 and settings.truncate is True and settings.quantized is False
+    assert settings.max_tokens == 256 and settings.truncate is True and settings.precision == "auto"
     obs = ObservabilitySettings.from_env(env)
     assert (obs.service, obs.namespace) == ("embed-text", "ServerlessEmbeddings")
 

@@ -32,7 +32,7 @@ def template_pair() -> tuple[dict, dict]:
 @pytest.fixture(scope="session")
 def text_model() -> MiniLMOnnx:
     model_dir: Path = dev_minilm_model_dir()
-    return MiniLMOnnx.load(TextSettings(model_dir=model_dir, threads=1))
+    return MiniLMOnnx.load(TextSettings(model_dir=model_dir, threads=1, precision="fp32"))
 
 
 @pytest.fixture

@@ -67,6 +67,7 @@ class Harness:
             "POLL_INTERVAL_S": "10",
             "BACKOFF_BASE_S": "10",
             "BACKOFF_MAX_S": "60",
+            "MANIFEST_DELAY_S": "0",
             **(overrides or {}),
         }
         self.env = function_env(self.res, "SweeperFunction", local)

@@ -38,6 +38,8 @@ def test_upload_dispatches_one_job_and_completes(h: Harness) -> None:
     assert sorted(chans) == sorted([*VIDEO_GPU, "text_transcript"])
     assert {c["status"] for c in chans.values()} == {"SUCCEEDED"}
     assert h.jobs("o1", "clip") == 1
+    assert h.keys("manifests/") == []  # the sweeper writes manifests, once per burst of completions
+    assert h.sweep() == {"manifest": 1}
     assert f"manifests/{spec.SPEC_VERSION}/o1/manifest.parquet" in h.keys("manifests/")
     item = h.item("o1", "clip")
     assert "dispatch_id" not in item and "sweep" not in item  # the dispatch is closed
