@@ -287,8 +287,8 @@ class Ledger:
         media_hash: str,
         seq: str | None,
     ) -> dict[str, Any] | None:
-        """Record the item's current media source. Refused (None) when the ledger already holds a newer
-        one: a later S3 sequencer for the same key, or a later LastModified."""
+        """Record the item's current media source. Refused (None) when the ledger already holds it (a
+        duplicate event) or a newer one: a later S3 sequencer for the same key, or a later LastModified."""
         upd = _Update()
         self._base(upd, owner_id, item_id, ITEM_SK).set(
             kind=kind,
@@ -301,16 +301,15 @@ class Ledger:
             media_seq=seq,
         )
         upd.remove("removed_at")
-        m, h = upd.name("media_mtime"), upd.name("media_hash")
-        cond = (
-            f"attribute_not_exists({m}) OR {m} < {upd.value(mtime)} "
-            f"OR ({m} = {upd.value(mtime)} AND {h} <> {upd.value(media_hash)})"
-        )
+        m, h, st = upd.name("media_mtime"), upd.name("media_hash"), upd.name("status")
+        hv = upd.value(media_hash)
+        newer = f"({m} < {upd.value(mtime)} OR ({m} = {upd.value(mtime)} AND {h} <> {hv}))"
+        cond = f"attribute_not_exists({m}) OR ({newer} AND ({h} <> {hv} OR {st} = {upd.value(REMOVED)}))"
         if seq is not None:
             k, s = upd.name("media_key"), upd.name("media_seq")
             newer = f"attribute_not_exists({s}) OR {k} <> {upd.value(key)} OR {s} < {upd.value(seq)}"
             cond = f"({cond}) AND ({newer})"
-        # A new source starts a fresh attempt count and a fresh status (the caller skips duplicates).
+        # A new source starts a fresh attempt count and a fresh status.
         upd.set(status=PROCESSING, attempts=0)
         return self._update(owner_id, item_id, ITEM_SK, upd, cond, return_new=True)  # type: ignore[return-value]
 
@@ -457,6 +456,44 @@ class Ledger:
         d, st = upd.name("dispatch_id"), upd.name("status")
         cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
         return bool(self._update(owner_id, item_id, channel_sk(channel), upd, cond))
+
+    def finish_channels(
+        self,
+        owner_id: str,
+        item_id: str,
+        dispatch_id: str,
+        results: Mapping[str, tuple[str, Mapping[str, Any]]],
+    ) -> None:
+        """finish_channel for every channel of one result in one request (a transaction, each row under
+        its own condition); when a row is already finished (a redelivered webhook), row by row."""
+        items = []
+        for ch, (status, fields) in results.items():
+            upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
+            d, st = upd.name("dispatch_id"), upd.name("status")
+            cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
+            items.append(
+                {
+                    "Update": {
+                        "TableName": self.table,
+                        "Key": self._key(owner_id, item_id, channel_sk(ch)),
+                        "UpdateExpression": upd.expression(),
+                        "ConditionExpression": cond,
+                        "ExpressionAttributeNames": upd.names,
+                        "ExpressionAttributeValues": upd.values,
+                    }
+                }
+            )
+        if not items:
+            return
+        self.writes += len(items)
+        try:
+            self.db.transact_write_items(TransactItems=items)
+            return
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                raise translate(e, "ledger write") from e
+        for ch, (status, fields) in results.items():
+            self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
 
     def put_lambda_channel(
         self,

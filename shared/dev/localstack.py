@@ -56,27 +56,58 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class MotoServer:
-    """moto's threaded server (S3, SQS, DynamoDB, ...) on a loopback port, for the life of a `with`."""
+    """moto's server (S3, SQS, DynamoDB, ...) on a loopback port, for the life of a `with`.
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    By default a separate process (`python -m moto.server`), as AWS is: its request handling does not
+    compete with the functions for this process's GIL, and each server has its own state.
+    `in_process=True` runs moto's threaded server here instead (faster to start; moto keeps one
+    backend per process, so every in-process server of a process shares its state)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, in_process: bool = False) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.endpoint = f"http://{host}:{self.port}"
+        self.in_process = in_process
         self._server: Any = None
+        self._proc: subprocess.Popen | None = None
 
-    def start(self) -> MotoServer:
-        from moto.server import ThreadedMotoServer
+    def start(self, startup_s: float = 60.0) -> MotoServer:
+        if self.in_process:
+            from moto.server import ThreadedMotoServer
 
-        # werkzeug logs every request line, presigned query strings included: keep it quiet
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-        self._server.start()
-        return self
+            # werkzeug logs every request line, presigned query strings included: keep it quiet
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
+            self._server.start()
+            return self
+        import requests
+
+        argv = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + startup_s
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"moto's server exited with {self._proc.returncode} at start")
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{self.endpoint}/moto-api/data.json", timeout=2).status_code == 200:
+                    return self
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"moto's server not ready after {startup_s:g} s")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
 
     def client(self, service: str) -> Any:
         import boto3

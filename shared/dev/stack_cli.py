@@ -232,7 +232,6 @@ def _wait(ledger: Any, owner: str, items: list[str], timeout_s: float) -> dict[s
 
 
 def demo(model_dir: Path, timeout_s: float = 240.0) -> int:
-    from shared.pipeline import manifests
     from shared.pipeline.keys import manifest_key, transcript_key
 
     _quiet()

@@ -54,11 +54,12 @@ MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 
 @dataclass
 class Outcome:
-    """What one call did, for logs, the CLI and tests."""
+    """What one call did, for logs, the CLI and tests (`rows`: the item's rows as the call left them)."""
 
     action: str
     reason: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+    rows: tuple[Any, Any] | None = field(default=None, repr=False)
 
 
 def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str = spec.SPEC_VERSION) -> str:
@@ -152,26 +153,22 @@ class Pipeline:
                 return Outcome("skipped", "a newer meta.json is already recorded")
             return self.advance(ref.owner_id, ref.item_id)
         media_hash = plan.source_hash(ref.key, info.etag, info.size)
-        current = self.ledger.item(ref.owner_id, ref.item_id)
-        if current is None or current.get("media_hash") != media_hash or current.get("status") == REMOVED:
-            row = self.ledger.record_media(
-                ref.owner_id,
-                ref.item_id,
-                kind=ref.kind,
-                modality=ref.modality or "",
-                key=ref.key,
-                etag=info.etag,
-                size=info.size,
-                mtime=info.mtime,
-                media_hash=media_hash,
-                seq=seq,
-            )
-            if row is None:
-                return Outcome("skipped", "a newer source is already recorded for this item")
-            if row.get("dispatch_state") == RETRY:
-                self.ledger.clear_retry(
-                    ref.owner_id, ref.item_id
-                )  # a new source need not wait out the old backoff
+        row = self.ledger.record_media(
+            ref.owner_id,
+            ref.item_id,
+            kind=ref.kind,
+            modality=ref.modality or "",
+            key=ref.key,
+            etag=info.etag,
+            size=info.size,
+            mtime=info.mtime,
+            media_hash=media_hash,
+            seq=seq,
+        )
+        # None: a duplicate or an older event. The item is advanced all the same (a crash after an
+        # earlier delivery recorded it must not leave it stranded); the delta rule makes that a no-op.
+        if row is not None and row.get("dispatch_state") == RETRY:
+            self.ledger.clear_retry(ref.owner_id, ref.item_id)  # a new source need not wait out a backoff
         if info.size > self.settings.max_source_bytes:
             return self._refuse_media(
                 ref, media_hash, f"the source is larger than {self.settings.max_source_bytes} bytes"
@@ -215,8 +212,10 @@ class Pipeline:
         force: bool = False,
         dispatch: bool = True,
         complete: bool = True,
+        cache: dict[str, bytes] | None = None,
     ) -> Outcome:
-        """Bring one item up to date: run what the delta rule says, as far as it can run now."""
+        """Bring one item up to date: run what the delta rule says, as far as it can run now. `cache`
+        holds artifacts this call already read (key -> bytes)."""
         item, rows = self.ledger.rows(owner_id, item_id)
         if item is None:
             return Outcome("skipped", "no such item")
@@ -227,7 +226,8 @@ class Pipeline:
         inputs = self._inputs(item)
         decisions = plan.needed(inputs, rows, self.settings.channels, force=force)
         hashes = plan.input_hashes(inputs, [d.channel for d in decisions])
-        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, force=force)
+        cache = {} if cache is None else cache
+        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache)
         gpu = [d.channel for d in decisions if d.run and spec.CHANNELS[d.channel].runs_on == spec.RUNPOD]
         outcome = Outcome("noop", "nothing to do", {"lambda": ran})
         if gpu and dispatch:
@@ -235,8 +235,9 @@ class Pipeline:
             outcome.detail["lambda"] = ran
         elif ran:
             outcome = Outcome("lambda", "ran Lambda channels", {"lambda": ran})
-        if complete:
-            self._complete(owner_id, item_id)
+        outcome.rows = (item, rows)
+        if complete and outcome.action in ("noop", "lambda"):  # a dispatch just made cannot be complete
+            self._complete(owner_id, item_id, known=(item, rows))
         return outcome
 
     def _run_lambda_channels(
@@ -247,8 +248,7 @@ class Pipeline:
         rows: dict[str, dict[str, Any]],
         decisions: list[plan.Decision],
         hashes: Mapping[str, str],
-        *,
-        force: bool,
+        cache: dict[str, bytes],
     ) -> list[str]:
         """Run each Lambda channel whose inputs are ready, in dependency order; a channel whose
         dependency failed for good is FAILED too (so the item can complete)."""
@@ -282,7 +282,7 @@ class Pipeline:
                         "channel": d.channel,
                     }
                 continue
-            status, fields = self._lambda_channel(owner_id, item_id, item, d.channel)
+            status, fields = self._lambda_channel(owner_id, item_id, item, d.channel, cache)
             if self.ledger.put_lambda_channel(
                 owner_id, item_id, d.channel, status, hashes[d.channel], fields
             ):
@@ -296,8 +296,16 @@ class Pipeline:
             }
         return ran
 
+    def _read(self, key: str, max_bytes: int, cache: dict[str, bytes]) -> bytes | None:
+        if key not in cache:
+            data = self.storage.get(key, max_bytes)
+            if data is None:
+                return None
+            cache[key] = data
+        return cache[key]
+
     def _lambda_channel(
-        self, owner_id: str, item_id: str, item: Mapping[str, Any], channel: str
+        self, owner_id: str, item_id: str, item: Mapping[str, Any], channel: str, cache: dict[str, bytes]
     ) -> tuple[str, dict[str, Any]]:
         """Compute one Lambda channel, check its vector, PUT it; (status, ledger fields)."""
         started = time.perf_counter()
@@ -312,8 +320,8 @@ class Pipeline:
                     raise InvalidInput("meta.json is gone", field="meta.json")
                 vec = text_channels.embed_text_meta(self.text_model, _json_object(raw, "meta.json"))
             elif channel == "text_transcript":
-                raw = self.storage.get(
-                    artifact_key("transcript", owner_id, item_id), self.settings.max_transcript_bytes
+                raw = self._read(
+                    artifact_key("transcript", owner_id, item_id), self.settings.max_transcript_bytes, cache
                 )
                 if raw is None:
                     raise InvalidInput("the transcript artifact is gone", field="transcript")
@@ -321,7 +329,7 @@ class Pipeline:
             elif channel == "text_fused":
                 parts = []
                 for dep in spec.CHANNELS[channel].depends_on:
-                    raw = self.storage.get(artifact_key(dep, owner_id, item_id), MAX_ARTIFACT_BYTES)
+                    raw = self._read(artifact_key(dep, owner_id, item_id), MAX_ARTIFACT_BYTES, cache)
                     if raw is None:
                         raise InvalidInput(f"the {dep} artifact is gone", field=dep)
                     parts.append(check_vector(load_npy(raw, dep), spec.CHANNELS[dep].dims, dep))
@@ -332,6 +340,7 @@ class Pipeline:
             data = npy_bytes(vec)
             key = artifact_key(channel, owner_id, item_id)
             self.storage.put(key, data, "application/octet-stream")
+            cache[key] = data
         except EmbeddingError as e:
             if e.retryable:
                 raise
@@ -474,6 +483,8 @@ class Pipeline:
         reported = reported if isinstance(reported, dict) else {}
         retry: list[str] = []
         results: dict[str, str] = {}
+        finished: dict[str, tuple[str, dict[str, Any]]] = {}
+        cache: dict[str, bytes] = {}
         last_error: dict[str, Any] | None = job_error
         for ch in channels:
             if superseded:
@@ -484,17 +495,18 @@ class Pipeline:
             elif job_error is not None:
                 status_, fields = (PENDING if job_error["retryable"] else FAILED), {"error": job_error}
             else:
-                status_, fields = self._check_channel(owner_id, item_id, ch, reported.get(ch))
+                status_, fields = self._check_channel(owner_id, item_id, ch, reported.get(ch), cache)
             fields["job_id"] = item.get("job_id")
-            self.ledger.finish_channel(owner_id, item_id, ch, dispatch_id, status_, fields)
+            finished[ch] = (status_, fields)
             results[ch] = status_
             if status_ == PENDING:
                 retry.append(ch)
                 last_error = fields.get("error") or last_error
+        self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished)
         gpu_seconds = _gpu_seconds(payload, output)
         # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
         # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
-        self.advance(owner_id, item_id, dispatch=False, complete=False)
+        after = self.advance(owner_id, item_id, dispatch=False, complete=False, cache=cache)
         if retry and not superseded:
             attempts = int(item.get("attempts", 0))
             if attempts >= self.settings.max_attempts:
@@ -521,12 +533,13 @@ class Pipeline:
                 dispatch_id=dispatch_id,
                 retry_at=self.clock() if superseded else None,
                 gpu_seconds=gpu_seconds,
+                known=after.rows,
             )
         self.metric("JobsApplied", 1)
         return Outcome("applied", "result applied", {"channels": results, "gpu_seconds": gpu_seconds})
 
     def _check_channel(
-        self, owner_id: str, item_id: str, channel: str, report: Any
+        self, owner_id: str, item_id: str, channel: str, report: Any, cache: dict[str, bytes]
     ) -> tuple[str, dict[str, Any]]:
         """A reported channel result, checked against the artifact in S3 before it counts."""
         if not isinstance(report, dict):
@@ -545,6 +558,7 @@ class Pipeline:
             data = self.storage.get(key, MAX_ARTIFACT_BYTES)
             if data is None:
                 raise _Retry("the artifact the worker reported is not in S3")
+            cache[key] = data
             if len(data) != report.get("bytes") or hashlib.sha256(data).hexdigest() != report.get("sha256"):
                 raise _Retry("the artifact in S3 does not match what the worker reported")
             dims = _check_artifact(channel, data)
@@ -575,11 +589,13 @@ class Pipeline:
         dispatch_id: str | None = None,
         retry_at: float | None = None,
         gpu_seconds: float = 0.0,
+        known: tuple[Any, Any] | None = None,
     ) -> str | None:
         """When every applicable channel is final for the current inputs and nothing is open, the item is
         COMPLETE (all succeeded), PARTIAL (some failed) or QUARANTINED, and its owner's manifest is marked
-        for a rebuild. With `dispatch_id`, that dispatch is closed in the same write."""
-        item, rows = self.ledger.rows(owner_id, item_id)
+        for a rebuild. With `dispatch_id`, that dispatch is closed in the same write. `known`: the item's
+        rows as the caller just left them (saves reading them again)."""
+        item, rows = known if known is not None else self.ledger.rows(owner_id, item_id)
         status = None
         if item is not None and item.get("status") != REMOVED and retry_at is None:
             open_dispatch = item.get("dispatch_id") and item.get("dispatch_id") != dispatch_id
