@@ -7,13 +7,14 @@ against a deployed stack too).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +37,19 @@ class StackError(RuntimeError):
     pass
 
 
-def _quiet() -> None:
-    """The in-process functions log JSON lines and EMF metrics to stdout: keep the terminal readable."""
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The in-process functions print EMF metrics to stdout (Powertools reads this switch from the
+    process environment): off while a command runs, restored after it."""
+    saved = os.environ.get("POWERTOOLS_METRICS_DISABLED")
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
+        else:
+            os.environ["POWERTOOLS_METRICS_DISABLED"] = saved
 
 
 def read_endpoints(path: Path = ENDPOINTS_FILE) -> dict[str, Any]:
@@ -68,7 +78,11 @@ def _ledger(endpoints: Mapping[str, Any]) -> Any:
 
 
 def stack_up(model_dir: Path, runpod_url: str | None = None) -> int:
-    _quiet()
+    with _quiet():
+        return _stack_up(model_dir, runpod_url)
+
+
+def _stack_up(model_dir: Path, runpod_url: str | None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
@@ -167,9 +181,13 @@ def invoke(function: str, event_file: Path, endpoints: Path = ENDPOINTS_FILE) ->
     """Run one template.yaml function in-process against the running stack, with the environment the
     template gives it (as `sam local invoke` does in a container). The sample events name the bucket
     `media-bucket`; that placeholder is replaced by the stack's bucket."""
+    with _quiet():
+        return _invoke(function, event_file, endpoints)
+
+
+def _invoke(function: str, event_file: Path, endpoints: Path) -> dict[str, Any]:
     from shared.pipeline import lambdas
 
-    _quiet()
     if function not in FUNCTIONS:
         raise StackError(f"unknown function {function}; one of {', '.join(FUNCTIONS)}")
     ep = read_endpoints(endpoints)
@@ -232,9 +250,13 @@ def _wait(ledger: Any, owner: str, items: list[str], timeout_s: float) -> dict[s
 
 
 def demo(model_dir: Path, timeout_s: float = 240.0) -> int:
+    with _quiet():
+        return _demo(model_dir, timeout_s)
+
+
+def _demo(model_dir: Path, timeout_s: float) -> int:
     from shared.pipeline.keys import manifest_key, transcript_key
 
-    _quiet()
     started = time.perf_counter()
     print("\n== The product on the local stack: S3 upload -> SQS -> on_upload -> RunPod -> on_job_done")
     with LocalStack(model_dir) as stack:

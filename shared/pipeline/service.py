@@ -611,7 +611,7 @@ class Pipeline:
             item.get("status") != status or item.get("manifest_hash") != fields["manifest_hash"]
         )
         if dispatch_id is not None:
-            self.ledger.release(
+            released = self.ledger.release(
                 owner_id,
                 item_id,
                 dispatch_id,
@@ -620,6 +620,11 @@ class Pipeline:
                 status=status if changed else None,
                 fields=fields if changed else None,
             )
+            if not released:
+                # A concurrent apply of the same result (the webhook and the sweeper's poll) closed the
+                # dispatch first, perhaps from rows read before this one's text channels were written:
+                # decide the item's status again from what the ledger holds now.
+                return self._complete(owner_id, item_id) if retry_at is None else None
         elif changed:
             self.ledger.set_item_status(owner_id, item_id, status, **fields)
         if changed:

@@ -1,8 +1,9 @@
 """Nothing under handlers.aws_lambda imports torch or transformers, even indirectly (DESIGN.md, Dependencies).
 
-Every module of the package is really imported, in a fresh interpreter, with MODEL_DIR pointing at the
-dev models (embed_text loads MiniLM at import, as Lambda does at cold start). Marked integration: it
-loads the real ONNX model in a subprocess.
+Every module of the package is really imported, in a fresh interpreter, with the environment template.yaml
+gives the functions (resolved against a moto stack created from it: the orchestrators read their secrets
+at import) and MODEL_DIR pointing at the dev models (every function loads MiniLM at import, as Lambda does
+at cold start). Marked integration: it starts moto and loads the real ONNX model in a subprocess.
 """
 
 from __future__ import annotations
@@ -33,16 +34,32 @@ print(json.dumps({"imported": names, "heavy": heavy}))
 
 
 def test_lambda_modules_import_without_torch():
-    env = {**os.environ, "MODEL_DIR": str(dev_minilm_model_dir())}
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        cwd=REPO_ROOT,
-    )
+    from shared.dev.localstack import REGION, MotoServer
+    from shared.dev.stack import create_resources, function_env, load_template
+
+    with MotoServer() as moto:
+        res = create_resources(moto, load_template(), "no-torch")
+        res.parameters["RunPodEndpointUrl"] = "http://127.0.0.1:9"
+        res.urls = {"OnJobDoneFunctionUrl": "http://127.0.0.1:9/on_job_done", "EmbedTextFunctionUrl": "x"}
+        local = {
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "MODEL_DIR": str(dev_minilm_model_dir()),
+        }
+        env = {**os.environ, **function_env(res, "OnUploadFunction", local)}
+        proc = subprocess.run(
+            [sys.executable, "-c", PROBE, json.dumps(HEAVY)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=REPO_ROOT,
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "handlers.aws_lambda.embed_text" in result["imported"]
+    assert {f"handlers.aws_lambda.{m}" for m in ("embed_text", "on_upload", "on_job_done", "sweeper")} <= set(
+        result["imported"]
+    )
     assert result["heavy"] == []

@@ -204,3 +204,21 @@ def test_non_retryable_worker_error_fails_the_channels(lost: Harness) -> None:
     }
     assert chans["text_transcript"]["error"]["code"] == "dependency_failed"
     assert lost.status("w11", "it") == "PARTIAL" and lost.jobs("w11", "it") == 1
+
+
+def test_a_concurrent_apply_of_the_same_result_still_completes_the_item(lost: Harness) -> None:
+    """The webhook and the sweeper's poll can apply one result at once; whichever closes the dispatch
+    first, the item ends COMPLETE."""
+    row = open_dispatch(lost, "w12", "it")
+    real = lost.ledger.release
+
+    def racing(owner, item, dispatch_id, **kw):
+        real(owner, item, dispatch_id, retry_at=None)  # the other apply closes it first, without a status
+        return real(owner, item, dispatch_id, **kw)  # so this one loses its condition
+
+    lost.ledger.release = racing
+    out = lost.webhook(
+        token_for(lost, "w12", "it", row["dispatch_id"]), lost.standin._body(lost.standin.jobs[row["job_id"]])
+    )
+    assert out["statusCode"] == 200
+    assert lost.status("w12", "it") == "COMPLETE" and "dispatch_id" not in lost.item("w12", "it")
