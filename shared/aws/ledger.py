@@ -357,9 +357,16 @@ class Ledger:
         dispatch_hash: str,
         deadline: float,
     ) -> str | None:
-        """Claim the item's one dispatch before anything is POSTed: a transaction that opens the dispatch
-        on the item row (only if none is open, and only for the current media) and marks each channel
-        DISPATCHED. Returns the new dispatch id, or None when another dispatch holds the item."""
+        """Claim the item's one dispatch before anything is POSTed: a conditional write that opens the
+        dispatch on the item row (only if none is open, and only for the current media), then each channel
+        row marked DISPATCHED with it. Returns the new dispatch id, or None when another dispatch holds
+        the item.
+
+        Not a transaction, on purpose: the item row's condition alone serializes dispatches, and a claimer
+        that dies between the two steps has POSTed nothing (the POST comes after both), so the sweeper's
+        repair (after the claim's TTL, far beyond a Lambda's timeout) finds nothing running. And moto,
+        which the local stack and the tests run on, restores a whole table snapshot when a transaction is
+        cancelled, which would undo other requests' concurrent writes."""
         channels = list(channels)
         dispatch_id = uuid.uuid4().hex
         now = now_iso(self.clock())
@@ -382,18 +389,8 @@ class Ledger:
             f"AND (attribute_not_exists({d}) OR {ds} = {upd.value(RETRY)})"
         )
         upd.names["#pk"] = PK
-        items: list[dict[str, Any]] = [
-            {
-                "Update": {
-                    "TableName": self.table,
-                    "Key": self._key(owner_id, item_id, ITEM_SK),
-                    "UpdateExpression": upd.expression(),
-                    "ConditionExpression": cond,
-                    "ExpressionAttributeNames": upd.names,
-                    "ExpressionAttributeValues": upd.values,
-                }
-            }
-        ]
+        if not self._update(owner_id, item_id, ITEM_SK, upd, cond):
+            return None
         for ch in channels:
             cu = _Update()
             self._base(cu, owner_id, item_id, channel_sk(ch)).set(
@@ -405,26 +402,7 @@ class Ledger:
                 dispatch_id=dispatch_id,
                 runs_on=spec.CHANNELS[ch].runs_on,
             ).add_one("attempts")
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": self._key(owner_id, item_id, channel_sk(ch)),
-                        "UpdateExpression": cu.expression(),
-                        "ExpressionAttributeNames": cu.names,
-                        "ExpressionAttributeValues": cu.values,
-                    }
-                }
-            )
-        self.writes += len(items)
-        try:
-            self.db.transact_write_items(TransactItems=items)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "TransactionCanceledException":
-                reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
-                if reasons and reasons[0] == "ConditionalCheckFailed":
-                    return None
-            raise translate(e, "ledger claim") from e
+            self._update(owner_id, item_id, channel_sk(ch), cu)
         return dispatch_id
 
     def mark_submitted(
@@ -464,34 +442,8 @@ class Ledger:
         dispatch_id: str,
         results: Mapping[str, tuple[str, Mapping[str, Any]]],
     ) -> None:
-        """finish_channel for every channel of one result in one request (a transaction, each row under
-        its own condition); when a row is already finished (a redelivered webhook), row by row."""
-        items = []
-        for ch, (status, fields) in results.items():
-            upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
-            d, st = upd.name("dispatch_id"), upd.name("status")
-            cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
-            items.append(
-                {
-                    "Update": {
-                        "TableName": self.table,
-                        "Key": self._key(owner_id, item_id, channel_sk(ch)),
-                        "UpdateExpression": upd.expression(),
-                        "ConditionExpression": cond,
-                        "ExpressionAttributeNames": upd.names,
-                        "ExpressionAttributeValues": upd.values,
-                    }
-                }
-            )
-        if not items:
-            return
-        self.writes += len(items)
-        try:
-            self.db.transact_write_items(TransactItems=items)
-            return
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise translate(e, "ledger write") from e
+        """finish_channel for every channel of one result, each under its own condition (not one
+        transaction: see `claim`)."""
         for ch, (status, fields) in results.items():
             self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
 
