@@ -184,3 +184,28 @@ def test_non_causal_text_tower_is_not_trimmed(tmp_path) -> None:
     backend = ClipBackend.load(folder, name="clip-vit-b-32")
     assert not backend.trims_text
     np.testing.assert_allclose(backend.embed_texts(TEXTS), full_context(backend, TEXTS), atol=1e-6)
+
+
+def test_panorama_tiles_are_capped_and_squeezed(clip: ClipBackend) -> None:
+    pano = picture(800, 100, seed=3)  # 8:1 would be 8 tiles; capped at 2, each 400x100 -> 100x100
+    before = clip.views_encoded
+    capped = clip.embed_images([pano], tta=True, panorama_max_tiles=2)[0]
+    assert clip.views_encoded - before == 2 * 5
+    squeezed = [pano.crop((k * 400, 0, (k + 1) * 400, 100)).resize((100, 100), Image.BICUBIC) for k in (0, 1)]
+    tiles = clip.embed_images(squeezed, tta=True, panorama_max_ratio=None)
+    np.testing.assert_allclose(capped, l2_normalize(tiles.mean(axis=0)), atol=1e-5)
+    before = clip.views_encoded
+    clip.embed_images([pano], tta=True)  # no cap: ceil(8) tiles
+    assert clip.views_encoded - before == 8 * 5
+
+
+@pytest.mark.parametrize(
+    ("size", "tiles", "side"),
+    [((4000, 3000), 1, 512), ((8000, 1000), 2, 512), ((2700, 1000), 2, 512), ((2800, 1000), 3, 549)],
+)
+def test_decode_side_keeps_every_tile_at_twice_the_resize(clip: ClipBackend, size, tiles, side) -> None:
+    from shared.media.image import tile_count
+
+    max_tiles = 2 if size != (2800, 1000) else 3
+    assert tile_count(*size, 2.6, max_tiles) == tiles
+    assert clip.decode_side(*size, panorama_max_ratio=2.6, panorama_max_tiles=max_tiles) == side
