@@ -1,6 +1,8 @@
 """Adversarial images vs an ordinary photo: seconds and peak RSS per input, and clip_text latency
 while they run. Every input goes through the worker's own clip_image job (Worker.handle, TTA on,
-default settings: PANORAMA_MAX_TILES 8, MAX_IMAGE_PIXELS 50 MP, JOB_MAX_PIXELS 400 MP).
+default settings: PANORAMA_MAX_TILES 2, MAX_IMAGE_ASPECT 8, MAX_IMAGE_PIXELS 50 MP, JOB_MAX_PIXELS
+400 MP). The 50 MP input comes as a JPEG (decoded at 1/8 straight from the DCT) and as a PNG (no
+reduced decode: inflated at full size, then reduced; a smooth gradient, so it fits MAX_IMAGE_BYTES).
 
     python -m bench.bench_adversarial [--model full|dev] [--queries 60] [--only NAME,...]
 
@@ -50,12 +52,28 @@ def inputs(folder: Path) -> dict[str, list[Path]]:
         "20000x1": [one("20000x1.png", lambda: make_image_bytes((20000, 1)))],
         "2x2": [one("2x2.png", lambda: make_image_bytes((2, 2)))],
         "50 MP 8656x5776": [one("50mp.jpg", lambda: make_jpegs(1, 8656, 5776)[0])],
+        "50 MP PNG 8656x5776": [one("50mp.png", lambda: gradient_png(8656, 5776))],
         "panorama 8:1 8000x1000": [one("pano8.jpg", lambda: make_jpegs(1, 8000, 1000)[0])],
         "panorama 9:1 9000x1000": [one("pano9.jpg", lambda: make_jpegs(1, 9000, 1000)[0])],
         "claims 20000x20000": [one("claims.png", lambda: png_with_claimed_size(20000, 20000))],
         "32 x claims 49 MP": [one("claims49.png", lambda: png_with_claimed_size(7000, 7000))] * 32,
         "32 x photo 4000x3000": [photo] * 32,
     }
+
+
+def gradient_png(width: int, height: int) -> bytes:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    x = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    y = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    shape = (height, width)
+    rgb = np.stack([np.broadcast_to(x, shape), np.broadcast_to(y, shape), (x + y) / 2], -1)
+    buf = io.BytesIO()
+    Image.fromarray(rgb.astype(np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def job(files: list[Path]) -> dict:
