@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ TTA_RESIZE = 8 / 7  # 5-crop TTA: short side resized to image_size * 8/7 (256 fo
 # decode_side: a tile's short side is decoded at >= this many times the model's resize target, so the
 # model's own (antialiased bicubic) resize still does the final downscale from a sharper bitmap
 DECODE_MARGIN = 2
+# Text before images on a CPU: an image pass runs in chunks of this many views and, between chunks,
+# waits (at most TEXT_YIELD_S) while a text pass runs, so a query shares the cores with one chunk
+# at most, not with a whole image job. On CUDA the chunk is the batch size (kernels interleave).
+CPU_IMAGE_CHUNK = 1
+TEXT_YIELD_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -85,6 +91,9 @@ class ClipBackend:
         self.precision = precision_name(dtype)
         self.dims = dims
         self.views_encoded = 0
+        self._image_chunk = batch_size if device.startswith("cuda") else min(batch_size, CPU_IMAGE_CHUNK)
+        self._text_passes = 0
+        self._text_done = threading.Condition()
         cfg = model.visual.preprocess_cfg
         size = cfg["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
@@ -238,8 +247,10 @@ class ClipBackend:
         out = np.zeros((0, self.dims), dtype=np.float32)
         chunks = []
         with torch.inference_mode():
-            for start in range(0, len(views), self._batch_size):
-                pixels = torch.stack(views[start : start + self._batch_size]).to(self.device, self._dtype)
+            for start in range(0, len(views), self._image_chunk):
+                with self._text_done:
+                    self._text_done.wait_for(lambda: self._text_passes == 0, timeout=TEXT_YIELD_S)
+                pixels = torch.stack(views[start : start + self._image_chunk]).to(self.device, self._dtype)
                 self.views_encoded += len(pixels)
                 chunks.append(self._model.encode_image(pixels).float().cpu().numpy())
         if chunks:
@@ -263,10 +274,17 @@ class ClipBackend:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self._batch_size):
-                tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
-                chunks.append(self._encode_text(tokens).float().cpu().numpy())
+        with self._text_done:
+            self._text_passes += 1
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(texts), self._batch_size):
+                    tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
+                    chunks.append(self._encode_text(tokens).float().cpu().numpy())
+        finally:
+            with self._text_done:
+                self._text_passes -= 1
+                self._text_done.notify_all()
         return l2_normalize(np.concatenate(chunks))
 
 
