@@ -8,6 +8,7 @@ from the config's `preprocess_cfg`, i.e. it is bound to the weights (seed 001).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import threading
@@ -350,10 +351,16 @@ def _panorama_tiles(image: Image.Image, max_ratio: float | None, max_tiles: int 
         return [image]
     long, short = max(w, h), min(w, h)
     edges = [round(k * long / n) for k in range(n + 1)]
-    if w >= h:
-        tiles = [image.crop((edges[k], 0, edges[k + 1], h)) for k in range(n)]
-    else:
-        tiles = [image.crop((0, edges[k], w, edges[k + 1])) for k in range(n)]
-    if n < math.ceil(long / short):  # capped: each tile is wider than square, squeeze it to one
-        tiles = [t.resize((short, short), Image.Resampling.BICUBIC) for t in tiles]
+    boxes = [(e0, 0, e1, h) if w >= h else (0, e0, w, e1) for e0, e1 in itertools.pairwise(edges)]
+    if n == math.ceil(long / short):
+        return [image.crop(box) for box in boxes]
+    # capped: each tile is wider than square; squeeze it to one, first by an integer box reduce
+    # along the long side (crop and reduce in one pass, cheap), then bicubic for the remainder
+    tiles = []
+    for box in boxes:
+        f = max(1, (box[2] - box[0] if w >= h else box[3] - box[1]) // short)
+        tile = image.reduce((f, 1) if w >= h else (1, f), box=box)
+        tiles.append(
+            tile if tile.size == (short, short) else tile.resize((short, short), Image.Resampling.BICUBIC)
+        )
     return tiles
