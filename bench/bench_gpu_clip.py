@@ -106,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         return [jpegs[i : i + args.batch] for i in range(0, len(jpegs), args.batch)]
 
     def worker_prep(data: bytes, tta: bool = False):
-        image = decode_image(open_image(data, max_pixels=50_000_000, max_aspect=8))
-        return clip.prepare(image, tta=tta, panorama_max_ratio=2.6)
+        header = open_image(data, max_pixels=50_000_000, max_aspect=8)
+        side = clip.decode_side(*header.size, panorama_max_ratio=2.6, panorama_max_tiles=2)
+        image = decode_image(header, min_side=side)  # as the worker does: JPEG DCT-scaled
+        return clip.prepare(image, tta=tta, panorama_max_ratio=2.6, panorama_max_tiles=2)
 
     def worker_path(pool: ThreadPoolExecutor | None, tta: bool = False) -> torch.Tensor:
         outs = []

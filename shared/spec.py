@@ -146,7 +146,13 @@ _CHANNELS = (
         512,
         "image",
         "npy",
-        _pp(tta="5-crop", panorama_max_ratio=2.6, normalize="l2"),
+        _pp(
+            tta="5-crop",
+            panorama_max_ratio=2.6,
+            panorama_max_tiles=2,  # wider images: 2 tiles, each squeezed to a square
+            decode="reduced, tile short side >= 2x resize",  # DCT-scaled / box-reduced before resizing
+            normalize="l2",
+        ),
         description="CLIP image embedding of an uploaded image (optional 5-crop TTA, panorama tiling)",
     ),
     Channel(

@@ -8,7 +8,10 @@ from the config's `preprocess_cfg`, i.e. it is bound to the weights (seed 001).
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +29,14 @@ from shared.models._loading import identity, precision_name, torch_dtype
 from shared.models.backend import l2_normalize
 
 TTA_RESIZE = 8 / 7  # 5-crop TTA: short side resized to image_size * 8/7 (256 for 224, 384 for 336)
+# decode_side: a tile's short side is decoded at >= this many times the model's resize target, so the
+# model's own (antialiased bicubic) resize still does the final downscale from a sharper bitmap
+DECODE_MARGIN = 2
+# Text before images on a CPU: an image pass runs in chunks of this many views and, between chunks,
+# waits (at most TEXT_YIELD_S) while a text pass runs, so a query shares the cores with one chunk
+# at most, not with a whole image job. On CUDA the chunk is the batch size (kernels interleave).
+CPU_IMAGE_CHUNK = 1
+TEXT_YIELD_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,9 @@ class ClipBackend:
         self.precision = precision_name(dtype)
         self.dims = dims
         self.views_encoded = 0
+        self._image_chunk = batch_size if device.startswith("cuda") else min(batch_size, CPU_IMAGE_CHUNK)
+        self._text_passes = 0
+        self._text_done = threading.Condition()
         cfg = model.visual.preprocess_cfg
         size = cfg["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
@@ -142,7 +156,12 @@ class ClipBackend:
         return self.embed_images(batch)
 
     def embed_images(
-        self, images: Sequence[Image.Image], *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+        self,
+        images: Sequence[Image.Image],
+        *,
+        tta: bool = False,
+        panorama_max_ratio: float | None = 2.6,
+        panorama_max_tiles: int | None = None,
     ) -> np.ndarray:
         """Embed PIL images -> float32 [n, dims], unit rows: `embed_prepared` of `prepare` of each.
 
@@ -150,23 +169,58 @@ class ClipBackend:
         image resized so its short side is image_size * 8/7), the 5 embeddings averaged and
         renormalised. panorama_max_ratio: an image whose long/short side ratio exceeds it is cut into
         `tile_count` square-ish tiles along the long side, each embedded (with TTA if on), averaged and
-        renormalised; None disables tiling. All crops of all images run as batched forward passes.
+        renormalised; None disables tiling. panorama_max_tiles: at most this many tiles (None: no
+        cap); an image that would need more is cut into that many tiles, each squeezed to a square
+        along the long side, so the views per image stay bounded (tiles x 5 with TTA). All crops of
+        all images run as batched forward passes.
         """
         return self.embed_prepared(
-            [self.prepare(image, tta=tta, panorama_max_ratio=panorama_max_ratio) for image in images]
+            [
+                self.prepare(
+                    image,
+                    tta=tta,
+                    panorama_max_ratio=panorama_max_ratio,
+                    panorama_max_tiles=panorama_max_tiles,
+                )
+                for image in images
+            ]
         )
 
+    def decode_side(
+        self,
+        width: int,
+        height: int,
+        *,
+        panorama_max_ratio: float | None = 2.6,
+        panorama_max_tiles: int | None = None,
+    ) -> int:
+        """The short side an image of this (header) size must be decoded at, at least, for `prepare`:
+        every tile it is cut into keeps a short side >= DECODE_MARGIN x the model's resize target
+        (image_size * 8/7, TTA's; plain preprocessing resizes to less). For `decode_image(min_side=)`."""
+        n = tile_count(width, height, panorama_max_ratio, panorama_max_tiles)
+        long, short = max(width, height), min(width, height)
+        tile_short = min(short, long / n)
+        return math.ceil(DECODE_MARGIN * round(self.image_size * TTA_RESIZE) * short / tile_short)
+
     def prepare(
-        self, image: Image.Image, *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+        self,
+        image: Image.Image,
+        *,
+        tta: bool = False,
+        panorama_max_ratio: float | None = 2.6,
+        panorama_max_tiles: int | None = None,
     ) -> PreparedImage:
         """Crop, resize and normalise one image into its views (CPU only; safe from any thread)."""
         if panorama_max_ratio is not None and panorama_max_ratio < 1:
             raise InvalidInput(f"must be >= 1 or None, got {panorama_max_ratio}", field="panorama_max_ratio")
+        if panorama_max_tiles is not None and panorama_max_tiles < 1:
+            raise InvalidInput(f"must be >= 1 or None, got {panorama_max_tiles}", field="panorama_max_tiles")
         if not isinstance(image, Image.Image):
             raise InvalidInput(f"a {type(image).__name__}, not an image", field="images")
-        image = image.convert("RGB")
+        if image.mode != "RGB":  # convert() copies even when the mode is already RGB
+            image = image.convert("RGB")
         views: list[torch.Tensor] = []
-        tiles = _panorama_tiles(image, panorama_max_ratio)
+        tiles = _panorama_tiles(image, panorama_max_ratio, panorama_max_tiles)
         for tile in tiles:
             if tta:
                 views.extend(self._to_tensor(crop) for crop in self._tta(tile))
@@ -194,8 +248,10 @@ class ClipBackend:
         out = np.zeros((0, self.dims), dtype=np.float32)
         chunks = []
         with torch.inference_mode():
-            for start in range(0, len(views), self._batch_size):
-                pixels = torch.stack(views[start : start + self._batch_size]).to(self.device, self._dtype)
+            for start in range(0, len(views), self._image_chunk):
+                with self._text_done:
+                    self._text_done.wait_for(lambda: self._text_passes == 0, timeout=TEXT_YIELD_S)
+                pixels = torch.stack(views[start : start + self._image_chunk]).to(self.device, self._dtype)
                 self.views_encoded += len(pixels)
                 chunks.append(self._model.encode_image(pixels).float().cpu().numpy())
         if chunks:
@@ -219,10 +275,17 @@ class ClipBackend:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self._batch_size):
-                tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
-                chunks.append(self._encode_text(tokens).float().cpu().numpy())
+        with self._text_done:
+            self._text_passes += 1
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(texts), self._batch_size):
+                    tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
+                    chunks.append(self._encode_text(tokens).float().cpu().numpy())
+        finally:
+            with self._text_done:
+                self._text_passes -= 1
+                self._text_done.notify_all()
         return l2_normalize(np.concatenate(chunks))
 
 
@@ -281,13 +344,23 @@ class _TrimmedText:
         return x @ t.text_projection
 
 
-def _panorama_tiles(image: Image.Image, max_ratio: float | None) -> list[Image.Image]:
+def _panorama_tiles(image: Image.Image, max_ratio: float | None, max_tiles: int | None) -> list[Image.Image]:
     w, h = image.size
-    n = tile_count(w, h, max_ratio)
+    n = tile_count(w, h, max_ratio, max_tiles)
     if n == 1:
         return [image]
-    long = max(w, h)
+    long, short = max(w, h), min(w, h)
     edges = [round(k * long / n) for k in range(n + 1)]
-    if w >= h:
-        return [image.crop((edges[k], 0, edges[k + 1], h)) for k in range(n)]
-    return [image.crop((0, edges[k], w, edges[k + 1])) for k in range(n)]
+    boxes = [(e0, 0, e1, h) if w >= h else (0, e0, w, e1) for e0, e1 in itertools.pairwise(edges)]
+    if n == math.ceil(long / short):
+        return [image.crop(box) for box in boxes]
+    # capped: each tile is wider than square; squeeze it to one, first by an integer box reduce
+    # along the long side (crop and reduce in one pass, cheap), then bicubic for the remainder
+    tiles = []
+    for box in boxes:
+        f = max(1, (box[2] - box[0] if w >= h else box[3] - box[1]) // short)
+        tile = image.reduce((f, 1) if w >= h else (1, f), box=box)
+        tiles.append(
+            tile if tile.size == (short, short) else tile.resize((short, short), Image.Resampling.BICUBIC)
+        )
+    return tiles

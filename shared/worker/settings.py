@@ -11,8 +11,10 @@ Every variable (all optional; the defaults are the production values):
     WORKER_CHANNELS           embed_item channels it serves        (all RunPod channels of shared.spec)
     ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
     PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
-    PANORAMA_MAX_TILES        most tiles per image; an image whose aspect ratio is beyond N:1 is
-                              refused from its header with media_error  (8)
+    PANORAMA_MAX_TILES        most panorama tiles per image; a wider image is cut into N tiles, each
+                              squeezed to a square, so an image costs at most N x 5 views (2)
+    MAX_IMAGE_ASPECT          an image whose aspect ratio is beyond N:1 is refused from its header
+                              with media_error (8)
     MAX_DOWNLOAD_BYTES        source size cap                      (2147483648)
     DOWNLOAD_TIMEOUT_S        download/upload time limit, seconds  (300)
     ALLOW_PRIVATE_URLS        allow loopback/private addresses     (0; only the local stack sets it)
@@ -35,7 +37,7 @@ Every variable (all optional; the defaults are the production values):
 
 The embed_item channels are the spec's contract: each channel's runner (shared.worker.channels)
 checks that the settings produce what `shared.spec` records for it (its fingerprint says so), e.g.
-the CLIP model, TTA and panorama ratio, otherwise start fails with ConfigError. The clip_text /
+the CLIP model, TTA, panorama ratio and tile cap, otherwise start fails with ConfigError. The clip_text /
 clip_image tasks may use any CLIP model.
 """
 
@@ -105,7 +107,8 @@ class WorkerSettings:
     channels: tuple[str, ...] = spec.RUNPOD_CHANNELS
     tta: bool = True
     panorama_max_ratio: float = 2.6
-    panorama_max_tiles: int = 8
+    panorama_max_tiles: int = 2
+    max_image_aspect: float = 8.0
     max_download_bytes: int = 2 * 1024**3
     download_timeout_s: float = 300.0
     allow_private_urls: bool = False
@@ -154,7 +157,8 @@ class WorkerSettings:
             ),
             tta=read_bool(env, "ENABLE_TTA", cls.tta),
             panorama_max_ratio=read(env, "PANORAMA_MAX_RATIO", _ratio, cls.panorama_max_ratio, "2.6"),
-            panorama_max_tiles=read(env, "PANORAMA_MAX_TILES", positive(int), cls.panorama_max_tiles, "8"),
+            panorama_max_tiles=read(env, "PANORAMA_MAX_TILES", positive(int), cls.panorama_max_tiles, "2"),
+            max_image_aspect=read(env, "MAX_IMAGE_ASPECT", _ratio, cls.max_image_aspect, "8"),
             max_download_bytes=read(
                 env, "MAX_DOWNLOAD_BYTES", positive(int), cls.max_download_bytes, "2147483648"
             ),

@@ -7,8 +7,10 @@ The image goes through the same CLIP image batcher as clip_image queries. Artifa
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from shared.errors import ConfigError
+from shared.media.image import reduce_at_decode
 from shared.worker.channels.base import (
     Artifact,
     ChannelRunner,
@@ -17,6 +19,22 @@ from shared.worker.channels.base import (
     check_clip_model,
     vector_artifact,
 )
+
+
+def decode_size(clip: Any, settings: Any, header: Any) -> tuple[int | None, int]:
+    """(min_side for decode_image, pixels of the bitmap its decoder allocates) for an opened image:
+    the short side the CLIP views need (ClipBackend.decode_side), from the header only; full size
+    when no CLIP model is loaded (nothing will read the image)."""
+    if clip is None:
+        return None, header.width * header.height
+    min_side = clip.decode_side(
+        header.width,
+        header.height,
+        panorama_max_ratio=settings.panorama_max_ratio,
+        panorama_max_tiles=settings.panorama_max_tiles,
+    )
+    width, height = reduce_at_decode(header, min_side)
+    return min_side, width * height
 
 
 class ImageClip(ChannelRunner):
@@ -43,11 +61,20 @@ class ImageClip(ChannelRunner):
                 f"PANORAMA_MAX_RATIO={settings.panorama_max_ratio} but channel {self.name} is specified "
                 f"with {pp['panorama_max_ratio']}; example: PANORAMA_MAX_RATIO={pp['panorama_max_ratio']}"
             )
+        if int(pp["panorama_max_tiles"]) != settings.panorama_max_tiles:
+            raise ConfigError(
+                f"PANORAMA_MAX_TILES={settings.panorama_max_tiles} but channel {self.name} is specified "
+                f"with {pp['panorama_max_tiles']}; example: PANORAMA_MAX_TILES={pp['panorama_max_tiles']}"
+            )
 
     async def compute(self, ctx: WorkerContext, decoded: Decoded) -> Artifact:
         clip, settings = ctx.models.clip, ctx.settings
         prepared = await asyncio.to_thread(
-            clip.prepare, decoded.image, tta=settings.tta, panorama_max_ratio=settings.panorama_max_ratio
+            clip.prepare,
+            decoded.image,
+            tta=settings.tta,
+            panorama_max_ratio=settings.panorama_max_ratio,
+            panorama_max_tiles=settings.panorama_max_tiles,
         )
         rows, _ = await ctx.image_batcher(settings.tta).submit([prepared])
         meta = {

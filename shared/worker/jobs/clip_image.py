@@ -1,10 +1,12 @@
 """clip_image: CLIP image vectors, with work bounded before anything is decoded.
 
 1. Each image is fetched (URL) or taken from base64, and its header checked: MAX_IMAGE_PIXELS and an
-   aspect ratio of at most PANORAMA_MAX_TILES:1 (media_error naming `input.images[i]`).
+   aspect ratio of at most MAX_IMAGE_ASPECT:1 (media_error naming `input.images[i]`).
 2. The job's pixels, summed from the headers, must fit JOB_MAX_PIXELS (payload_too_large).
-3. One image at a time, under the worker-wide pixel budget: decode, then prepare the model's views
-   (crops, TTA, panorama tiles) and drop the decoded image. Only the views wait for the batcher.
+3. One image at a time, under the worker-wide pixel budget: decode at the size the model needs
+   (`decode_size`: JPEG straight at 1/2-1/8, others reduced right after decoding; the budget holds
+   the bitmap the decoder allocates), then prepare the model's views (crops, TTA, at most
+   PANORAMA_MAX_TILES tiles) and drop the decoded image. Only the views wait for the batcher.
 
 Output: clip_text's shape plus `"tta"`.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import EmbeddingError, PayloadTooLarge
+from shared.worker.channels.image_clip import decode_size
 from shared.worker.faults import rescrubbed
 from shared.worker.jobs.clip_text import vectors_output
 from shared.worker.requests import ClipImageRequest
@@ -46,7 +49,7 @@ async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
                         open_image,
                         src,
                         max_pixels=settings.max_image_pixels,
-                        max_aspect=settings.panorama_max_tiles,
+                        max_aspect=settings.max_image_aspect,
                     )
                 )
             except EmbeddingError as e:
@@ -59,14 +62,19 @@ async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
                 field="input.images",
             )
         for i, header in enumerate(headers):
-            async with worker.budget.hold(header.width * header.height):
+            min_side, pixels = decode_size(clip, settings, header)
+            async with worker.budget.hold(pixels):
                 try:
-                    image = await asyncio.to_thread(decode_image, header)
+                    image = await asyncio.to_thread(decode_image, header, min_side=min_side)
                 except EmbeddingError as e:
                     raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
                 prepared.append(
                     await asyncio.to_thread(
-                        clip.prepare, image, tta=tta, panorama_max_ratio=settings.panorama_max_ratio
+                        clip.prepare,
+                        image,
+                        tta=tta,
+                        panorama_max_ratio=settings.panorama_max_ratio,
+                        panorama_max_tiles=settings.panorama_max_tiles,
                     )
                 )
                 del image

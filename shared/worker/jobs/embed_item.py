@@ -27,6 +27,7 @@ from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError
 from shared.worker.channels import RUNNERS
 from shared.worker.channels.base import SAMPLE_RATE, ChannelRunner, Decoded
+from shared.worker.channels.image_clip import decode_size
 from shared.worker.faults import failure, redact, rescrubbed
 from shared.worker.requests import EmbedItemRequest
 
@@ -96,6 +97,7 @@ async def _decode(
     held: contextlib.AsyncExitStack,
 ) -> Decoded:
     from shared.media import decode_audio, decode_image, open_image, probe, sample_frames
+    from shared.media.image import upright_size
 
     settings = worker.settings
     size, digest = await asyncio.to_thread(_file_facts, path)
@@ -103,11 +105,13 @@ async def _decode(
     needs = {r.needs for r in runners}
     if req.item.modality == "image":
         header = await asyncio.to_thread(
-            open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.panorama_max_tiles
+            open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect
         )
-        await held.enter_async_context(worker.budget.hold(header.width * header.height))
-        out.image = await asyncio.to_thread(decode_image, header)
-        out.facts.update(width=out.image.width, height=out.image.height)
+        width, height = upright_size(header)  # the source's, not the reduced decode's
+        min_side, pixels = decode_size(worker.models.clip, settings, header)
+        await held.enter_async_context(worker.budget.hold(pixels))
+        out.image = await asyncio.to_thread(decode_image, header, min_side=min_side)
+        out.facts.update(width=width, height=height)
         return out
     info = await asyncio.to_thread(probe, path, max_pixels=settings.max_video_pixels)  # not media: job fails
     out.duration = info.duration

@@ -184,3 +184,52 @@ def test_non_causal_text_tower_is_not_trimmed(tmp_path) -> None:
     backend = ClipBackend.load(folder, name="clip-vit-b-32")
     assert not backend.trims_text
     np.testing.assert_allclose(backend.embed_texts(TEXTS), full_context(backend, TEXTS), atol=1e-6)
+
+
+def test_panorama_tiles_are_capped_and_squeezed(clip: ClipBackend) -> None:
+    odd = picture(100, 900, seed=4)  # 9:1 upright: 2 tiles of 100x450, box-reduced to 100x112, then 100x100
+    tiles = [
+        odd.reduce((1, 4), box=(0, k * 450, 100, (k + 1) * 450)).resize((100, 100), Image.BICUBIC)
+        for k in (0, 1)
+    ]
+    np.testing.assert_allclose(
+        clip.embed_images([odd], panorama_max_tiles=2)[0],
+        l2_normalize(clip.embed_images(tiles, panorama_max_ratio=None).mean(axis=0)),
+        atol=1e-5,
+    )
+    pano = picture(800, 100, seed=3)  # 8:1 would be 8 tiles; capped at 2, each 400x100 -> 100x100
+    before = clip.views_encoded
+    capped = clip.embed_images([pano], tta=True, panorama_max_tiles=2)[0]
+    assert clip.views_encoded - before == 2 * 5
+    squeezed = [pano.reduce((4, 1), box=(k * 400, 0, (k + 1) * 400, 100)) for k in (0, 1)]
+    tiles = clip.embed_images(squeezed, tta=True, panorama_max_ratio=None)
+    np.testing.assert_allclose(capped, l2_normalize(tiles.mean(axis=0)), atol=1e-5)
+    before = clip.views_encoded
+    clip.embed_images([pano], tta=True)  # no cap: ceil(8) tiles
+    assert clip.views_encoded - before == 8 * 5
+
+
+@pytest.mark.parametrize(
+    ("size", "tiles", "side"),
+    [((4000, 3000), 1, 512), ((8000, 1000), 2, 512), ((2700, 1000), 2, 512), ((2800, 1000), 3, 549)],
+)
+def test_decode_side_keeps_every_tile_at_twice_the_resize(clip: ClipBackend, size, tiles, side) -> None:
+    from shared.media.image import tile_count
+
+    max_tiles = 2 if size != (2800, 1000) else 3
+    assert tile_count(*size, 2.6, max_tiles) == tiles
+    assert clip.decode_side(*size, panorama_max_ratio=2.6, panorama_max_tiles=max_tiles) == side
+
+
+def test_cpu_image_passes_run_one_view_at_a_time(clip: ClipBackend, monkeypatch) -> None:
+    """Between two views an image pass can yield to a text pass (counted: forward passes of 1)."""
+    sizes: list[int] = []
+    encode = clip._model.encode_image
+    monkeypatch.setattr(clip._model, "encode_image", lambda px: sizes.append(len(px)) or encode(px))
+    out = clip.embed_images(
+        [picture(300, 200, seed=1), picture(900, 200, seed=2)], tta=True, panorama_max_tiles=2
+    )
+    assert out.shape == (2, 512) and sizes == [1] * (5 + 2 * 5)
+    assert clip._text_passes == 0
+    clip.embed_texts(["still"])
+    assert clip._text_passes == 0

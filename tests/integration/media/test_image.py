@@ -113,3 +113,45 @@ def test_no_global_pillow_limit_is_changed() -> None:
 def test_corrupt_or_truncated(data: bytes, match: str) -> None:
     with pytest.raises(MediaError, match=match):
         load_image(data)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "size", "min_side", "decoded", "expected"),
+    [
+        ("JPEG", (4000, 3000), 512, (1000, 750), (1000, 750)),  # DCT 1/4: 375 < 512 rules out 1/8
+        ("JPEG", (8656, 5776), 512, (1082, 722), (1082, 722)),  # DCT 1/8
+        ("JPEG", (1000, 600), 512, (1000, 600), (1000, 600)),  # 300 < 512: full size
+        ("PNG", (4000, 3000), 512, (4000, 3000), (800, 600)),  # full decode, then reduce(5)
+        ("WEBP", (2100, 1100), 512, (2100, 1100), (1050, 550)),
+        ("PNG", (4000, 3000), None, (4000, 3000), (4000, 3000)),
+    ],
+)
+def test_decoded_at_the_size_asked_for(fmt, size, min_side, decoded, expected) -> None:
+    from shared.media import decode_image, open_image
+    from shared.media.image import reduce_at_decode
+
+    img = open_image(make_image_bytes(size, "RGB", fmt))
+    assert reduce_at_decode(img, min_side) == decoded  # the bitmap the decoder allocates, header only
+    assert reduce_at_decode(img, min_side) == decoded  # again: a no-op
+    out = decode_image(img, min_side=min_side)
+    assert out.size == expected and out.mode == "RGB"
+    assert min_side is None or min(out.size) >= min_side
+    assert marker_corner(np.asarray(out)) == "tl"
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("JPEG", "RGB"), ("PNG", "RGBA"), ("PNG", "P"), ("PNG", "I;16")])
+def test_reduced_decode_keeps_orientation_and_modes(fmt: str, mode: str) -> None:
+    from shared.media.image import open_image, upright_size
+
+    data = make_image_bytes((3200, 2400), mode, fmt, exif_orientation=6)
+    assert upright_size(open_image(data)) == (2400, 3200)
+    full = load_image(data)
+    small = load_image(data, min_side=512)
+    assert full.size == (2400, 3200) and small.mode == "RGB" and min(small.size) >= 512
+    assert small.size[0] < small.size[1]
+    if mode != "I;16":  # grey: no red marker to find
+        assert marker_corner(np.asarray(small)) == "tr"
+    # what the model sees: the reduced image resized to 256 matches the full one resized to 256
+    a = np.asarray(full.resize((256, 341), Image.BICUBIC), np.float32)
+    b = np.asarray(small.resize((256, 341), Image.BICUBIC), np.float32)
+    assert np.abs(a - b).mean() < 2.0

@@ -1,9 +1,10 @@
 """Work is bounded by policy, not by input: extreme image shapes through the real (dev) CLIP in one
 in-process Worker, with model views and decoded pixels COUNTED (never timed), while a clip_text
 query on the same worker still answers. Policy (shared.worker.settings, shared.media.image):
-an aspect ratio beyond PANORAMA_MAX_TILES:1 is refused from the header (media_error), as is more
+an aspect ratio beyond MAX_IMAGE_ASPECT:1 is refused from the header (media_error), as is more
 than MAX_IMAGE_PIXELS; a job's summed header pixels over JOB_MAX_PIXELS is payload_too_large;
-decodes in flight stay under WORKER_MAX_PIXELS; anything else costs at most tiles x 5 views."""
+decodes in flight stay under WORKER_MAX_PIXELS; anything else costs at most PANORAMA_MAX_TILES x 5
+views, and is decoded at the size those views need (a JPEG at 1/2-1/8 straight from the DCT)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from shared.worker.worker import Worker
 
 pytestmark = pytest.mark.integration
 
-MAX_TILES = 8
+MAX_TILES = 2
 TTA_VIEWS = 5
+MIN_SIDE = 2 * 256  # decoded short side: 2x the dev CLIP's TTA resize (224 * 8/7)
 WORKER_BUDGET = 60_000_000  # room for the 50 MP image, not for two of them
 
 
@@ -44,7 +46,9 @@ def images() -> dict[str, bytes]:
         "8to1": make_image_bytes((1600, 200), fmt="JPEG"),
         "9to1": make_image_bytes((1800, 200), fmt="JPEG"),
         "50mp": make_image_bytes((8660, 5773), fmt="JPEG"),
-        "2mp": make_image_bytes((1600, 1250), fmt="JPEG"),
+        "50mp-png": make_image_bytes((8660, 5773), fmt="PNG"),
+        "2mp": make_image_bytes((1600, 1250), fmt="PNG"),
+        "2mp-jpeg": make_image_bytes((1600, 1250), fmt="JPEG"),
         "claims-50mp": png_with_claimed_size(7000, 7000),
     }
 
@@ -99,15 +103,47 @@ def test_extreme_shapes_cost_bounded_views_or_a_clean_refusal(clip, images, tmp_
         if name in REFUSED:
             assert out["error"]["code"] == REFUSED[name], (name, out)
             assert out["error"]["field"] == "input.images[0]"
-            assert "PANORAMA_MAX_TILES" in out["error"]["message"]
+            assert "MAX_IMAGE_ASPECT" in out["error"]["message"]
         else:
             assert len(out["vectors"]) == 1 and out["tta"] is True, name
-            served_pixels += {"2x2": 4, "1x1": 1, "8to1": 1600 * 200, "50mp": 8660 * 5773}[name]
-    # views counted: 1 tile each for 2x2, 1x1 and the 50 MP photo, 8 tiles (the cap) for 8:1; x5 TTA
+            # the 50 MP JPEG decodes at 1/8 (5773 // 8 >= MIN_SIDE); the 8:1 strip's 200 px short side
+            # cannot shrink; tiny images are what they are
+            served_pixels += {"2x2": 4, "1x1": 1, "8to1": 1600 * 200, "50mp": 1083 * 722}[name]
+    # views counted: 1 tile each for 2x2, 1x1 and the 50 MP photo, 2 tiles (the cap) for 8:1; x5 TTA
     assert clip.views_encoded - views_before == (3 + MAX_TILES) * TTA_VIEWS
-    # decoded pixels counted: exactly the served images; the refused ones never reached a decoder
+    # decoded pixels counted: exactly the served images' bitmaps; the refused never reached a decoder
     assert worker.budget.stats.decoded == served_pixels
     assert worker.budget.stats.peak <= WORKER_BUDGET and worker.budget.stats.in_use == 0
+
+
+def test_a_50mp_png_is_decoded_at_full_size_then_reduced(clip, images, tmp_path):
+    """PNG has no reduced decode: the budget holds all 50 MP, the views are still 5."""
+    worker = make_worker(clip, tmp_path, MAX_IMAGE_BYTES=str(len(images["50mp-png"]) + 1))
+    views_before = clip.views_encoded
+    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["50mp-png"])}))
+    assert len(out["vectors"]) == 1
+    assert worker.budget.stats.decoded == 8660 * 5773
+    assert clip.views_encoded - views_before == TTA_VIEWS
+
+
+def test_jpegs_hold_only_their_reduced_bitmaps(clip, images, tmp_path):
+    worker = make_worker(clip, tmp_path)
+    out = asyncio.run(worker.handle({"id": "j", "input": clip_image([images["2mp-jpeg"]] * 4)}))
+    assert len(out["vectors"]) == 4
+    assert worker.budget.stats.decoded == 4 * 800 * 625  # 1/2 scale: 625 >= MIN_SIDE, 312 is not
+
+
+def test_panoramas_cost_at_most_max_tiles_views(clip, tmp_path):
+    worker = make_worker(clip, tmp_path)
+    shapes = [(1000, 1000), (2600, 1000), (2700, 1000), (4000, 1000), (1000, 8000), (8000, 1000)]
+    expected_tiles = [1, 1, 2, 2, 2, 2]
+    for (w, h), tiles in zip(shapes, expected_tiles, strict=True):
+        before = clip.views_encoded
+        out = asyncio.run(
+            worker.handle({"id": "p", "input": clip_image(make_image_bytes((w, h), fmt="JPEG"))})
+        )
+        assert len(out["vectors"]) == 1, (w, h)
+        assert clip.views_encoded - before == tiles * TTA_VIEWS, (w, h)
 
 
 def test_32_large_images_in_one_job_are_refused_from_their_headers(clip, images, tmp_path):
@@ -120,7 +156,7 @@ def test_32_large_images_in_one_job_are_refused_from_their_headers(clip, images,
 
 
 def test_32_images_in_one_job_decode_one_at_a_time_under_the_worker_budget(clip, images, tmp_path):
-    pixels = 1600 * 1250
+    pixels = 1600 * 1250  # PNG: decoded at full size, then reduced
     worker = make_worker(clip, tmp_path, WORKER_MAX_PIXELS=str(3 * pixels), MAX_IMAGE_PIXELS=str(3 * pixels))
     views_before = clip.views_encoded
 

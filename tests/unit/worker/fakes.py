@@ -61,10 +61,21 @@ class FakeClip(_Base):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self._rows("text", list(texts))
 
+    def decode_side(
+        self, width: int, height: int, *, panorama_max_ratio: float | None = 2.6, panorama_max_tiles=None
+    ) -> int:
+        return 512
+
     def prepare(
-        self, image: Any, *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+        self,
+        image: Any,
+        *,
+        tta: bool = False,
+        panorama_max_ratio: float | None = 2.6,
+        panorama_max_tiles: int | None = None,
     ) -> FakePrepared:
-        return FakePrepared(image_key(image), tta, tile_count(*image.size, panorama_max_ratio))
+        tiles = tile_count(*image.size, panorama_max_ratio, panorama_max_tiles)
+        return FakePrepared(image_key(image), tta, tiles)
 
     def embed_prepared(self, prepared: Sequence[FakePrepared]) -> np.ndarray:
         self.views_encoded += sum(len(p.views) for p in prepared)
@@ -74,10 +85,20 @@ class FakeClip(_Base):
         )
 
     def embed_images(
-        self, images: Sequence[Any], *, tta: bool = False, panorama_max_ratio: float | None = 2.6
+        self,
+        images: Sequence[Any],
+        *,
+        tta: bool = False,
+        panorama_max_ratio: float | None = 2.6,
+        panorama_max_tiles: int | None = None,
     ):
         return self.embed_prepared(
-            [self.prepare(i, tta=tta, panorama_max_ratio=panorama_max_ratio) for i in images]
+            [
+                self.prepare(
+                    i, tta=tta, panorama_max_ratio=panorama_max_ratio, panorama_max_tiles=panorama_max_tiles
+                )
+                for i in images
+            ]
         )
 
     def embed_frames(self, frames: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
