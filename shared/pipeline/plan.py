@@ -103,7 +103,8 @@ def _ordered(names: list[str]) -> tuple[str, ...]:
 
 
 def input_hashes(inputs: ItemInputs, channels: Iterable[str]) -> dict[str, str]:
-    """channel -> hash of exactly the inputs it reads (a derived channel: its dependencies' hashes)."""
+    """channel -> hash of exactly the inputs it reads (a derived channel: its dependencies' input hashes
+    and fingerprints)."""
     out: dict[str, str] = {}
     for name in _ordered(list(channels)):
         kind = input_kind(name)
@@ -112,7 +113,10 @@ def input_hashes(inputs: ItemInputs, channels: Iterable[str]) -> dict[str, str]:
         elif kind == "meta":
             out[name] = inputs.meta_hash or ""
         else:
-            out[name] = hash_of(name, *(out.get(d, "") for d in spec.CHANNELS[name].depends_on))
+            # a dependency's recipe is part of a derived channel's input: a new text_meta model re-runs
+            # text_fused too, even though no source changed
+            deps = spec.CHANNELS[name].depends_on
+            out[name] = hash_of(name, *(f"{out.get(d, '')}:{spec.CHANNELS[d].fingerprint}" for d in deps))
     return out
 
 

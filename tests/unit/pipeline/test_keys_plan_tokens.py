@@ -110,6 +110,22 @@ def test_input_hashes_are_per_input() -> None:
     assert a["text_meta"] != b["text_meta"] and a["text_fused"] != b["text_fused"]
 
 
+def test_a_dependency_recipe_change_reaches_its_derived_channels(monkeypatch) -> None:
+    import dataclasses
+    from types import MappingProxyType
+
+    chans = plan.applicable(inputs("video", meta=True), spec.CHANNELS)
+    before = plan.input_hashes(plan.ItemInputs("video", "m1", "t1"), chans)
+    meta = spec.CHANNELS["text_meta"]
+    changed = dataclasses.replace(
+        meta, preprocessing=MappingProxyType({**meta.preprocessing, "max_tokens": 128})
+    )
+    monkeypatch.setattr(spec, "CHANNELS", MappingProxyType({**spec.CHANNELS, "text_meta": changed}))
+    after = plan.input_hashes(plan.ItemInputs("video", "m1", "t1"), chans)
+    assert after["text_fused"] != before["text_fused"]  # text_fused re-runs on text_meta's new recipe
+    assert after["text_transcript"] == before["text_transcript"] and after["text_meta"] == before["text_meta"]
+
+
 def row(status: str, h: str = "m1", fp: str | None = None) -> dict:
     return {"status": status, "input_hash": h, "fingerprint": fp or spec.CHANNELS["video_clip"].fingerprint}
 
