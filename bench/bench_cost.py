@@ -24,11 +24,11 @@ import math
 import os
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.bench_pipeline import Timers
 from shared.dev.stack import LocalStack
 from shared.settings import DEFAULT_MODEL_DIR
 
@@ -47,25 +47,6 @@ PRICES = {
     "sqs_request": 0.40 / 1e6,
 }
 LAMBDA_GB = 1.0  # template.yaml: MemorySize 1024 for the orchestrators
-
-
-class Timers:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.seconds: dict[str, float] = collections.Counter()
-        self.calls: dict[str, int] = collections.Counter()
-
-    def wrap(self, name: str, fn: Any) -> Any:
-        def timed(event: Any, context: Any) -> dict:
-            started = time.perf_counter()
-            try:
-                return fn(event, context)
-            finally:
-                with self.lock:
-                    self.seconds[name] += time.perf_counter() - started
-                    self.calls[name] += 1
-
-        return timed
 
 
 def make_video(path: Path, seconds: float) -> Path:
@@ -120,9 +101,7 @@ def main() -> int:
     args = ap.parse_args()
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     m = measure(args.videos, args.seconds)
-    print(
-        f"\n{args.videos} x {args.seconds:.0f} s videos, local stack, real worker on CPU: {m['statuses']}"
-    )
+    print(f"\n{args.videos} x {args.seconds:.0f} s videos, local stack, real worker on CPU: {m['statuses']}")
     print("\nworker compute seconds per channel (mean per video, this CPU, dev models):")
     for ch, s in sorted(m["channel_s"].items()):
         print(f"  {ch:16s} {s:7.3f}")

@@ -32,18 +32,6 @@ from __future__ import annotations
 
 import os
 
-from aws_lambda_powertools import Logger, Metrics
+from shared.lambda_text.app import handler_from_env
 
-from shared.lambda_text import ObservabilitySettings, build_handler
-from shared.models.minilm_onnx import MiniLMOnnx
-from shared.settings import TextSettings
-
-SETTINGS = TextSettings.from_env(os.environ)
-OBSERVABILITY = ObservabilitySettings.from_env(os.environ)
-logger = Logger(service=OBSERVABILITY.service)
-metrics = Metrics(namespace=OBSERVABILITY.namespace, service=OBSERVABILITY.service)
-
-MODEL = MiniLMOnnx.load(SETTINGS)
-MODEL.warmup()
-
-handler = build_handler(MODEL, SETTINGS, logger=logger, metrics=metrics, observability=OBSERVABILITY)
+handler = handler_from_env(os.environ)

@@ -380,7 +380,6 @@ class Pump:
         visibility_s: int = 2,
         sweep_every_s: float = 0.5,
         batch_size: int = 10,
-        fault: Callable[[list[dict]], None] | None = None,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -390,7 +389,6 @@ class Pump:
         self.visibility_s = visibility_s
         self.sweep_every_s = sweep_every_s
         self.batch_size = batch_size
-        self.fault = fault  # test/bench hook: may raise to kill an invocation mid-batch
         self.stopping = threading.Event()
         self.batches = 0
         self.failures = 0
@@ -423,8 +421,6 @@ class Pump:
             return 0
         self.batches += 1
         try:
-            if self.fault is not None:
-                self.fault(got)
             out = self.on_upload(sqs_event(got, self.queue_arn), _Context("on_upload"))
         except Exception as e:  # like Lambda: a crashed invocation deletes nothing; SQS redelivers
             self.crashes += 1
@@ -476,7 +472,6 @@ class LocalStack:
         overrides: Mapping[str, str] | None = None,
         sweep_every_s: float = 0.5,
         pump: bool = True,
-        fault: Callable[[list[dict]], None] | None = None,
         log_dir: Path | None = None,
         wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
     ) -> None:
@@ -487,7 +482,6 @@ class LocalStack:
         self.overrides = {**LOCAL_OVERRIDES, **(overrides or {})}
         self.sweep_every_s = sweep_every_s
         self.with_pump = pump
-        self.fault = fault
         self.log_dir = log_dir
         self.moto: MotoServer | None = None
         self.worker: LocalRunpodWorker | None = None
@@ -569,7 +563,6 @@ class LocalStack:
                 self.handlers["on_upload"],
                 self.handlers["sweeper"],
                 sweep_every_s=self.sweep_every_s,
-                fault=self.fault,
             ).start()
         return self
 

@@ -202,23 +202,14 @@ def _invoke(function: str, event_file: Path, endpoints: Path) -> dict[str, Any]:
     raw = event_file.read_text().replace("media-bucket", ep["MEDIA_BUCKET"])
     event = json.loads(raw)
     if function == "embed_text":
-        handler = _embed_text_handler(env)
+        from shared.lambda_text.app import handler_from_env
+
+        handler = handler_from_env(env)
     else:  # the function's own log lines go to stderr; its response is what `se invoke` prints
         handler = lambdas.build(function, env, log_stream=sys.stderr)
     from shared.dev.stack import _Context
 
     return handler(event, _Context(function))
-
-
-def _embed_text_handler(env: Mapping[str, str]) -> Any:
-    from shared.lambda_text import ObservabilitySettings, build_handler
-    from shared.models.minilm_onnx import MiniLMOnnx
-    from shared.settings import TextSettings
-
-    settings = TextSettings.from_env(env)
-    return build_handler(
-        MiniLMOnnx.load(settings), settings, observability=ObservabilitySettings.from_env(env)
-    )
 
 
 # ---------------------------------------------------------------------- se demo

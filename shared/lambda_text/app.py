@@ -167,6 +167,21 @@ def build_handler(
     )
 
 
+def handler_from_env(env: Mapping[str, str]) -> Handler:
+    """The embed-text handler as the function builds it at init: settings from `env`, the model loaded
+    and warmed up once from MODEL_DIR, Powertools Logger/Metrics. handlers.aws_lambda.embed_text calls it
+    with os.environ; `se invoke embed_text` with the environment template.yaml gives the function."""
+    from shared.models.minilm_onnx import MiniLMOnnx
+
+    settings = TextSettings.from_env(env)
+    obs = ObservabilitySettings.from_env(env)
+    logger = Logger(service=obs.service)
+    metrics = Metrics(namespace=obs.namespace, service=obs.service)
+    model = MiniLMOnnx.load(settings)
+    model.warmup()
+    return build_handler(model, settings, logger=logger, metrics=metrics, observability=obs)
+
+
 def report_self_check(model: TextModel, logger: Logger, namespace: str, service: str) -> None:
     """Log the model's load-time self-check once and emit it as metrics (flushed now, not per request)."""
     check = getattr(model, "self_check", None)
