@@ -69,7 +69,11 @@ def check_id(value: str, what: str) -> str:
 
 def parse_key(key: str) -> SourceKey:
     """`uploads/{owner}/{item}/{file}` or `persons/{owner}/{person}/{photo}`, validated."""
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_CHARS:
+    try:
+        encoded = key.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no S3 key can hold it
+        raise InvalidKey("the object key is not valid UTF-8") from None
+    if len(encoded) > MAX_KEY_CHARS:
         raise InvalidKey("the object key is longer than S3 allows")
     if any(ord(c) < 0x20 or c == "\x7f" or c == "\\" for c in key):
         raise InvalidKey("the object key contains control characters or a backslash")

@@ -58,6 +58,7 @@ def test_parse_key(key: str, kind: str, role: str, modality: str | None) -> None
         "uploads/o/i/x.exe",
         "persons/o/p/voice.wav",
         "uploads/o/i/" + "x" * 300 + ".mp4",
+        "uploads/o/i/a\ud800b.mp4",
     ],
 )
 def test_bad_keys_are_refused_without_echoing_them(key: str) -> None:
