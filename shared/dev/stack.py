@@ -406,6 +406,7 @@ class Pump:
         visibility_s: int = 2,
         sweep_every_s: float = 0.5,
         batch_size: int = 10,
+        workers: int = 1,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -419,10 +420,10 @@ class Pump:
         self.batches = 0
         self.failures = 0
         self.crashes = 0
+        # `workers` concurrent invocations, as Lambda's event source mapping runs several at once
         self.threads = [
-            threading.Thread(target=self._pump, name="sqs-pump", daemon=True),
-            threading.Thread(target=self._sweep, name="sweeper", daemon=True),
-        ]
+            threading.Thread(target=self._pump, name=f"sqs-pump-{i}", daemon=True) for i in range(workers)
+        ] + [threading.Thread(target=self._sweep, name="sweeper", daemon=True)]
 
     def start(self) -> Pump:
         for t in self.threads:
@@ -500,7 +501,9 @@ class LocalStack:
         pump: bool = True,
         log_dir: Path | None = None,
         wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
+        pump_workers: int = 1,
     ) -> None:
+        self.pump_workers = pump_workers
         self.wrap = wrap  # bench hook: wraps each function's handler (timing, fault injection)
         self.model_dir = Path(model_dir)
         self.runpod_url = runpod_url
@@ -596,6 +599,7 @@ class LocalStack:
                 self.handlers["on_upload"],
                 self.handlers["sweeper"],
                 sweep_every_s=self.sweep_every_s,
+                workers=self.pump_workers,
             ).start()
             self.reprocess_pump = Pump(
                 self.moto.client("sqs"),
@@ -603,6 +607,7 @@ class LocalStack:
                 res.arn("ReprocessQueue"),
                 self.handlers["reprocess"],
                 None,
+                workers=self.pump_workers,
             ).start()
         return self
 

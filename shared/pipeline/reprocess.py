@@ -512,7 +512,8 @@ class Reprocessor:
             log.exception("reprocess %s: %s/%s internal fault", run_id, owner_id, item_id)
             self.runs.count_item(run_id, owner_id, item_id, "failed")
             return "failed"
-        if out.action in ("noop", "lambda", "skipped"):
+        waiting = bool(out.rows and (out.rows[0] or {}).get("dispatch_state"))  # a retry's backoff
+        if out.action in ("noop", "lambda", "skipped") and not waiting:
             # finished here (or nothing left): counted now unless completion already counted it
             self.runs.count_item(run_id, owner_id, item_id, "skipped" if out.action == "skipped" else "done")
         return out.action
