@@ -13,6 +13,8 @@
     se upload FILE --owner O --item I          put_object to uploads/O/I/FILE on the running stack
     se status [--owner O] [--item I] [--json]  items x channels from the ledger
     se invoke FUNCTION --event FILE            one template.yaml function in-process against the stack
+    se admin [--url URL] [--port N]            the operator's admin console on 127.0.0.1, signing its
+                                               calls to the reprocess function URL (local stack default)
 
 MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
 """
@@ -199,6 +201,46 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    from shared.admin import server as admin
+
+    keys = None
+    region = args.region
+    url = args.url
+    if url is None:  # the local stack's reprocess function URL, signed with its placeholder keys
+        from shared.dev.stack import ENDPOINTS_FILE
+
+        if not ENDPOINTS_FILE.is_file():
+            print(
+                f"error: no --url and no local stack ({ENDPOINTS_FILE}): `se stack up` first", file=sys.stderr
+            )
+            return 1
+        ep = json.loads(ENDPOINTS_FILE.read_text())
+        url = ep.get("ReprocessFunctionUrl") or (ep.get("function_urls") or {}).get("reprocess")
+        if not url:
+            print("error: the local stack has no reprocess function URL", file=sys.stderr)
+            return 1
+        keys = {
+            k: ep[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in ep
+        }
+    credentials, session_region = admin.credentials_from_session(args.profile, keys)
+    try:
+        region = region or session_region or admin.region_of(url) or ""
+        srv = admin.AdminServer(url, credentials, region, port=args.port)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"admin console: {srv.url}  (API {srv.function_url}, region {srv.region}; Ctrl-C stops it)",
+        flush=True,
+    )
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):
+        srv.serve_forever()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="se", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -248,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text"])
     s.add_argument("--event", required=True, help="a sample event (infra/events/...)")
     s.set_defaults(func=cmd_invoke)
+
+    s = sub.add_parser("admin", help="the admin console on 127.0.0.1 (signs calls to the reprocess URL)")
+    s.add_argument(
+        "--url", help="the reprocess function URL of a deployed stack (default: the local stack's)"
+    )
+    s.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
+    s.add_argument("--region", help="signing region (default: the AWS session's / AWS_DEFAULT_REGION)")
+    s.add_argument("--profile", help="AWS profile to sign with (default: botocore's credential chain)")
+    s.set_defaults(func=cmd_admin)
 
     s = sub.add_parser("demo", help="the main job (README)")
     s.add_argument("--text-only", action="store_true", help="only the Lambda text path (no worker)")
