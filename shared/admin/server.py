@@ -260,7 +260,10 @@ class AdminServer:
         headers = {"Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/json"
-        signed = self._sign(method, url, body, self.credentials, self.region, headers)
+        creds = self.credentials
+        if hasattr(creds, "get_frozen_credentials"):  # one consistent key set per request, as botocore does
+            creds = creds.get_frozen_credentials()
+        signed = self._sign(method, url, body, creds, self.region, headers)
         # only what was signed goes out (urllib adds Host from the URL, as botocore signed it)
         out = {k: v for k, v in signed.items() if k.lower() != "host"}
         req = urllib.request.Request(url, data=body if method == "POST" else None, headers=out, method=method)
@@ -272,6 +275,8 @@ class AdminServer:
         except (urllib.error.URLError, TimeoutError, OSError) as e:
             reason = getattr(e, "reason", e)
             return 502, error_body("upstream_unreachable", f"the admin API did not answer: {reason}")
+        if not 200 <= status < 600 or 300 <= status < 400:  # a redirect is never followed nor passed on
+            return 502, error_body("upstream_redirect", f"the admin API answered {status}")
         if len(data) > MAX_RESPONSE:
             return 502, error_body("upstream_too_large", "the admin API's answer is too large")
         try:

@@ -4,8 +4,10 @@ Against a stand-in function URL that checks SigV4 as the local stack's does (loo
 from __future__ import annotations
 
 import http.client
+import http.server
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -215,3 +217,50 @@ def test_upstream_down_is_a_clear_502():
     with admin.AdminServer(f"http://127.0.0.1:{port}/reprocess", CREDS, REGION, timeout_s=2) as srv:
         status, _, body = call(srv, "GET", "/api/owners")
     assert status == 502 and json.loads(body)["error"]["code"] == "upstream_unreachable"
+
+
+def test_a_redirect_is_not_followed_with_the_signature():
+    hits: list[str] = []
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(307)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_address[1]}/elsewhere")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    up = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=up.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        with admin.AdminServer(f"http://127.0.0.1:{up.server_address[1]}/fn", CREDS, REGION) as srv:
+            status, _, body = call(srv, "GET", "/api/owners")
+    finally:
+        up.shutdown()
+        up.server_close()
+    assert (
+        hits == ["/fn/owners"] and status == 502 and json.loads(body)["error"]["code"] == "upstream_redirect"
+    )
+
+
+def test_refreshable_credentials_are_frozen_per_request(api: FakeApi):
+    from botocore.credentials import RefreshableCredentials
+
+    calls = []
+
+    def refresh() -> dict[str, str]:
+        calls.append(1)
+        return {
+            "access_key": CREDS.access_key,
+            "secret_key": CREDS.secret_key,
+            "token": "session-token",
+            "expiry_time": "2999-01-01T00:00:00Z",
+        }
+
+    creds = RefreshableCredentials.create_from_metadata(refresh(), refresh, "test")
+    with admin.AdminServer(api.url, creds, REGION) as srv:
+        assert call(srv, "GET", "/api/owners")[0] == 200
+    assert api.requests[-1]["headers"]["X-Amz-Security-Token"] == "session-token"
