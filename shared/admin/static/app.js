@@ -68,6 +68,7 @@
   const state = {
     owner: "",
     trackedRun: null,      // the run the form started (run panel)
+    trackedSince: 0,
     pending: null,         // the request the shown estimate is for
     lastRuns: "", lastOwners: "", lastItems: "", lastQuarantined: "",
     anyActive: false,
@@ -140,7 +141,14 @@
 
   async function refreshTrackedRun() {
     if (!state.trackedRun) return;
-    const run = await api("GET", "/runs/" + encodeURIComponent(state.trackedRun));
+    let run;
+    try {
+      run = await api("GET", "/runs/" + encodeURIComponent(state.trackedRun));
+    } catch (err) {
+      // the run row may be written just after the 202: a 404 in the first seconds is not an error
+      if (err.status === 404 && Date.now() - state.trackedSince < 15000) return;
+      throw err;
+    }
     renderTrackedRun(run);
     if (run.status === "finished") {
       state.trackedRun = null;
@@ -259,11 +267,12 @@
       msg.textContent = `replay of ${itemId} queued: run ${fmt(out.run_id)} (spec ${fmt(out.spec_version)})`;
       msg.dataset.runId = out.run_id || "";
       clearError();
-      await refreshRuns();
     } catch (err) {
       btn.disabled = false;
       showError(err, `replay ${itemId}`);
+      return;
     }
+    refreshRuns().catch((err) => showError(err, "runs"));
   }
 
   // ------------------------------------------------------------------ the reprocess form
@@ -361,15 +370,18 @@
       const out = await api("POST", "/reprocess", { ...req, dry_run: false });
       dropEstimate();
       state.trackedRun = out.run_id || null;
+      state.trackedSince = Date.now();
       renderTrackedRun({ ...out, status: "planning", planned: out.item_count, done: 0, failed: 0, skipped: 0,
         owner_id: req.owner_id, item_id: req.item_id, since: req.since, force: req.force });
       $("run-message").textContent = fmt(out.message);
       clearError();
-      await Promise.all([refreshTrackedRun(), refreshRuns()]);
     } catch (err) {
       btn.disabled = false;
       formError(err);
+      return;
     }
+    refreshTrackedRun().catch((err) => showError(err, "run"));
+    refreshRuns().catch((err) => showError(err, "runs"));
   }
 
   // ------------------------------------------------------------------ polling

@@ -264,3 +264,42 @@ def test_refreshable_credentials_are_frozen_per_request(api: FakeApi):
     with admin.AdminServer(api.url, creds, REGION) as srv:
         assert call(srv, "GET", "/api/owners")[0] == 200
     assert api.requests[-1]["headers"]["X-Amz-Security-Token"] == "session-token"
+
+
+def test_se_admin_signs_with_the_operators_credential_chain(api: FakeApi, tmp_path):
+    """`se admin --url ...` as an operator runs it: credentials and region from the environment."""
+    import os
+    import subprocess
+    import sys
+
+    from shared.settings import REPO_ROOT
+
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("HOME", "PYTHONPATH")
+    }
+    env.update(
+        HOME=str(tmp_path),  # no ~/.aws of this machine's
+        PYTHONPATH=str(REPO_ROOT),
+        AWS_ACCESS_KEY_ID=CREDS.access_key,
+        AWS_SECRET_ACCESS_KEY=CREDS.secret_key,
+        AWS_DEFAULT_REGION=REGION,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "admin", "--url", api.url, "--port", "0"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("admin console: http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url + "api/owners", timeout=10) as resp:
+            assert [o["owner_id"] for o in json.loads(resp.read())["owners"]] == ["o1"]
+        assert api.requests[-1]["akid"] == CREDS.access_key
+        assert CREDS.secret_key not in line
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
