@@ -211,6 +211,43 @@ def test_page_escapes_ledger_values_and_names_the_bad_field(tmp_path: Path) -> N
         api.stop()
 
 
+def test_page_flow_against_the_stand_in_api(tmp_path: Path) -> None:
+    """The same flow as on the local stack, against the stand-in: estimate, confirm, progress, replay."""
+    from tests.unit.admin.fake_api import REGION, SECRETS, SPEC, FakeApi, item
+
+    api = FakeApi().start()
+    api.items["o1"].append(item("q1", "QUARANTINED", {"code": "worker_error", "message": "boom"}))
+    try:
+        with (
+            AdminServer(api.url, Credentials(*next(iter(SECRETS.items()))), REGION) as srv,
+            chromium(tmp_path) as d,
+        ):
+            d.get(srv.url)
+            wait_for("the quarantined row", lambda: css(d, '#quarantined-body tr[data-item-id="q1"]'))
+            fill_form(d, "owner", owner="o1", force=True)
+            click_estimate_and_wait(d)
+            assert estimate_on_page(d)["item_count"] == "3" and api.runs == []
+            assert css(d, "#rp-confirm").text == f"Confirm: reprocess 3 items (spec {SPEC})"
+            css(d, "#rp-confirm").click()
+            wait_for("the run to finish", lambda: css(d, "#run-status").text == "finished")
+            assert css(d, "#run-spec").text == SPEC and css(d, "#run-counts").text.startswith("3/3 done")
+            assert [r["force"] for r in api.runs] == [True]
+            css(d, '#quarantined-body button.replay[data-item-id="q1"]').click()
+            run_id = wait_for(
+                "the replay's run", lambda: css(d, "#replay-message").get_attribute("data-run-id")
+            )
+            wait_for(
+                "the replay to finish",
+                lambda: css(d, f'#runs-body tr[data-run-id="{run_id}"][data-status="finished"]'),
+            )
+            wait_for("q1 COMPLETE", lambda: items_on_page(d)["q1"]["status"] == "COMPLETE")
+            wait_for("an empty quarantine list", lambda: css(d, "#quarantined-empty").is_displayed())
+            assert page_errors(d) == []
+            save_screenshot(d, tmp_path / "admin-console-stand-in.png")
+    finally:
+        api.stop()
+
+
 # ---------------------------------------------------------------------- the page against the local stack
 
 
