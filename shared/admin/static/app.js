@@ -187,6 +187,11 @@
     if (!state.owner && owners.length === 1) selectOwner(String(owners[0].owner_id));
   }
 
+  function errorText(err) {
+    if (err && typeof err === "object") return `${fmt(err.code)}: ${fmt(err.message)}`;
+    return fmt(err);
+  }
+
   function channelList(channels) {
     const ul = el("ul", { class: "channels" });
     for (const [name, ch] of Object.entries(channels || {})) {
@@ -198,7 +203,7 @@
         el("span", { class: "ch-attempts", title: "attempts" }, fmt(c.attempts)),
         c.dims ? el("span", { class: "muted" }, ` · ${c.dims}d`) : null,
         c.spec_version ? el("span", { class: "muted ch-spec" }, ` · ${c.spec_version}`) : null,
-        err ? el("div", { class: "ch-error" }, `${fmt(err.code)}: ${fmt(err.message)}`) : null,
+        err ? el("div", { class: "ch-error" }, errorText(err)) : null,
       ));
     }
     return ul;
@@ -207,11 +212,12 @@
   function renderItems(items) {
     $("items-body").replaceChildren(...items.map((it) => el("tr", { "data-item-id": it.item_id, "data-status": it.status },
       el("td", {}, el("code", {}, fmt(it.item_id))),
-      el("td", {}, fmt(it.kind)),
+      el("td", {}, fmt(it.kind), it.person_id ? el("div", { class: "muted" }, `person ${it.person_id}`) : null),
       el("td", { class: `item-status st-${String(it.status || "").toLowerCase()}` }, fmt(it.status)),
       el("td", { class: "item-attempts" }, fmt(it.attempts)),
       el("td", {}, fmt(it.updated_at)),
       el("td", {}, it.quarantine_reason ? el("div", { class: "ch-error item-reason" }, it.quarantine_reason) : null,
+        it.last_error && it.status !== "COMPLETE" ? el("div", { class: "ch-error item-last-error" }, errorText(it.last_error)) : null,
         channelList(it.channels)),
     )));
     show($("items-empty"), items.length === 0);
