@@ -252,7 +252,7 @@ def test_page_flow_against_the_stand_in_api(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def stack_with_quarantine(dev_model_dir: Path) -> Iterator[tuple[Any, Any, dict[str, Any]]]:
+def stack_with_quarantine(dev_model_dir: Path) -> Iterator[tuple[Any, Any, dict[str, Any], Any]]:
     """The local stack on the RunPod-API stand-in: owner `adm` with two COMPLETE photos and one item
     quarantined by injected worker failures (faults off again afterwards)."""
     from shared.aws.ledger import Ledger
@@ -282,7 +282,7 @@ def stack_with_quarantine(dev_model_dir: Path) -> Iterator[tuple[Any, Any, dict[
         for i in ("p1", "p2"):
             s3.put_object(Bucket=ep["MEDIA_BUCKET"], Key=f"uploads/adm/{i}/photo.png", Body=photo)
         wait_items({"p1": "COMPLETE", "p2": "COMPLETE"})
-        yield stack, ledger, ep
+        yield stack, ledger, ep, standin
 
 
 def ledger_view(ledger: Any, owner: str) -> dict[str, dict[str, Any]]:
@@ -300,7 +300,7 @@ def ledger_view(ledger: Any, owner: str) -> dict[str, dict[str, Any]]:
 def test_admin_console_on_the_local_stack(stack_with_quarantine, tmp_path: Path) -> None:
     from shared import spec
 
-    stack, ledger, ep = stack_with_quarantine
+    stack, ledger, ep, standin = stack_with_quarantine
     url = ep.get("ReprocessFunctionUrl") or (ep.get("function_urls") or {}).get("reprocess")
     if not url:
         pytest.skip("the local stack has no reprocess function URL yet")
@@ -331,6 +331,31 @@ def test_admin_console_on_the_local_stack(stack_with_quarantine, tmp_path: Path)
         assert row.find_element("css selector", ".item-reason").text == f"injected fault {XSS}"
         assert d.execute_script("return window.__xss === undefined") and css_all(d, "main img") == []
 
+        # replay the quarantined item from its button: it runs again, and comes back COMPLETE
+        jobs_before = standin.jobs_by_item[("adm", "broken")]
+        css(d, '#quarantined-body button.replay[data-item-id="broken"]').click()
+        replay_run = wait_for(
+            "the replay's run id", lambda: css(d, "#replay-message").get_attribute("data-run-id")
+        )
+        wait_for(
+            "the replay to finish",
+            lambda: css(d, f'#runs-body tr[data-run-id="{replay_run}"][data-status="finished"]'),
+        )
+        wait_for("broken to be COMPLETE", lambda: ledger.item("adm", "broken")["status"] == "COMPLETE", 30)
+        assert standin.jobs_by_item[("adm", "broken")] == jobs_before + 1  # one new GPU job
+        wait_for("the page to agree with the ledger", lambda: items_on_page(d) == ledger_view(ledger, "adm"))
+        wait_for("an empty quarantine list", lambda: css(d, "#quarantined-empty").is_displayed())
+
+        # the API's 4xx name their field, next to the form
+        for form, field in (
+            (dict(owner="nobody"), "owner_id"),
+            (dict(owner="adm", since="yesterday"), "since"),
+        ):
+            fill_form(d, "owner", **form)
+            click_estimate_and_wait(d)
+            assert css(d, "#rp-field-error").text.startswith(f"{field}: "), css(d, "#rp-field-error").text
+            assert not css(d, "#estimate").is_displayed()
+
         # the dry run first: what the page shows is the API's estimate; nothing changes
         before = ledger_view(ledger, "adm")
         fill_form(d, "owner", owner="adm", force=True)
@@ -347,7 +372,8 @@ def test_admin_console_on_the_local_stack(stack_with_quarantine, tmp_path: Path)
         assert shown["item_count"] == str(est["item_count"]) and shown["channel_count"] == str(
             est["channel_count"]
         )
-        assert 1 <= est["item_count"] <= len(before)
+        assert est["item_count"] == len(before) == 3  # forced: every item, none in flight
+        assert est["skipped"] == {"in_flight": 0, "current": 0}
         assert ledger_view(ledger, "adm") == before
         save_screenshot(d, tmp_path / "admin-console-estimate.png")
 
@@ -365,22 +391,8 @@ def test_admin_console_on_the_local_stack(stack_with_quarantine, tmp_path: Path)
         )
         assert run["done"] + run["failed"] + run["skipped"] == run["planned"] == est["item_count"]
         runs_row = wait_for("the run's row", lambda: css(d, f'#runs-body tr[data-run-id="{run_id}"]'))
-        assert runs_row.get_attribute("data-status") == "finished"
-
-        # replay the quarantined item from its button: it runs again, and comes back COMPLETE
-        attempts_before = int(ledger.item("adm", "broken")["attempts"])
-        css(d, '#quarantined-body button.replay[data-item-id="broken"]').click()
-        replay_run = wait_for(
-            "the replay's run id", lambda: css(d, "#replay-message").get_attribute("data-run-id")
-        )
-        assert replay_run != run_id
-        wait_for(
-            "the replay to finish",
-            lambda: css(d, f'#runs-body tr[data-run-id="{replay_run}"][data-status="finished"]'),
-        )
-        wait_for("broken to be COMPLETE", lambda: ledger.item("adm", "broken")["status"] == "COMPLETE", 30)
-        assert int(ledger.item("adm", "broken")["attempts"]) > attempts_before
+        assert runs_row.get_attribute("data-status") == "finished" and run_id != replay_run
         wait_for("the page to agree with the ledger", lambda: items_on_page(d) == ledger_view(ledger, "adm"))
-        wait_for("an empty quarantine list", lambda: css(d, "#quarantined-empty").is_displayed())
+        assert {i["status"] for i in ledger_view(ledger, "adm").values()} == {"COMPLETE"}
         assert page_errors(d) == []
         save_screenshot(d, tmp_path / "admin-console.png")  # docs/admin-console.png is one such, committed
