@@ -202,31 +202,19 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
+    import contextlib
+
     from shared.admin import server as admin
 
-    keys = None
-    region = args.region
-    url = args.url
-    if url is None:  # the local stack's reprocess function URL, signed with its placeholder keys
+    endpoints = None
+    if args.url is None:  # the local stack's reprocess function URL
         from shared.dev.stack import ENDPOINTS_FILE
 
-        if not ENDPOINTS_FILE.is_file():
-            print(
-                f"error: no --url and no local stack ({ENDPOINTS_FILE}): `se stack up` first", file=sys.stderr
-            )
-            return 1
-        ep = json.loads(ENDPOINTS_FILE.read_text())
-        url = ep.get("ReprocessFunctionUrl") or (ep.get("function_urls") or {}).get("reprocess")
-        if not url:
-            print("error: the local stack has no reprocess function URL", file=sys.stderr)
-            return 1
-        keys = {
-            k: ep[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION") if k in ep
-        }
-    credentials, session_region = admin.credentials_from_session(args.profile, keys)
+        endpoints = ENDPOINTS_FILE
     try:
-        region = region or session_region or admin.region_of(url) or ""
-        srv = admin.AdminServer(url, credentials, region, port=args.port)
+        srv = admin.console(
+            args.url, port=args.port, region=args.region, profile=args.profile, endpoints=endpoints
+        )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -234,8 +222,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
         f"admin console: {srv.url}  (API {srv.function_url}, region {srv.region}; Ctrl-C stops it)",
         flush=True,
     )
-    import contextlib
-
     with contextlib.suppress(KeyboardInterrupt):
         srv.serve_forever()
     return 0

@@ -363,6 +363,41 @@ def region_of(function_url: str) -> str | None:
     return m.group(1) if m else None
 
 
+def console(
+    url: str | None,
+    *,
+    port: int = 0,
+    region: str | None = None,
+    profile: str | None = None,
+    endpoints: Path | None = None,
+) -> AdminServer:
+    """The console `se admin` serves: for `url` (a deployed stack's function URL) with the operator's
+    credentials from botocore's chain (`profile`, env, SSO, instance role), or, without `url`, for the
+    local stack's `ReprocessFunctionUrl` in `endpoints` with the stack's placeholder keys. ValueError
+    says what is missing."""
+    import botocore.exceptions
+
+    keys = None
+    if url is None:
+        if endpoints is None or not endpoints.is_file():
+            raise ValueError(f"no --url and no local stack ({endpoints}): `se stack up` first, or pass --url")
+        ep = json.loads(endpoints.read_text())
+        url = ep.get("ReprocessFunctionUrl") or (ep.get("function_urls") or {}).get("reprocess")
+        if not url:
+            raise ValueError(f"the local stack's {endpoints.name} has no ReprocessFunctionUrl")
+        if ep.get("AWS_ACCESS_KEY_ID") and ep.get("AWS_SECRET_ACCESS_KEY"):
+            keys = {
+                k: ep[k]
+                for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+                if k in ep
+            }
+    try:
+        credentials, session_region = credentials_from_session(profile, keys)
+    except botocore.exceptions.BotoCoreError as e:
+        raise ValueError(f"AWS credentials: {e}") from None
+    return AdminServer(url, credentials, region or session_region or region_of(url) or "", port=port)
+
+
 def credentials_from_session(
     profile: str | None = None, keys: Mapping[str, str] | None = None
 ) -> tuple[Any, str | None]:
@@ -389,6 +424,7 @@ __all__ = [
     "Refused",
     "clean_body",
     "clean_query",
+    "console",
     "credentials_from_session",
     "match_route",
     "region_of",

@@ -303,3 +303,28 @@ def test_se_admin_signs_with_the_operators_credential_chain(api: FakeApi, tmp_pa
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_se_admin_finds_the_local_stack_and_signs_with_its_keys(api: FakeApi, tmp_path):
+    ep = tmp_path / "endpoints.json"
+    with pytest.raises(ValueError, match="se stack up"):
+        admin.console(None, endpoints=ep)
+    ep.write_text(json.dumps({"AWS_DEFAULT_REGION": REGION}))
+    with pytest.raises(ValueError, match="ReprocessFunctionUrl"):
+        admin.console(None, endpoints=ep)
+    ep.write_text(
+        json.dumps(
+            {
+                "ReprocessFunctionUrl": api.url,
+                "AWS_ACCESS_KEY_ID": CREDS.access_key,
+                "AWS_SECRET_ACCESS_KEY": CREDS.secret_key,
+                "AWS_DEFAULT_REGION": REGION,
+            }
+        )
+    )
+    with admin.console(None, endpoints=ep) as srv:
+        assert srv.region == REGION and srv.function_url == api.url
+        assert call(srv, "GET", "/api/runs")[0] == 200
+    assert api.requests[-1]["akid"] == CREDS.access_key
+    assert admin.region_of("https://abc123.lambda-url.eu-west-1.on.aws/") == "eu-west-1"
+    assert admin.region_of("http://127.0.0.1:1/reprocess") is None
