@@ -227,6 +227,35 @@ def cmd_admin(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    from shared.aws.admin_api import AdminApi, ApiError, reprocess
+
+    body: dict = {"scope": args.scope, "force": args.force, "dry_run": args.dry_run}
+    for k in ("owner", "item", "since"):
+        if getattr(args, k) is not None:
+            body[{"owner": "owner_id", "item": "item_id"}.get(k, k)] = getattr(args, k)
+    try:
+        return reprocess(AdminApi.resolve(args.url), body, wait=not args.no_wait)
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from shared.aws.admin_api import AdminApi, ApiError, render_runs
+
+    try:
+        api = AdminApi.resolve(args.url)
+        out = (
+            api.call("GET", f"/runs/{args.run}") if args.run else api.call("GET", f"/runs?limit={args.limit}")
+        )
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2) if args.json or args.run else render_runs(out["runs"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="se", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,8 +301,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
+    s = sub.add_parser(
+        "reprocess",
+        help="bring items up to the deployed spec (the admin API; SigV4 with your AWS credentials)",
+        description="Dry run first (--dry-run: counts, reasons, GPU seconds and cost; changes nothing), "
+        "then a real run, followed with a progress bar until it finishes.",
+    )
+    s.add_argument("--scope", required=True, choices=["item", "owner", "all"])
+    s.add_argument("--owner", help="owner_id (scope owner and item)")
+    s.add_argument("--item", help="item_id (scope item)")
+    s.add_argument("--since", help="only items updated after this ISO-8601 time")
+    s.add_argument("--force", action="store_true", help="re-run every channel, current or not")
+    s.add_argument("--dry-run", action="store_true", help="report what would run; change nothing")
+    s.add_argument("--no-wait", action="store_true", help="start the run and return")
+    s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("runs", help="reprocess runs with their counts (newest first)")
+    s.add_argument("run", nargs="?", help="one run's id: its whole row")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    s.set_defaults(func=cmd_runs)
+
     s = sub.add_parser("invoke", help="run one function of template.yaml against the running stack")
-    s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text"])
+    s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text", "reprocess"])
     s.add_argument("--event", required=True, help="a sample event (infra/events/...)")
     s.set_defaults(func=cmd_invoke)
 

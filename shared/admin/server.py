@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import threading
 import urllib.error
@@ -371,13 +372,15 @@ def console(
     profile: str | None = None,
     endpoints: Path | None = None,
 ) -> AdminServer:
-    """The console `se admin` serves: for `url` (a deployed stack's function URL) with the operator's
-    credentials from botocore's chain (`profile`, env, SSO, instance role), or, without `url`, for the
-    local stack's `ReprocessFunctionUrl` in `endpoints` with the stack's placeholder keys. ValueError
-    says what is missing."""
+    """The console `se admin` serves: for `url` (a deployed stack's function URL; default
+    REPROCESS_FUNCTION_URL, as `se reprocess` finds it) with the operator's credentials from botocore's
+    chain (`profile`, env, SSO, instance role), or, without either, for the local stack's
+    `ReprocessFunctionUrl` in `endpoints` with the stack's placeholder keys. ValueError says what is
+    missing."""
     import botocore.exceptions
 
     keys = None
+    url = url or os.environ.get("REPROCESS_FUNCTION_URL") or None
     if url is None:
         if endpoints is None or not endpoints.is_file():
             raise ValueError(f"no --url and no local stack ({endpoints}): `se stack up` first, or pass --url")

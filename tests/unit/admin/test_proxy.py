@@ -305,7 +305,8 @@ def test_se_admin_signs_with_the_operators_credential_chain(api: FakeApi, tmp_pa
         proc.wait(timeout=10)
 
 
-def test_se_admin_finds_the_local_stack_and_signs_with_its_keys(api: FakeApi, tmp_path):
+def test_se_admin_finds_the_local_stack_and_signs_with_its_keys(api: FakeApi, tmp_path, monkeypatch):
+    monkeypatch.delenv("REPROCESS_FUNCTION_URL", raising=False)
     ep = tmp_path / "endpoints.json"
     with pytest.raises(ValueError, match="se stack up"):
         admin.console(None, endpoints=ep)
