@@ -202,7 +202,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_admin(args: argparse.Namespace) -> int:
-    import contextlib
+    import signal
+    import threading
 
     from shared.admin import server as admin
 
@@ -222,8 +223,13 @@ def cmd_admin(args: argparse.Namespace) -> int:
         f"admin console: {srv.url}  (API {srv.function_url}, region {srv.region}; Ctrl-C stops it)",
         flush=True,
     )
-    with contextlib.suppress(KeyboardInterrupt):
-        srv.serve_forever()
+    stop = threading.Event()  # Ctrl-C or SIGTERM (also when started in the background)
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    with srv:
+        while not stop.wait(0.5):
+            pass
+    print("admin console stopped")
     return 0
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import signal
 import socket
 import threading
 import urllib.error
@@ -300,9 +301,13 @@ def test_se_admin_signs_with_the_operators_credential_chain(api: FakeApi, tmp_pa
             assert [o["owner_id"] for o in json.loads(resp.read())["owners"]] == ["o1"]
         assert api.requests[-1]["akid"] == CREDS.access_key
         assert CREDS.secret_key not in line
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=10)
+        assert proc.returncode == 0 and "admin console stopped" in out
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 def test_se_admin_finds_the_local_stack_and_signs_with_its_keys(api: FakeApi, tmp_path, monkeypatch):
