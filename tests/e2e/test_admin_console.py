@@ -326,6 +326,9 @@ def test_admin_console_on_the_local_stack(stack_with_quarantine, tmp_path: Path)
         wait_for("owner adm", lambda: css(d, '#owners-body tr[data-owner-id="adm"]')).click()
         wait_for("the ledger's items", lambda: items_on_page(d) == ledger_view(ledger, "adm"))
         assert set(items_on_page(d)) == {"broken", "p1", "p2"}
+        assert css(d, "#deployed-spec").text == f"deployed spec version {spec.SPEC_VERSION}"
+        owner_row = css(d, '#owners-body tr[data-owner-id="adm"]')
+        assert owner_row.find_element("css selector", ".owner-items").text == "3"
         row = wait_for("the quarantined item", lambda: css(d, '#quarantined-body tr[data-item-id="broken"]'))
         assert row.find_element("css selector", ".item-reason").text == f"injected fault {XSS}"
         assert d.execute_script("return window.__xss === undefined") and css_all(d, "main img") == []

@@ -182,6 +182,7 @@
   async function refreshOwners() {
     const data = await api("GET", "/owners");
     const owners = Array.isArray(data && data.owners) ? data.owners : [];
+    $("deployed-spec").textContent = data && data.spec_version ? `deployed spec version ${data.spec_version}` : "";
     const key = JSON.stringify(owners);
     if (key !== state.lastOwners) { state.lastOwners = key; renderOwners(owners); }
     if (!state.owner && owners.length === 1) selectOwner(String(owners[0].owner_id));
@@ -332,6 +333,7 @@
       ["spec version", est.spec_version, "spec_version"],
       ["scope", est.scope, "scope"],
       ["items", est.item_count, "item_count"],
+      ...(est.items_in_scope !== undefined ? [["items in scope", est.items_in_scope, "items_in_scope"]] : []),
       ["channels", est.channel_count, "channel_count"],
       ["GPU seconds", typeof est.gpu_seconds === "number" ? est.gpu_seconds.toFixed(1) : est.gpu_seconds, "gpu_seconds"],
       ["cost (USD)", typeof est.cost_usd === "number" ? `$${est.cost_usd.toFixed(4)}` : est.cost_usd, "cost_usd"],
@@ -395,7 +397,7 @@
   let tick = 0;
   let busy = false;
   async function poll() {
-    if (!busy) {
+    if (!busy && !document.hidden) { // a background tab asks nothing of the API
       busy = true;
       const jobs = [];
       if (state.trackedRun) jobs.push(refreshTrackedRun().catch((err) => showError(err, "run")));
