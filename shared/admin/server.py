@@ -45,6 +45,7 @@ STATIC_FILES = {  # URL path -> (file, content type); nothing else is served fro
     "/static/app.css": ("app.css", "text/css; charset=utf-8"),
 }
 MAX_BODY = 16 * 1024  # the API's bodies are a few hundred bytes
+DRAIN_MAX = 1024 * 1024  # a refused body up to this size is read and dropped, a larger one cut off
 MAX_RESPONSE = 8 * 1024 * 1024  # an owner's items with every channel
 MAX_QUERY_VALUE = 256
 UPSTREAM_TIMEOUT_S = 60.0
@@ -253,6 +254,35 @@ class AdminServer:
             raise Refused(413, "body_too_large", f"the body is over {MAX_BODY} bytes")
         return rfile.read(length) if length else b""
 
+    @staticmethod
+    def drain(headers: Mapping[str, str], rfile: Any) -> bool:
+        """Read and drop an unread request body of at most DRAIN_MAX bytes (Content-Length or chunked), so
+        that a refused client is answered rather than reset mid-send; False when it is larger or malformed
+        (the connection is then just closed)."""
+        h = {k.lower(): v for k, v in headers.items()}
+        if "chunked" in h.get("transfer-encoding", "").lower():
+            total = 0
+            while True:
+                line = rfile.readline(64)
+                try:
+                    size = int(line.split(b";", 1)[0].strip() or b"x", 16)
+                except ValueError:
+                    return False
+                total += size
+                if total > DRAIN_MAX:
+                    return False
+                if size == 0:
+                    while rfile.readline(1024) not in (b"\r\n", b"\n", b""):  # trailers
+                        pass
+                    return True
+                rfile.read(size + 2)
+        raw = h.get("content-length", "0")
+        if not raw.isdigit() or int(raw) > DRAIN_MAX:
+            return False
+        if int(raw):
+            rfile.read(int(raw))
+        return True
+
     # ------------------------------------------------------------------ forwarding
 
     def forward(self, method: str, path: str, query: str, body: bytes) -> tuple[int, bytes]:
@@ -301,6 +331,7 @@ class AdminServer:
             server_version = "se-admin"
             sys_version = ""
             protocol_version = "HTTP/1.1"
+            timeout = 30  # a connection that stalls mid-request is dropped
 
             def log_message(self, fmt: str, *args: Any) -> None:
                 log.debug("%s " + fmt, self.address_string(), *args)
@@ -316,6 +347,7 @@ class AdminServer:
                     self.wfile.write(body)
 
             def _serve(self) -> None:
+                self._body_read = False
                 parts = urllib.parse.urlsplit(self.path)
                 path = parts.path
                 try:
@@ -337,6 +369,8 @@ class AdminServer:
                     self._send(200, (STATIC_DIR / entry[0]).read_bytes(), entry[1])
                 except Refused as r:
                     self.close_connection = True
+                    if not self._body_read:
+                        admin.drain(dict(self.headers), self.rfile)
                     self._send(r.status, error_body(r.code, str(r), r.field))
 
             def _api(self, path: str, query: str) -> None:
@@ -344,7 +378,9 @@ class AdminServer:
                 admin.check_caller(self.command, dict(self.headers))
                 body = b""
                 if route.body:
-                    body = clean_body(admin.read_body(dict(self.headers), self.rfile))
+                    raw = admin.read_body(dict(self.headers), self.rfile)
+                    self._body_read = True
+                    body = clean_body(raw)
                 elif self.headers.get("Content-Length", "0") not in ("", "0"):
                     raise Refused(400, "bad_body", "a GET has no body")
                 status, data = admin.forward(route.method, path, clean_query(route, query), body)
