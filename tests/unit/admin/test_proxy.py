@@ -334,3 +334,41 @@ def test_se_admin_finds_the_local_stack_and_signs_with_its_keys(api: FakeApi, tm
     assert api.requests[-1]["akid"] == CREDS.access_key
     assert admin.region_of("https://abc123.lambda-url.eu-west-1.on.aws/") == "eu-west-1"
     assert admin.region_of("http://127.0.0.1:1/reprocess") is None
+
+
+def test_through_the_local_stacks_function_url_server():
+    """Against the local stack's own function-URL server (the SigV4 check Lambda makes for AWS_IAM):
+    the console's signed calls reach the function, unsigned or forged ones never do."""
+    from shared.dev.stack import FunctionUrls
+
+    events: list[dict] = []
+
+    def fn(event: dict, context: object) -> dict:
+        events.append(event)
+        return {"statusCode": 200, "body": json.dumps({"runs": [], "path": event["rawPath"]})}
+
+    urls = FunctionUrls({"reprocess": fn}, iam={"reprocess": dict(SECRETS)}).start()
+    try:
+        url = urls.url("reprocess")
+        assert status_of(url + "/runs") == 403
+        forged = sigv4.sign("GET", url + "/runs", b"", Credentials(CREDS.access_key, "wrong"), REGION)
+        assert status_of(url + "/runs", forged) == 403
+        assert events == []  # never reached the function
+        with admin.AdminServer(url, CREDS, REGION) as srv:
+            status, _, body = call(srv, "GET", "/api/runs?limit=5", headers={"Cookie": "c=1"})
+            assert status == 200 and json.loads(body)["path"] == "/runs"
+            status, _, body = call(srv, "POST", "/api/reprocess", b'{"scope":"all","dry_run":true}')
+            assert status == 200
+        assert [e["requestContext"]["http"]["method"] for e in events] == ["GET", "POST"]
+        assert events[0]["rawQueryString"] == "limit=5" and "cookie" not in events[0]["headers"]
+        assert json.loads(events[1]["body"]) == {"scope": "all", "dry_run": True}
+    finally:
+        urls.stop()
+
+
+def status_of(url: str, headers: dict[str, str] | None = None) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
