@@ -13,6 +13,8 @@
     se upload FILE --owner O --item I          put_object to uploads/O/I/FILE on the running stack
     se status [--owner O] [--item I] [--json]  items x channels from the ledger
     se invoke FUNCTION --event FILE            one template.yaml function in-process against the stack
+    se admin [--url URL] [--port N]            the operator's admin console on 127.0.0.1, signing its
+                                               calls to the reprocess function URL (local stack default)
 
 MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
 """
@@ -199,6 +201,38 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from shared.admin import server as admin
+
+    endpoints = None
+    if args.url is None:  # the local stack's reprocess function URL
+        from shared.dev.stack import ENDPOINTS_FILE
+
+        endpoints = ENDPOINTS_FILE
+    try:
+        srv = admin.console(
+            args.url, port=args.port, region=args.region, profile=args.profile, endpoints=endpoints
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"admin console: {srv.url}  (API {srv.function_url}, region {srv.region}; Ctrl-C stops it)",
+        flush=True,
+    )
+    stop = threading.Event()  # Ctrl-C or SIGTERM (also when started in the background)
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    with srv:
+        while not stop.wait(0.5):
+            pass
+    print("admin console stopped")
+    return 0
+
+
 def cmd_reprocess(args: argparse.Namespace) -> int:
     from shared.aws.admin_api import AdminApi, ApiError, reprocess
 
@@ -300,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text", "reprocess"])
     s.add_argument("--event", required=True, help="a sample event (infra/events/...)")
     s.set_defaults(func=cmd_invoke)
+
+    s = sub.add_parser("admin", help="the admin console on 127.0.0.1 (signs calls to the reprocess URL)")
+    s.add_argument(
+        "--url", help="the reprocess function URL of a deployed stack (default: the local stack's)"
+    )
+    s.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
+    s.add_argument("--region", help="signing region (default: the AWS session's / AWS_DEFAULT_REGION)")
+    s.add_argument("--profile", help="AWS profile to sign with (default: botocore's credential chain)")
+    s.set_defaults(func=cmd_admin)
 
     s = sub.add_parser("demo", help="the main job (README)")
     s.add_argument("--text-only", action="store_true", help="only the Lambda text path (no worker)")
