@@ -219,20 +219,17 @@ def main() -> int:
     if args.only in (None, "planning"):
         p = planning(args.items, args.owners, args.video_share)
         out["planning"] = p
-        print(
-            f"\nplanning: {p['items']} items ({p['rows']} ledger rows, {p['owners']} owners, {p['pages']} pages)"
-        )
+        n, rows = p["items"], p["rows"]
+        print(f"\nplanning: {n} items ({rows} ledger rows, {p['owners']} owners, {p['pages']} pages)")
+        table = [
+            ("dry run, scope all, end to end", p["end_to_end_s"], "target >= 2,000/s"),
+            ("ledger pages read alone", p["read_s"], f"moto: {p['read_s'] / rows * 1000:.2f} ms a row"),
+            ("planner alone (rows in memory)", p["plan_s"], "the delta rule + estimate"),
+        ]
         print("| stage | seconds | items/s | note |")
         print("|---|---:|---:|---|")
-        print(
-            f"| dry run, scope all, end to end | {p['end_to_end_s']:.2f} | {p['items'] / p['end_to_end_s']:,.0f} | target >= 2,000/s |"
-        )
-        print(
-            f"| ledger pages read alone | {p['read_s']:.2f} | {p['items'] / p['read_s']:,.0f} | moto's DynamoDB: {p['read_s'] / p['rows'] * 1000:.2f} ms a row |"
-        )
-        print(
-            f"| planner alone (rows in memory) | {p['plan_s']:.3f} | {p['items'] / p['plan_s']:,.0f} | the delta rule + estimate |"
-        )
+        for name, secs, note in table:
+            print(f"| {name} | {secs:.3f} | {n / secs:,.0f} | {note} |")
     if args.only in (None, "estimate"):
         e = estimate(args.copies, args.model_dir)
         out["estimate"] = {k: v for k, v in e.items() if k != "dry"}
@@ -240,9 +237,9 @@ def main() -> int:
         print(f"\nestimate: {e['items']} items (video, audio, image), forced re-run of every GPU channel")
         print("| dry-run estimate GPU s | measured GPU s | error | estimated cost | run wall s |")
         print("|---:|---:|---:|---:|---:|")
-        print(
-            f"| {e['estimate_s']:.2f} | {e['measured_s']:.2f} | {err:+.1f}% | ${e['cost_usd']:.4f} | {e['wall_s']:.1f} |"
-        )
+        cells = [f"{e['estimate_s']:.2f}", f"{e['measured_s']:.2f}", f"{err:+.1f}%"]
+        cells += [f"${e['cost_usd']:.4f}", f"{e['wall_s']:.1f}"]
+        print("| " + " | ".join(cells) + " |")
         print("per channel measured:", json.dumps({k: round(v, 2) for k, v in e["per_channel"].items()}))
     if args.json:
         with open(args.json, "w") as f:

@@ -263,3 +263,27 @@ def test_person_query_is_the_mean_of_ready_photos(h: Harness) -> None:
     assert row["status"] == "FAILED" and row["error"]["code"] == "no_ready_photos"
     assert "no READY reference photo" in row["error"]["message"] or "no reference" in row["error"]["message"]
     assert keys.embedding_key(spec.SPEC_VERSION, "person_query", "pp1", person) not in h.keys("embeddings/")
+
+
+def test_reprocess_covers_persons(h: Harness, monkeypatch) -> None:
+    for name in ("a.jpg", "b.jpg"):
+        h.put(f"persons/pp2/bob/{name}")
+    h.put("uploads/pp2/pic/p.png")
+    h.deliver()
+    photos = [keys.photo_item_id("bob", n) for n in ("a.jpg", "b.jpg")]
+    h.wait(lambda: all(h.done("pp2", p) for p in [*photos, "pic"]))
+    h.sweep()
+    person = keys.person_item_id("bob")
+    assert h.channels("pp2", person)["person_query"]["status"] == "SUCCEEDED"
+    new = new_recipe(monkeypatch, "image_clip")
+    status, dry = h.admin("POST", "/reprocess", {"scope": "owner", "owner_id": "pp2", "dry_run": True})
+    assert status == 200 and dry["item_count"] == 4  # two photos, the person, the picture
+    assert dry["channels"] == {"image_clip": 3, "person_query": 1}
+    status, out = h.admin("POST", "/reprocess", {"scope": "owner", "owner_id": "pp2"})
+    run = run_to_end(h, out["run_id"])
+    assert run["done"] == 4 and run["failed"] == 0
+    for _ in range(5):
+        h.sweep()
+    row = h.channels("pp2", person)["person_query"]
+    assert row["status"] == "SUCCEEDED" and row["spec_version"] == new and row["photos"] == 2
+    assert h.ledger.owner_state("pp2")["current_version"] == new
