@@ -246,6 +246,8 @@ class Pipeline:
         hashes = plan.input_hashes(inputs, [d.channel for d in decisions])
         cache = {} if cache is None else cache
         decisions = self._carry(owner_id, item_id, rows, decisions)
+        if any(d.reason == "carried" for d in decisions):
+            self._mark_manifest(owner_id)  # the new version's manifest gains these rows
         run_id = force if isinstance(force, str) else None
         ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache, run_id)
         gpu = [d.channel for d in decisions if d.run and spec.CHANNELS[d.channel].runs_on == spec.RUNPOD]

@@ -287,3 +287,17 @@ def test_reprocess_covers_persons(h: Harness, monkeypatch) -> None:
     row = h.channels("pp2", person)["person_query"]
     assert row["status"] == "SUCCEEDED" and row["spec_version"] == new and row["photos"] == 2
     assert h.ledger.owner_state("pp2")["current_version"] == new
+
+
+def test_an_owner_whose_results_are_all_carried_switches_without_gpu_work(h: Harness, monkeypatch) -> None:
+    items = ingest(h, "rp6", images=0, videos=2)
+    jobs = {it: h.jobs("rp6", it) for it in items}
+    new = new_recipe(monkeypatch, "image_clip")  # no video channel changed
+    status, dry = h.admin("POST", "/reprocess", {"scope": "owner", "owner_id": "rp6", "dry_run": True})
+    assert status == 200 and dry["gpu_seconds"] == 0 and set(dry["reasons"]) == {"carry"}
+    status, out = h.admin("POST", "/reprocess", {"scope": "owner", "owner_id": "rp6"})
+    assert status == 202
+    run = run_to_end(h, out["run_id"])
+    assert run["done"] == 2 and {it: h.jobs("rp6", it) for it in items} == jobs
+    h.sweep()
+    assert h.ledger.owner_state("rp6")["current_version"] == new
