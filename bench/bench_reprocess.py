@@ -240,7 +240,11 @@ def main() -> int:
         cells = [f"{e['estimate_s']:.2f}", f"{e['measured_s']:.2f}", f"{err:+.1f}%"]
         cells += [f"${e['cost_usd']:.4f}", f"{e['wall_s']:.1f}"]
         print("| " + " | ".join(cells) + " |")
-        print("per channel measured:", json.dumps({k: round(v, 2) for k, v in e["per_channel"].items()}))
+        print("| channel | estimate GPU s | measured GPU s |")
+        print("|---|---:|---:|")
+        est = e["dry"].get("gpu_seconds_by_channel", {})
+        for ch in sorted(set(est) | set(e["per_channel"])):
+            print(f"| {ch} | {est.get(ch, 0):.2f} | {e['per_channel'].get(ch, 0):.2f} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=2, default=str)

@@ -149,6 +149,7 @@ class PagePlan:
     channels: dict[str, int] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)
     gpu_seconds: float = 0.0
+    gpu_by_channel: dict[str, float] = field(default_factory=dict)  # measured part, per channel
     work: list[tuple[str, str]] = field(default_factory=list)
     unmeasured: dict[str, int] = field(default_factory=dict)  # GPU channel -> runs with no measurement
 
@@ -161,6 +162,8 @@ class PagePlan:
         for k, v in other.unmeasured.items():
             self.unmeasured[k] = self.unmeasured.get(k, 0) + v
         self.gpu_seconds += other.gpu_seconds
+        for k, v in other.gpu_by_channel.items():
+            self.gpu_by_channel[k] = self.gpu_by_channel.get(k, 0.0) + v
         self.work.extend(other.work)
 
     def counts(self) -> dict[str, int]:
@@ -300,6 +303,7 @@ class Reprocessor:
                 own = (rows.get(d.channel) or {}).get("gpu_seconds")
                 if own:
                     p.gpu_seconds += float(own)
+                    p.gpu_by_channel[d.channel] = p.gpu_by_channel.get(d.channel, 0.0) + float(own)
                 else:
                     p.unmeasured[d.channel] = p.unmeasured.get(d.channel, 0) + 1
 
@@ -310,12 +314,15 @@ class Reprocessor:
         p.reasons[reason] = p.reasons.get(reason, 0) + 1
 
     def _estimate(self, p: PagePlan) -> float:
-        """GPU seconds of what has no own measurement: the channel's mean measured in this pass."""
+        """GPU seconds of what has no own measurement: the channel's mean measured in this pass (added to
+        p.gpu_by_channel); returns that extra."""
         extra = 0.0
         for ch, n in p.unmeasured.items():
             seen = self.measured.get(ch) or []
             if seen:
-                extra += n * sum(seen) / len(seen)
+                more = n * sum(seen) / len(seen)
+                extra += more
+                p.gpu_by_channel[ch] = p.gpu_by_channel.get(ch, 0.0) + more
         return extra
 
     # ------------------------------------------------------------------ the API
@@ -338,6 +345,7 @@ class Reprocessor:
             "reasons": dict(sorted(total.reasons.items())),
             "skipped": {"in_flight": total.skipped_in_flight, "current": total.skipped_current},
             "gpu_seconds": gpu,
+            "gpu_seconds_by_channel": {k: round(v, 3) for k, v in sorted(total.gpu_by_channel.items())},
             "cost_usd": round(gpu * self.settings.gpu_price_per_s, 4),
             "gpu_price_per_s": self.settings.gpu_price_per_s,
             "message": (
