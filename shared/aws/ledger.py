@@ -213,6 +213,20 @@ class Ledger:
                 break
         return out
 
+    def next_owner(self, after: str | None) -> str | None:
+        """The first owner (owners-index order) after `after`; None past the last."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "IndexName": OWNERS_INDEX,
+            "KeyConditionExpression": "#d = :d" + (" AND #o > :o" if after else ""),
+            "ExpressionAttributeNames": {"#d": OWNERS_KEY, **({"#o": OWNERS_SORT} if after else {})},
+            "ExpressionAttributeValues": {":d": _av(OWNERS), **({":o": _av(after)} if after else {})},
+            "Limit": 1,
+        }
+        for raw in self._pages("query", kwargs):
+            return _row(raw)[OWNERS_SORT]
+        return None
+
     def owners(self) -> list[str]:
         """Owners with an owner row (one is made when their first item completes or is quarantined)."""
         return [r[OWNERS_SORT] for r in self.owner_states()]
@@ -798,6 +812,82 @@ class Runs:
         run = self._run_update(run_id, upd)
         return self.finish_if_done(run) if run else None
 
+    def claim_request(self, request_key: str, run_id: str) -> str | None:
+        """One open run per request: None if `run_id` now holds the request, else the open run's id."""
+        now = now_iso(self.ledger.clock())
+        self.ledger.writes += 1
+        try:
+            self.ledger.db.put_item(
+                TableName=self.ledger.table,
+                Item={
+                    PK: _av(RUNS_PK),
+                    SK: _av(f"REQ#{request_key}"),
+                    "run_id": _av(run_id),
+                    "open": _av(True),
+                    "claimed_at": _av(now),
+                },
+                ConditionExpression="attribute_not_exists(#pk) OR #open = :no",
+                ExpressionAttributeNames={"#pk": PK, "#open": "open"},
+                ExpressionAttributeValues={":no": _av(False)},
+            )
+            return None
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(e, "ledger write") from e
+        try:
+            resp = self.ledger.db.get_item(
+                TableName=self.ledger.table,
+                Key={PK: _av(RUNS_PK), SK: _av(f"REQ#{request_key}")},
+                ConsistentRead=True,
+            )
+        except ClientError as e:
+            raise translate(e, "ledger read") from e
+        return str(_row(resp.get("Item", {})).get("run_id") or "") or None
+
+    def _release_request(self, run: Mapping[str, Any]) -> None:
+        if not run.get("request_key"):
+            return
+        upd = _Update().set(open=False)
+        r = upd.name("run_id")
+        cond = f"{r} = {upd.value(run['run_id'])}"
+        kwargs: dict[str, Any] = {
+            "TableName": self.ledger.table,
+            "Key": {PK: _av(RUNS_PK), SK: _av(f"REQ#{run['request_key']}")},
+            "UpdateExpression": upd.expression(),
+            "ExpressionAttributeNames": upd.names,
+            "ExpressionAttributeValues": upd.values,
+            "ConditionExpression": cond,
+        }
+        self.ledger.writes += 1
+        try:
+            self.ledger.db.update_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise translate(e, "ledger write") from e
+
+    def count_other(self, run_id: str, owner_id: str, item_id: str) -> dict[str, Any] | None:
+        """Another open run holds the item: it counts as skipped in this one, once."""
+        upd = _Update()
+        rs = upd.name("run_skipped")
+        v = upd.value({run_id})
+        upd_expr = f"ADD {rs} {v}"
+        kwargs: dict[str, Any] = {
+            "TableName": self.ledger.table,
+            "Key": self.ledger._key(owner_id, item_id, ITEM_SK),
+            "UpdateExpression": upd_expr,
+            "ExpressionAttributeNames": upd.names,
+            "ExpressionAttributeValues": {**upd.values, ":r": _av(run_id)},
+            "ConditionExpression": f"attribute_not_exists({rs}) OR NOT contains({rs}, :r)",
+        }
+        self.ledger.writes += 1
+        try:
+            self.ledger.db.update_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise translate(e, "ledger write") from e
+        return self.add(run_id, skipped=1)
+
     def finish_if_done(self, run: dict[str, Any]) -> dict[str, Any]:
         settled = int(run.get("done", 0)) + int(run.get("failed", 0)) + int(run.get("skipped", 0))
         due = settled >= int(run.get("items", 0))
@@ -805,6 +895,8 @@ class Runs:
             upd = _Update().set(status="finished", finished_at=now_iso(self.ledger.clock()))
             n = upd.name("status")
             done = self._run_update(run["run_id"], upd, f"{n} <> {upd.value('finished')}")
+            if done:
+                self._release_request(done)
             return done or run
         return run
 

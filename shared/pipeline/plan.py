@@ -141,7 +141,8 @@ def decide(
 ) -> Decision:
     """The delta rule for one channel row. `force`: True, or the id of the reprocess run that forces it
     (a row that run already forced is not forced again: a redelivered message makes no second job).
-    `retry_failed`: FAILED and QUARANTINED rows run again (a reprocess retries what failed earlier)."""
+    `retry_failed`: QUARANTINED rows, and FAILED rows whose error was retryable, run again (a reprocess
+    retries what failed earlier; a non-retryable failure of the same inputs and recipe stays final)."""
     fp = spec.CHANNELS[channel].fingerprint
     if row is None or "status" not in row:
         return Decision(channel, True, "new")
@@ -156,10 +157,14 @@ def decide(
         return Decision(channel, True, "source_changed")
     if not same_fp:
         return Decision(channel, True, "fingerprint_changed")
+    error = row.get("error") if isinstance(row.get("error"), dict) else {}
     if status in (FAILED, QUARANTINED) and (
-        retry_failed or (row.get("error") or {}).get("code") == DEPENDENCY_FAILED
+        (retry_failed and (status == QUARANTINED or error.get("retryable")))
+        or error.get("code") == DEPENDENCY_FAILED
     ):
-        # a Lambda channel that failed only because a dependency did runs once that dependency is fixed
+        # a reprocess retries what gave up on a retryable fault (quarantined); a failure the input itself
+        # caused (corrupt media) is final for these inputs and recipe, so asking again makes no new GPU
+        # job; a Lambda channel that failed only because a dependency did runs once that is fixed
         return Decision(channel, True, "failed_earlier")
     if status in (SUCCEEDED, FAILED, QUARANTINED) and row.get("spec_version") != spec.SPEC_VERSION:
         return Decision(channel, False, "carry")

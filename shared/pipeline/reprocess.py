@@ -127,11 +127,11 @@ def _since(value: Any) -> str | None:
         raise InvalidInput("must be an ISO-8601 time, e.g. 2026-01-01T00:00:00Z", field="since")
     try:
         t = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=dt.UTC)
+        t = t.astimezone(dt.UTC)
+    except (ValueError, OverflowError):
         raise InvalidInput("must be an ISO-8601 time, e.g. 2026-01-01T00:00:00Z", field="since") from None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.UTC)
-    t = t.astimezone(dt.UTC)
     return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
@@ -195,19 +195,25 @@ class Reprocessor:
             item, rows = self.ledger.rows(req.owner_id, req.item_id)
             yield ([(item, rows)] if item else []), None
             return
-        owners = [req.owner_id] if req.scope == "owner" else self.ledger.owners()
-        state = json.loads(cursor) if cursor else {"owner": owners[0] if owners else None, "start": None}
+
+        def next_owner(after: str | None) -> str | None:
+            if req.scope == "owner":
+                return req.owner_id if after is None else None
+            return self.ledger.next_owner(after)  # owners-index from where we are, one owner a read
+
+        state = json.loads(cursor) if cursor else {"owner": next_owner(None), "start": None}
+        if not state.get("owner"):
+            yield [], None
+            return
         while state and state.get("owner"):
             owner = state["owner"]
             groups, start = self._owner_page(owner, state.get("start"))
             if start is not None:
                 state = {"owner": owner, "start": start}
             else:
-                following = next((o for o in owners if o > owner), None)
+                following = next_owner(owner)
                 state = {"owner": following, "start": None} if following else None
             yield groups, (json.dumps(state, sort_keys=True) if state else None)
-        if not owners:
-            yield [], None
 
     def _owner_page(self, owner: str, start: dict | None) -> tuple[list[tuple[dict, dict]], dict | None]:
         """One owner-index page, whole items only: rows come item by item (osk "{item_id}#{sk}"); an item
@@ -254,7 +260,17 @@ class Reprocessor:
             groups.append((item, chans))
         return groups, nxt
 
-    def plan_page(self, req: Request, groups: list[tuple[dict, dict]], force: bool | str) -> PagePlan:
+    def plan_page(
+        self,
+        req: Request,
+        groups: list[tuple[dict, dict]],
+        force: bool | str,
+        run_id: str | None = None,
+        collect: bool = True,
+    ) -> PagePlan:
+        """Plan one page. `run_id`: the run planning it (a page planned again after a crash finds its
+        items already marked by this run: they are planned again, never counted as skipped).
+        `collect`: keep the (owner, item) of what needs work (a dry run keeps only counts)."""
         p = PagePlan()
         measured: dict[str, list[float]] = {}
         for _item, rows in groups:
@@ -266,24 +282,42 @@ class Reprocessor:
                 ):
                     measured.setdefault(ch, []).append(float(r["gpu_seconds"]))
         for item, rows in groups:
-            self._plan_item(req, item, rows, force, p)
+            self._plan_item(req, item, rows, force, p, run_id, collect)
         for ch, seen in measured.items():
             self.measured.setdefault(ch, []).extend(seen)
         return p
 
-    def _plan_item(self, req: Request, item: dict, rows: dict, force: bool | str, p: PagePlan) -> None:
+    def _plan_item(
+        self,
+        req: Request,
+        item: dict,
+        rows: dict,
+        force: bool | str,
+        p: PagePlan,
+        run_id: str | None = None,
+        collect: bool = True,
+    ) -> None:
         if item.get("status") == REMOVED:
             return
         if req.since and str(item.get("updated_at", "")) < req.since:
             return
         p.items += 1
+        if run_id and run_id in (item.get("run_id"), item.get("run_counted")):
+            # this run sent it already (its page is planned again after a crash): sent again, and the
+            # item handler's mark makes that a no-op; it counts as planned, once, with this page
+            p.planned += 1
+            if collect:
+                p.work.append((item["owner_id"], item["item_id"]))
+            return
         if item.get("dispatch_state") in ("CLAIMED", "SUBMITTED"):
             p.skipped_in_flight += 1
             return
         if item.get("kind") == PERSON:
             stale = (rows.get("person_query") or {}).get("spec_version") != spec.SPEC_VERSION
             if req.force or stale or item.get("status") == QUARANTINED:
-                self._count(p, item, "person_query", "forced" if req.force else "fingerprint_changed")
+                self._count(
+                    p, item, "person_query", "forced" if req.force else "fingerprint_changed", collect
+                )
             else:
                 p.skipped_current += 1
             return
@@ -295,7 +329,8 @@ class Reprocessor:
             p.skipped_current += 1
             return
         p.planned += 1
-        p.work.append((item["owner_id"], item["item_id"]))
+        if collect:
+            p.work.append((item["owner_id"], item["item_id"]))
         for d in todo:
             p.channels[d.channel] = p.channels.get(d.channel, 0) + 1
             p.reasons[d.reason] = p.reasons.get(d.reason, 0) + 1
@@ -307,9 +342,10 @@ class Reprocessor:
                 else:
                     p.unmeasured[d.channel] = p.unmeasured.get(d.channel, 0) + 1
 
-    def _count(self, p: PagePlan, item: dict, channel: str, reason: str) -> None:
+    def _count(self, p: PagePlan, item: dict, channel: str, reason: str, collect: bool = True) -> None:
         p.planned += 1
-        p.work.append((item["owner_id"], item["item_id"]))
+        if collect:
+            p.work.append((item["owner_id"], item["item_id"]))
         p.channels[channel] = p.channels.get(channel, 0) + 1
         p.reasons[reason] = p.reasons.get(reason, 0) + 1
 
@@ -331,7 +367,7 @@ class Reprocessor:
         total = PagePlan()
         self.measured = {}
         for groups, _ in self.pages(req):
-            total.add(self.plan_page(req, groups, bool(req.force)))
+            total.add(self.plan_page(req, groups, bool(req.force), collect=False))
         self._require_items(req, total)
         gpu = round(total.gpu_seconds + self._estimate(total), 3)
         return {
@@ -370,17 +406,27 @@ class Reprocessor:
         if not self.settings.reprocess_queue_url or self.sqs is None:
             raise InvalidInput("this function has no reprocess queue (REPROCESS_QUEUE_URL)")
         rkey = req.key()
-        for run in self.runs.list(limit=100, open_only=True):
-            if run.get("request_key") == rkey:
-                stalled = (
-                    not run.get("planning_done")
-                    and self.clock() - _epoch(run.get("updated_at")) > PLAN_STALL_S
-                )
-                if stalled:
-                    self.runs.touch(run["run_id"])
-                    self._send([{"kind": "page", "run_id": run["run_id"], "cursor": run.get("cursor", "")}])
-                return self._answer(run, "resumed" if stalled else "already running")
         run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock())) + "-" + uuid.uuid4().hex[:8]
+        existing = self.runs.claim_request(rkey, run_id)  # one open run per request, atomically
+        if (
+            existing
+            and self.runs.get(existing) is None
+            and self.clock() - _run_started(existing) > PLAN_STALL_S
+        ):
+            # the claimer died before it recorded its run: the request is free again
+            self.runs._release_request({"run_id": existing, "request_key": rkey})
+            existing = self.runs.claim_request(rkey, run_id)
+        if existing:
+            run = self.runs.get(existing) or {"run_id": existing, "scope": req.scope}
+            stalled = (
+                run.get("started_at")
+                and not run.get("planning_done")
+                and self.clock() - _epoch(run.get("updated_at")) > PLAN_STALL_S
+            )
+            if stalled:
+                self.runs.touch(existing)
+                self._send([{"kind": "page", "run_id": existing, "cursor": run.get("cursor", "")}])
+            return self._answer(run, "resumed" if stalled else "already running")
         now = _iso(self.clock())
         self.runs.create(
             {
@@ -403,8 +449,13 @@ class Reprocessor:
         return self._answer(run or self.runs.get(run_id) or {"run_id": run_id}, "queued")
 
     def _owner_has_items(self, owner_id: str) -> bool:
-        groups, _ = self._owner_page(owner_id, None)
-        return any(i.get("status") != REMOVED for i, _ in groups)
+        start = None
+        while True:
+            groups, start = self._owner_page(owner_id, start)
+            if any(i.get("status") != REMOVED for i, _ in groups):
+                return True
+            if start is None:
+                return False
 
     def _answer(self, run: Mapping[str, Any], how: str) -> dict[str, Any]:
         planned = int(run.get("planned", 0))
@@ -440,7 +491,7 @@ class Reprocessor:
         started = time.monotonic()
         self.measured = {}
         for groups, nxt in self.pages(req, cursor):
-            p = self.plan_page(req, groups, force)
+            p = self.plan_page(req, groups, force, run_id=run_id)
             gpu = p.gpu_seconds + self._estimate(p)
             self._send([{"kind": "item", "run_id": run_id, "owner_id": o, "item_id": i} for o, i in p.work])
             run = self.runs.page_done(run_id, cursor, nxt, p.counts(), p.channels, p.reasons, gpu)
@@ -496,7 +547,7 @@ class Reprocessor:
         if mark == "counted":
             return "duplicate"
         if mark == "other":
-            self.runs.add(run_id, skipped=1)  # another open run holds the item: it does the work
+            self.runs.count_other(run_id, owner_id, item_id)  # another open run holds it and does the work
             return "skipped"
         try:
             item = self.ledger.item(owner_id, item_id)
@@ -539,6 +590,13 @@ def _iso(t: float) -> str:
     from shared.aws.ledger import now_iso
 
     return now_iso(t)
+
+
+def _run_started(run_id: str) -> float:
+    try:
+        return dt.datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
+    except ValueError:
+        return 0.0
 
 
 def _epoch(iso: Any) -> float:

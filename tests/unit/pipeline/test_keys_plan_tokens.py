@@ -207,3 +207,16 @@ def test_a_signed_claim_with_ids_outside_the_pattern_is_refused() -> None:
     t = tokens.sign(KEY, "../etc", "item", "d" * 32, int(time.time()) + 60)
     with pytest.raises(tokens.BadToken):
         tokens.verify(KEY, t, time.time())
+
+
+@pytest.mark.parametrize(
+    ("r", "run"),
+    [
+        (row("QUARANTINED"), True),  # gave up on retryable faults: a reprocess tries again
+        (row("FAILED", error={"code": "worker_error", "retryable": True}), True),
+        (row("FAILED", error={"code": "media_error", "retryable": False}), False),  # the input's fault
+        (row("SUCCEEDED"), False),
+    ],
+)
+def test_reprocess_retries_what_failed_retryably(r, run: bool) -> None:
+    assert plan.decide("video_clip", r, "m1", retry_failed=True).run is run
