@@ -316,7 +316,9 @@ def _vips_pipeline(img: Image.Image, min_side: int | None, tiles: int) -> Any:
         else:
             v = getattr(pyvips.Image, loader + "_buffer")(source, **options)
     except pyvips.Error as e:
-        raise MediaError(f"the image could not be decoded ({img.format} header: {_vips_reason(e)})") from None
+        raise MediaError(
+            f"the image could not be decoded ({img.format} header: {_vips_reason(e, source)})"
+        ) from None
     if abs(v.width - width / dct) > 1 or abs(v.height - height / dct) > 1:
         raise MediaError(f"the image could not be decoded (its {img.format} header is ambiguous)")
     if v.format not in ("uchar", "ushort") or not 1 <= v.bands <= 4 or v.interpretation in ("cmyk", "lab"):
@@ -337,7 +339,8 @@ def _decode_streamed(img: Image.Image, plan: DecodePlan) -> Image.Image:
     try:
         pixels = v.write_to_memory()  # the only full pass over the file: strip by strip
     except pyvips.Error as e:
-        raise MediaError(f"the image could not be decoded ({img.format}: {_vips_reason(e)})") from None
+        reason = _vips_reason(e, img.encoded_source)
+        raise MediaError(f"the image could not be decoded ({img.format}: {reason})") from None
     dtype = np.uint16 if v.format == "ushort" else np.uint8
     arr = np.frombuffer(pixels, dtype=dtype).reshape(v.height, v.width, v.bands)
     if dtype is np.uint16:
@@ -347,11 +350,13 @@ def _decode_streamed(img: Image.Image, plan: DecodePlan) -> Image.Image:
     return _upright_from(img, _to_rgb(out))
 
 
-def _vips_reason(e: Exception) -> str:
+def _vips_reason(e: Exception, source: object) -> str:
     """The first line of a libvips error, without the file name it may carry (a temp path)."""
-    text = str(getattr(e, "detail", "") or e).strip().splitlines()
-    line = next((t for t in text if t.strip()), "error")
-    return line.split(": ", 1)[-1][:120] if ": " in line else line[:120]
+    text = str(getattr(e, "detail", "") or e)
+    if isinstance(source, Path):
+        text = text.replace(str(source), "the file")
+    line = next((t.strip() for t in text.splitlines() if t.strip()), "error")
+    return line[:120]
 
 
 def _upright(img: Image.Image) -> Image.Image:

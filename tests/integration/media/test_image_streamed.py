@@ -198,3 +198,13 @@ def test_a_cmyk_jpeg_is_not_streamed_but_still_dct_scaled() -> None:
     plan = plan_decode(header, min_side=MIN_SIDE)
     assert not plan.streamed and plan.pixels == 1000 * 750
     assert decode_image(header, plan).size == (1000, 750)
+
+
+def test_a_truncated_streamed_file_is_a_media_error_that_names_no_path(tmp_path) -> None:
+    data = encode(photo(2400, 1800), "PNG")
+    path = tmp_path / "upload.img"
+    path.write_bytes(data[: len(data) // 2])
+    for source in (path, data[: len(data) // 2]):
+        with pytest.raises(MediaError, match="could not be decoded") as err:
+            decode_image(open_image(source), min_side=MIN_SIDE)
+        assert str(tmp_path) not in str(err.value)
