@@ -1,6 +1,7 @@
 """CLIP ViT-B-32 fp16 image throughput on a GPU, JPEG decode included: the worker's own image path
-(shared.media open_image/decode_image, ClipBackend.prepare, ClipBackend.embed_prepared: exactly what a
-clip_image job runs, TTA off and on) vs nvJPEG decode on the GPU (torchvision.io.decode_jpeg).
+(shared.media open_image/decode_image with image_clip's decode_plan/prepare_views, then
+ClipBackend.embed_prepared: what a clip_image job runs, TTA off and on) vs nvJPEG decode on the GPU
+(torchvision.io.decode_jpeg).
 
     python bench/bench_gpu_clip.py [--images 512] [--batch 64] [--size 1280x720] [--threads 4] [--repeats 3]
 
@@ -87,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     from bench.bench_batching import build_full_text_tower
     from shared.media import decode_image, open_image
     from shared.models.clip import ClipBackend
+    from shared.worker.channels.image_clip import decode_plan, prepare_views
+    from shared.worker.settings import WorkerSettings
 
     width, height = (int(v) for v in args.size.lower().split("x"))
     device = torch.device(args.device)
@@ -105,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     def batches() -> list[list[bytes]]:
         return [jpegs[i : i + args.batch] for i in range(0, len(jpegs), args.batch)]
 
+    settings = WorkerSettings.from_env({}, cuda_available=lambda: False)
+
     def worker_prep(data: bytes, tta: bool = False):
         header = open_image(data, max_pixels=50_000_000, max_aspect=8)
-        side = clip.decode_side(*header.size, panorama_max_ratio=2.6, panorama_max_tiles=2)
-        image = decode_image(header, min_side=side)  # as the worker does: JPEG DCT-scaled
-        return clip.prepare(image, tta=tta, panorama_max_ratio=2.6, panorama_max_tiles=2)
+        plan = decode_plan(clip, settings, header)  # as the worker does: streamed, DCT-scaled
+        return prepare_views(clip, decode_image(header, plan), tta=tta, settings=settings)
 
     def worker_path(pool: ThreadPoolExecutor | None, tta: bool = False) -> torch.Tensor:
         outs = []

@@ -147,10 +147,13 @@ _CHANNELS = (
         "image",
         "npy",
         _pp(
-            tta="5-crop",
+            tta="5-crop",  # an untiled image's views; a panorama's views are its tiles, one each
             panorama_max_ratio=2.6,
             panorama_max_tiles=2,  # wider images: 2 tiles, each squeezed to a square
-            decode="reduced, tile short side >= 2x resize",  # DCT-scaled / box-reduced before resizing
+            panorama_views="1 per tile",
+            # libvips streamed (JPEG DCT-scaled, box-reduced; a capped panorama box-squeezed along its
+            # long side at decode), Pillow for other formats; tile short side >= 2x resize
+            decode="streamed, reduced, tile short side >= 2x resize",
             normalize="l2",
         ),
         description="CLIP image embedding of an uploaded image (optional 5-crop TTA, panorama tiling)",

@@ -12,7 +12,8 @@ Every variable (all optional; the defaults are the production values):
     ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
     PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
     PANORAMA_MAX_TILES        most panorama tiles per image; a wider image is cut into N tiles, each
-                              squeezed to a square, so an image costs at most N x 5 views (2)
+                              squeezed to a square and one view (no 5-crop TTA per tile), so an
+                              image costs at most max(5, N) views (2)
     MAX_IMAGE_ASPECT          an image whose aspect ratio is beyond N:1 is refused from its header
                               with media_error (8)
     MAX_DOWNLOAD_BYTES        source size cap                      (2147483648)

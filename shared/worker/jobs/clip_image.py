@@ -4,9 +4,11 @@
    aspect ratio of at most MAX_IMAGE_ASPECT:1 (media_error naming `input.images[i]`).
 2. The job's pixels, summed from the headers, must fit JOB_MAX_PIXELS (payload_too_large).
 3. One image at a time, under the worker-wide pixel budget: decode at the size the model needs
-   (`decode_size`: JPEG straight at 1/2-1/8, others reduced right after decoding; the budget holds
-   the bitmap the decoder allocates), then prepare the model's views (crops, TTA, at most
-   PANORAMA_MAX_TILES tiles) and drop the decoded image. Only the views wait for the batcher.
+   (`decode_plan`: JPEG/PNG/WebP/TIFF streamed through libvips straight to that size, a capped
+   panorama squeezed too; other formats at full size, refused from the header above
+   FULL_DECODE_MAX_PIXELS; the budget holds the bitmap the decode allocates), then prepare the
+   model's views (`prepare_views`: 5 with TTA, or one per panorama tile, at most
+   PANORAMA_MAX_TILES) and drop the decoded image. Only the views wait for the batcher.
 
 Output: clip_text's shape plus `"tta"`.
 """
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import EmbeddingError, PayloadTooLarge
-from shared.worker.channels.image_clip import decode_size
+from shared.worker.channels.image_clip import decode_plan, prepare_views
 from shared.worker.faults import rescrubbed
 from shared.worker.jobs.clip_text import vectors_output
 from shared.worker.requests import ClipImageRequest
@@ -62,20 +64,17 @@ async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
                 field="input.images",
             )
         for i, header in enumerate(headers):
-            min_side, pixels = decode_size(clip, settings, header)
-            async with worker.budget.hold(pixels):
+            try:
+                plan = decode_plan(clip, settings, header)  # header only: may refuse (media_error)
+            except EmbeddingError as e:
+                raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
+            async with worker.budget.hold(plan.pixels):
                 try:
-                    image = await asyncio.to_thread(decode_image, header, min_side=min_side)
+                    image = await asyncio.to_thread(decode_image, header, plan)
                 except EmbeddingError as e:
                     raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
                 prepared.append(
-                    await asyncio.to_thread(
-                        clip.prepare,
-                        image,
-                        tta=tta,
-                        panorama_max_ratio=settings.panorama_max_ratio,
-                        panorama_max_tiles=settings.panorama_max_tiles,
-                    )
+                    await asyncio.to_thread(prepare_views, clip, image, tta=tta, settings=settings)
                 )
                 del image
             headers[i] = None  # drop the opened file's buffer too

@@ -27,7 +27,7 @@ from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError
 from shared.worker.channels import RUNNERS
 from shared.worker.channels.base import SAMPLE_RATE, ChannelRunner, Decoded
-from shared.worker.channels.image_clip import decode_size
+from shared.worker.channels.image_clip import decode_plan
 from shared.worker.faults import failure, redact, rescrubbed
 from shared.worker.requests import EmbedItemRequest
 
@@ -108,9 +108,9 @@ async def _decode(
             open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect
         )
         width, height = upright_size(header)  # the source's, not the reduced decode's
-        min_side, pixels = decode_size(worker.models.clip, settings, header)
-        await held.enter_async_context(worker.budget.hold(pixels))
-        out.image = await asyncio.to_thread(decode_image, header, min_side=min_side)
+        plan = decode_plan(worker.models.clip, settings, header)
+        await held.enter_async_context(worker.budget.hold(plan.pixels))
+        out.image = await asyncio.to_thread(decode_image, header, plan)
         out.facts.update(width=width, height=height)
         return out
     info = await asyncio.to_thread(probe, path, max_pixels=settings.max_video_pixels)  # not media: job fails

@@ -206,8 +206,9 @@ def test_the_image_requires_its_gpu_and_runs_unprivileged():
 
 
 def test_the_hub_finds_its_files_in_dot_runpod():
-    """What the Hub publishing guide reads from .runpod/ (hub.json, tests.json, README.md)."""
-    for name in ("hub.json", "tests.json", "README.md"):
+    """What the Hub publishing guide reads from .runpod/ (hub.json, tests.json, and beside them a
+    Dockerfile, handler.py and README.md, in .runpod/ or the root)."""
+    for name in ("hub.json", "tests.json", "README.md", "Dockerfile", "handler.py"):
         assert (RUNPOD / name).is_file(), name
     assert HUB["type"] == "serverless" and HUB["category"] in (
         "audio",
@@ -218,3 +219,44 @@ def test_the_hub_finds_its_files_in_dot_runpod():
     )
     for test in TESTS["tests"]:
         assert set(test) == {"name", "input", "timeout"}
+
+
+def test_the_hub_builds_the_image_of_dockerfile_gpu_and_nothing_else():
+    """The Hub builds .runpod/Dockerfile (its guide: a Dockerfile in .runpod/ or the root, context =
+    the repository root). It must only name the image Dockerfile.gpu builds, at pyproject's version:
+    one recipe, so the Hub's image has Dockerfile.gpu's CUDA base, which the test above holds to
+    allowedCudaVersions in hub.json and tests.json."""
+    hub_dockerfile = (RUNPOD / "Dockerfile").read_text()
+    lines = [line for line in hub_dockerfile.splitlines() if line.strip() and not line.startswith("#")]
+    assert len(lines) == 2 and lines[1] == "FROM ${GPU_IMAGE}", lines
+    arg = re.fullmatch(r"ARG GPU_IMAGE=(\S+):([\w.-]+)", lines[0])
+    assert arg, lines[0]
+    name, tag = arg.groups()
+    assert tag == tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    built = re.search(r"^#\s+docker build -f Dockerfile.gpu .* -t (\S+) \.$", DOCKERFILE, re.M)
+    assert built and name.rsplit("/", 1)[-1] == built.group(1)
+    recipes = sorted(
+        str(p.relative_to(ROOT))
+        for p in ROOT.rglob("*")
+        if p.is_file() and p.name.startswith("Dockerfile") and not {".git", ".venv"} & set(p.parts)
+    )
+    assert recipes == [".runpod/Dockerfile", "Dockerfile.cpu", "Dockerfile.gpu"], recipes
+    assert sum("FROM nvidia/cuda" in (ROOT / r).read_text() for r in recipes) == 1
+
+
+def test_the_hub_handler_only_starts_the_worker_the_image_runs():
+    import subprocess
+    import sys
+
+    assert re.search(r'^CMD \["python", "-u", "-m", "handlers.runpod_worker"\]$', DOCKERFILE, re.M)
+    handler = (RUNPOD / "handler.py").read_text()
+    assert 'run_module("handlers.runpod_worker"' in handler and len(handler.splitlines()) <= 12
+    done = subprocess.run(  # a bad setting: the worker's own startup refuses it, so this is its main
+        [sys.executable, str(RUNPOD / "handler.py")],
+        env={"PATH": "/usr/bin:/bin", "WORKER_TASKS": "nope", "MODEL_DIR": "/nonexistent"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd="/",
+    )
+    assert done.returncode == 1 and "WORKER_TASKS" in done.stderr, done.stderr[-500:]
