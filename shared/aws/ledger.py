@@ -446,6 +446,7 @@ class Ledger:
             dispatch_channels=channels,
             dispatch_hash=dispatch_hash,
             dispatch_version=spec.SPEC_VERSION,
+            dispatch_run=run_id,
             claimed_at=now,
             sweep=DUE,
             due_at=float(deadline),
@@ -600,7 +601,7 @@ class Ledger:
         upd = _Update().set(updated_at=now_iso(self.clock()), last_error=dict(error) if error else None)
         if status is not None:
             upd.set(status=status, **(fields or {}))
-        upd.remove("dispatch_id", "dispatch_channels", "job_id", "claimed_at", "submitted_at")
+        upd.remove("dispatch_id", "dispatch_channels", "job_id", "claimed_at", "submitted_at", "dispatch_run")
         if retry_at is not None:
             upd.set(dispatch_state=RETRY, sweep=DUE, due_at=float(retry_at))
         else:

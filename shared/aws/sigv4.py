@@ -10,6 +10,7 @@ the headers the caller says it signed, so the local check and the real one agree
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import hmac
 import re
 import urllib.parse
@@ -78,6 +79,9 @@ def verify(
     signed = m["signed"].split(";")
     if "host" not in signed or any(name not in h for name in signed):
         raise SignatureError("a signed header is missing")
+    if "x-amz-content-sha256" in h and h["x-amz-content-sha256"] != hashlib.sha256(body or b"").hexdigest():
+        # botocore (like IAM) signs this header's value in place of the body's hash: it must be the body's
+        raise SignatureError("the payload hash does not match the body")
     secret = secrets.get(m["akid"])
     if secret is None:
         raise SignatureError("the access key is not known")

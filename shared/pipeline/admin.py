@@ -28,7 +28,7 @@ from shared import spec
 from shared.errors import InvalidInput
 from shared.lambda_text.proxy import MethodNotAllowed
 from shared.pipeline import keys
-from shared.pipeline.reprocess import NotFound, Reprocessor, parse_request, public_run
+from shared.pipeline.reprocess import NotFound, Reprocessor, Request, parse_request, public_run
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ITEMS = 1000
@@ -66,10 +66,11 @@ class Admin:
             self._only(method, "POST")
             if not isinstance(body, dict):
                 raise InvalidInput("the request must be a JSON object", field="body")
-            req = parse_request(
-                {"scope": "item", "owner_id": body.get("owner_id"), "item_id": body.get("item_id")}
-            )
-            return 202, self.r.start(req)
+            owner = _owner_id({"owner_id": body.get("owner_id")})
+            item_id = body.get("item_id")
+            if not keys.is_item_id(item_id):
+                raise InvalidInput("must be an item id", field="item_id")
+            return 202, self.r.start(Request("item", owner, item_id))
         if parts == ["runs"]:
             self._only(method, "GET")
             return 200, {"runs": [public_run(r) for r in self.r.runs.list(limit=_limit(query, 50))]}
@@ -83,10 +84,13 @@ class Admin:
             return 200, public_run(run)
         if parts == ["owners"]:
             self._only(method, "GET")
-            return 200, {
-                "spec_version": spec.SPEC_VERSION,
-                "owners": [_owner(o) for o in self.ledger.owner_states()],
-            }
+            limit = _limit(query, MAX_ITEMS)
+            owners = []
+            for o in self.ledger.owner_states():
+                owners.append(_owner(o))
+                if len(owners) >= limit:
+                    break
+            return 200, {"spec_version": spec.SPEC_VERSION, "owners": owners}
         if parts in (["items"], ["quarantined"]):
             self._only(method, "GET")
             owner = _owner_id(query)
@@ -108,24 +112,29 @@ class Admin:
             raise MethodNotAllowed(f"use {allowed}", field="method")
 
     def items(self, owner_id: str, status: str | None, limit: int) -> list[dict[str, Any]]:
-        items: dict[str, dict[str, Any]] = {}
-        chans: dict[str, dict[str, Any]] = {}
+        """The owner's items (owner-index gives rows item by item), filtered while reading, at most
+        `limit` of them."""
+        out: list[dict[str, Any]] = []
+        current: dict[str, Any] | None = None
+        chans: dict[str, Any] = {}
+        last = None
+
+        def flush() -> None:
+            if current is not None and (status is None or current.get("status") == status):
+                out.append({**current, "channels": dict(chans)})
+
         for r in self.ledger.owner_rows(owner_id):
-            iid = r["item_id"]
+            if r["item_id"] != last:
+                flush()
+                if len(out) >= limit:
+                    return out
+                current, chans, last = None, {}, r["item_id"]
             if r.get("sk") == "ITEM":
-                items[iid] = {k: r[k] for k in ITEM_FIELDS if r.get(k) is not None}
+                current = {k: r[k] for k in ITEM_FIELDS if r.get(k) is not None}
             elif r.get("channel"):
-                chans.setdefault(iid, {})[r["channel"]] = {
-                    k: r[k] for k in CHANNEL_FIELDS if r.get(k) is not None
-                }
-            if len(items) > limit:
-                break
-        out = []
-        for iid, item in list(items.items())[:limit]:
-            if status and item.get("status") != status:
-                continue
-            out.append({**item, "channels": chans.get(iid, {})})
-        return out
+                chans[r["channel"]] = {k: r[k] for k in CHANNEL_FIELDS if r.get(k) is not None}
+        flush()
+        return out[:limit]
 
 
 def _owner(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -152,7 +161,7 @@ def _limit(query: Mapping[str, str], default: int) -> int:
     raw = query.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_ITEMS:
+    if not (raw.isascii() and raw.isdecimal() and len(raw) <= 4) or not 1 <= int(raw) <= MAX_ITEMS:
         raise InvalidInput(f"must be a whole number from 1 to {MAX_ITEMS}", field="limit")
     return int(raw)
 

@@ -32,6 +32,8 @@ PERSON_ITEM_RE = re.compile(r"^@([A-Za-z0-9_-]{1,64})(?:~([0-9a-f]{12}))?$")
 def is_item_id(value: object) -> bool:
     """A ledger item id: an upload's item id, or a person's / a reference photo's."""
     return isinstance(value, str) and bool(ID_RE.fullmatch(value) or PERSON_ITEM_RE.fullmatch(value))
+
+
 MAX_KEY_CHARS = 1024  # S3's own limit on a key, in bytes of UTF-8
 MAX_FILE_CHARS = 255
 META_FILE = "meta.json"

@@ -32,7 +32,8 @@ from shared.vectors import check_vector, load_npy, npy_bytes
 log = logging.getLogger(__name__)
 
 CHANNEL = "person_query"
-MAX_PHOTOS = 500  # photo rows read per person; more photos than this are refused at upload
+MAX_PHOTOS = 500  # live reference photos per person; more are refused at upload
+MAX_ROWS = MAX_PHOTOS * 6  # photo rows read per person (2 each, removed photos' rows included)
 MAX_VECTOR_BYTES = 1 << 20
 
 
@@ -56,8 +57,8 @@ class Persons:
         person_item = keys.person_item_id(person)
         if self.p.ledger.item(owner, person_item) is None:
             self.p.ledger.record_person(owner, person_item, person)
-        photos = {r["item_id"] for r in self.p.ledger.photo_rows(owner, person_item, MAX_PHOTOS + 1)}
-        if photo not in photos and len(photos) >= MAX_PHOTOS:
+        live = self._live_photos(owner, person_item)
+        if photo not in live and len(live) >= MAX_PHOTOS:
             raise InvalidInput(f"a person may have at most {MAX_PHOTOS} reference photos", field="photo")
         media_hash = plan.source_hash(ref.key, info.etag, info.size)
         self.p.ledger.record_media(
@@ -81,6 +82,11 @@ class Persons:
             )
         return self.p.advance(owner, photo)
 
+    def _live_photos(self, owner: str, person_item: str) -> set[str]:
+        """Ids of the person's photos that are not removed (owner-index lists them; bounded)."""
+        rows = self.p.ledger.photo_rows(owner, person_item, MAX_ROWS)
+        return {r["item_id"] for r in rows if r.get("sk") == ITEM_SK and r.get("status") != REMOVED}
+
     def mark(self, owner_id: str, person_item: str, force: str | None = None) -> None:
         """The person's query vector is stale: the sweeper rebuilds it (at once: due now)."""
         self.p.ledger.mark_person(owner_id, person_item, self.p.clock(), force)
@@ -88,9 +94,20 @@ class Persons:
     def rebuild(self, row: Mapping[str, Any]) -> str:
         """The sweeper's rebuild of one person's query vector from its READY photos."""
         owner, person_item = row["owner_id"], row["item_id"]
-        rows = self.p.ledger.photo_rows(owner, person_item, MAX_PHOTOS * 4)
-        items = {r["item_id"]: r for r in rows if r.get("sk") == ITEM_SK}
-        clip = {r["item_id"]: r for r in rows if r.get("channel") == "image_clip"}
+        # owner-index lists the photos (a GSI: eventually consistent); each photo's rows are then read
+        # strongly consistent, so a removal or a result that just landed is what the rebuild sees
+        listed = {
+            r["item_id"]
+            for r in self.p.ledger.photo_rows(owner, person_item, MAX_ROWS)
+            if r.get("sk") == ITEM_SK
+        }
+        items, clip = {}, {}
+        for pid in sorted(listed):
+            item, chans = self.p.ledger.rows(owner, pid)
+            if item is not None:
+                items[pid] = item
+                if "image_clip" in chans:
+                    clip[pid] = chans["image_clip"]
         fp = spec.CHANNELS["image_clip"].fingerprint
         ready, failed, waiting = [], 0, 0
         for pid, item in sorted(items.items()):
@@ -135,15 +152,35 @@ class Persons:
                     data = self.p.storage.get(str(c["artifact_key"]), MAX_VECTOR_BYTES)
                     if data is None:
                         raise InvalidInput(f"the vector of photo {pid} is gone", field="image_clip")
-                    vecs.append(check_vector(load_npy(data, "image_clip"), 512, "image_clip"))
+                    vecs.append(
+                        check_vector(
+                            load_npy(data, "image_clip"), spec.CHANNELS["image_clip"].dims, "image_clip"
+                        )
+                    )
                 mean = np.mean(np.stack(vecs), axis=0)
                 norm = float(np.linalg.norm(mean))
                 if norm < 1e-6:
                     raise InvalidInput("the photos' vectors cancel out", field=CHANNEL)
                 vec = check_vector((mean / norm).astype(np.float32), spec.CHANNELS[CHANNEL].dims, CHANNEL)
             except EmbeddingError as e:
-                log.warning("person %s/%s: %s", owner, person_item, e.public_message)
-                return "person_error"
+                if e.retryable:
+                    log.warning(
+                        "person %s/%s: %s; rebuilt at the next sweep", owner, person_item, e.public_message
+                    )
+                    return "person_error"
+                log.warning("person %s/%s failed: %s", owner, person_item, e.public_message)
+                self.p.storage.delete(key)
+                err = {"code": e.code, "message": e.public_message[:500], "retryable": False}
+                self.p.ledger.put_lambda_channel(
+                    owner,
+                    person_item,
+                    CHANNEL,
+                    FAILED,
+                    photos_hash,
+                    {"error": err, "artifact_key": None},
+                    run_id=force,
+                )
+                return self._written(row, owner, person_item, PARTIAL, photos_hash, 0, "failed")
             data = npy_bytes(vec)
             self.p.storage.put(key, data, "application/octet-stream")
             self.p.ledger.put_lambda_channel(
@@ -164,10 +201,22 @@ class Persons:
                 run_id=force,
             )
             status = COMPLETE
-        fields = {"status": status, "photos_hash": photos_hash, "photos_ready": len(ready)}
+        return self._written(row, owner, person_item, status, photos_hash, len(ready), "done")
+
+    def _written(
+        self,
+        row: Mapping[str, Any],
+        owner: str,
+        person_item: str,
+        status: str,
+        photos_hash: str,
+        ready: int,
+        outcome: str,
+    ) -> str:
+        fields = {"status": status, "photos_hash": photos_hash, "photos_ready": ready}
         done = self.p.ledger.person_written(owner, person_item, int(row.get("dirty_gen", 0)), fields)
         if row.get("run_id"):
-            self.p.runs.count_item(row["run_id"], owner, person_item, "done")
+            self.p.runs.count_item(row["run_id"], owner, person_item, outcome)
         self.p._mark_manifest(owner)
         return "person" if done else "person_again"
 

@@ -191,6 +191,9 @@ class Pipeline:
             return Outcome("skipped", "the object exists again (an older removal event)")
         item_id = keys.photo_item_id(ref.item_id, ref.file) if ref.kind == "person" else ref.item_id
         if self.ledger.mark_removed(ref.owner_id, item_id, ref.key):
+            run_id = (self.ledger.item(ref.owner_id, item_id) or {}).get("run_id")
+            if run_id:  # a reprocess run waits for it: it is skipped there, not waited for forever
+                self.runs.count_item(run_id, ref.owner_id, item_id, "skipped")
             if ref.kind == "person":
                 self.persons.mark(ref.owner_id, keys.person_item_id(ref.item_id))
                 return Outcome("removed", "the photo is marked REMOVED; the person's vector is rebuilt")
@@ -249,8 +252,16 @@ class Pipeline:
         if any(d.reason == "carried" for d in decisions):
             self._mark_manifest(owner_id)  # the new version's manifest gains these rows
         run_id = force if isinstance(force, str) else None
-        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache, run_id)
         gpu = [d.channel for d in decisions if d.run and spec.CHANNELS[d.channel].runs_on == spec.RUNPOD]
+        if dispatch and gpu:
+            # a Lambda channel whose dependency is about to run again waits for its new result (the
+            # dispatch's apply runs it then, forced by the same run where this one is)
+            decisions = [
+                d
+                for d in decisions
+                if not (spec.CHANNELS[d.channel].runs_on == spec.LAMBDA and _upstream(d.channel) & set(gpu))
+            ]
+        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache, run_id)
         outcome = Outcome("noop", "nothing to do", {"lambda": ran})
         if gpu and dispatch:
             outcome = self.dispatch(owner_id, item_id, item, gpu, hashes, run_id=run_id)
@@ -572,7 +583,8 @@ class Pipeline:
         gpu_seconds = _gpu_seconds(payload, output)
         # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
         # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
-        after = self.advance(owner_id, item_id, dispatch=False, complete=False, cache=cache)
+        forced_by = item.get("dispatch_run") or False  # a forced run's dependents are forced too, once
+        after = self.advance(owner_id, item_id, force=forced_by, dispatch=False, complete=False, cache=cache)
         if retry and not superseded:
             attempts = int(item.get("attempts", 0))
             if attempts >= self.settings.max_attempts:
@@ -671,6 +683,8 @@ class Pipeline:
         rows as the caller just left them (saves reading them again)."""
         item, rows = known if known is not None else self.ledger.rows(owner_id, item_id)
         status = None
+        if item is not None and item.get("status") == REMOVED and item.get("run_id"):
+            self.runs.count_item(item["run_id"], owner_id, item_id, "skipped")
         if item is not None and item.get("status") != REMOVED and retry_at is None:
             open_dispatch = item.get("dispatch_id") and item.get("dispatch_id") != dispatch_id
             if not open_dispatch and (dispatch_id or item.get("dispatch_state") != RETRY):
@@ -894,6 +908,18 @@ def _check_artifact(channel: str, data: bytes) -> int | None:
     arr = load_npy(data, channel)
     rows = channel == "video_clip"  # [1 + frames, dims]: row 0 is the pooled video vector
     return int(check_vector(arr, ch.dims, channel, rows=rows).shape[-1])
+
+
+def _upstream(channel: str) -> set[str]:
+    """Every channel a channel depends on, directly or through others."""
+    out: set[str] = set()
+    todo = list(spec.CHANNELS[channel].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in out:
+            out.add(dep)
+            todo.extend(spec.CHANNELS[dep].depends_on)
+    return out
 
 
 def _current(row: Mapping[str, Any] | None, channel: str, hashes: Mapping[str, str]) -> bool:
