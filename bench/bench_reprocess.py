@@ -12,7 +12,7 @@ owner-index pages, the delta rule). Reported in the same run: items planned per 
 over rows already in memory, so what bounds the end-to-end number is visible.
 
 estimate: the committed sample media (a clip with speech, a voice memo, a photo), `--copies` items
-each, go through the local stack with the real RunPod worker (dev models on CPU); then a forced dry
+each, go through the local stack with the real RunPod worker (dev models on CPU, one media job at a time as on a GPU worker); then a forced dry
 run estimates the GPU seconds of re-running every channel, and the real forced run measures them
 (the sum of the re-run channels' reported seconds). Target: within 20%.
 """
@@ -149,7 +149,9 @@ def estimate(copies: int, model_dir: str) -> dict[str, Any]:
 
     samples = REPO_ROOT / "infra" / "samples"
     files = [("clip.mp4", "video"), ("memo.m4a", "audio"), ("photo.png", "image")]
-    with LocalStack(model_dir) as st:
+    # one media job at a time, as a GPU worker runs them: on two shared cores, concurrent jobs would
+    # measure each other's contention rather than their own seconds
+    with LocalStack(model_dir, worker_env={"MEDIA_CONCURRENCY": "1"}) as st:
         ep = st.write_endpoints(REPO_ROOT / ".cache" / "bench" / "endpoints.json")
         s3, bucket = st.client("s3"), st.resources.physical["MediaBucket"]
         ledger = st.pipelines["sweeper"].ledger
