@@ -12,9 +12,10 @@ owner-index pages, the delta rule). Reported in the same run: items planned per 
 over rows already in memory, so what bounds the end-to-end number is visible.
 
 estimate: the committed sample media (a clip with speech, a voice memo, a photo), `--copies` items
-each, go through the local stack with the real RunPod worker (dev models on CPU, one media job at a time as on a GPU worker); then a forced dry
-run estimates the GPU seconds of re-running every channel, and the real forced run measures them
-(the sum of the re-run channels' reported seconds). Target: within 20%.
+each, go through the local stack with the real RunPod worker (dev models on CPU, one media job at a
+time as on a GPU worker); then a forced dry run estimates the GPU seconds of re-running every channel,
+and the real forced run measures them (the sum of the re-run channels' reported seconds). Target:
+within 20%.
 """
 
 from __future__ import annotations
