@@ -38,7 +38,7 @@ from shared import spec
 from shared.errors import ConfigError
 from shared.settings import positive, read
 
-DEFAULT_CHANNELS = tuple(n for n in spec.CHANNELS if n != "person_query")
+DEFAULT_CHANNELS = tuple(n for n, c in spec.CHANNELS.items() if c.default_on and n != "person_query")
 
 
 def _channels(raw: str) -> tuple[str, ...]:
