@@ -22,8 +22,8 @@ MAX_TEXT_CHARS characters here; its token limit (QWEN3VL_MAX_TEXT_TOKENS) is che
 before any download.
 
 ID is `[A-Za-z0-9_-]{1,64}`; URL is absolute http(s). Channels valid per modality: video -> video_clip,
-video_mae, audio_wav2vec2, transcript (the audio track); audio -> audio_wav2vec2, transcript;
-image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
+video_mae, audio_wav2vec2, transcript (the audio track), video_qwen3vl; audio -> audio_wav2vec2,
+transcript; image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
 `field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent, and
 a key the schema does not know appears in the path as `*`.
 
