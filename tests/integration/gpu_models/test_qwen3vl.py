@@ -72,7 +72,8 @@ def test_prompt_follows_the_card(qwen3vl) -> None:
     conv = qwen3vl._conversation("Represent the user's input", True, "a cat")
     text = proc.apply_chat_template([conv], add_generation_prompt=True, tokenize=False)[0]
     assert text.startswith("<|im_start|>system\nRepresent the user's input.<|im_end|>\n<|im_start|>user\n")
-    assert text.endswith("<|vision_start|><|video_pad|><|vision_end|>a cat<|im_end|>\n<|im_start|>assistant\n")
+    user = "<|vision_start|><|video_pad|><|vision_end|>a cat<|im_end|>\n"
+    assert text.endswith(user + "<|im_start|>assistant\n")
     video, meta = qwen3vl._frames(VideoInput(clip(1).frames, [0.25, 1.25, 2.25, 3.25]), 0)
     inputs = proc(text=[text], videos=[video], video_metadata=[meta], do_resize=False, do_sample_frames=False)
     decoded = proc.tokenizer.decode(inputs["input_ids"][0])
