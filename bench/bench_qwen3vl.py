@@ -1,7 +1,7 @@
 """CPU seconds per one-minute video for video_qwen3vl next to video_clip and video_mae, and the GPU variant.
 
     .venv/bin/python -m bench.bench_qwen3vl [--seconds 60] [--size 640x360] [--repeats 2]
-    .venv/bin/python -m bench.bench_qwen3vl --arch 2b [--layers 1,2]          (real 2B widths, CPU)
+    .venv/bin/python -m bench.bench_qwen3vl --arch 2b [--layers 1,2 | --full]  (real 2B widths, CPU)
     .venv/bin/python -m bench.bench_qwen3vl --arch 2b --device cuda --precision bf16 --videos 8   (GPU)
 
 Default (`--arch tiny`): the worker itself (shared.worker.Worker over the dev models in MODEL_DIR, built
@@ -13,12 +13,13 @@ process, every thread), best of --repeats, and what the channel decoded (frames,
 `--arch 2b`: Qwen3-VL-2B's real widths (text 2048 x 28 layers, 16 heads / 8 kv heads, MLP 6144, vocab
 151936; vision 1024 x 24 blocks, MLP 4096, 16 heads), random weights saved with `save_pretrained` and
 loaded by the worker's own loader (Qwen3VLBackend.load), run on the real frame plan of the video (the
-same frames and tokens the 2B gets). On the CPU a full-depth model does not fit this bench's time, so
-it times the model at a few reduced depths (--layers: text layers = vision blocks = L) and extrapolates
-linearly to 28 + 24 (`seconds = a + b * L`; the per-layer cost is the same at every depth since every
-layer sees the same tokens). On a GPU (`--device cuda`) it builds the full-depth model and reports
-videos/s and peak VRAM for --videos embeddings (the frames are decoded once beforehand, as the worker's
-decode is CPU work on its own thread).
+same frames and tokens the 2B gets). On the CPU it times the model at a few reduced depths (--layers:
+text layers = vision blocks = L) and extrapolates linearly to 28 (`seconds = a + b * L`; every layer
+sees the same tokens, so its cost does not depend on depth; 28 vision blocks where the model has 24
+makes it an upper bound); `--full` builds all 28 + 24 instead (~8.5 GB fp32 in RAM) and times one
+video. On a GPU (`--device cuda`) it builds the full-depth model and reports videos/s and peak VRAM
+for --videos embeddings (the frames are decoded once beforehand: the worker's decode is CPU work on
+its own thread).
 """
 
 from __future__ import annotations
@@ -186,6 +187,23 @@ def bench_2b(source: Path, model_dir: Path, args: argparse.Namespace) -> dict[st
     result: dict[str, Any] = {"frames": n, "frame_size": [h, w], "decode_s": round(decode_s, 3)}
     tmp = Path(tempfile.mkdtemp(prefix="bench-qwen2b-"))
     try:
+        if args.full and not args.device.startswith("cuda"):
+            build_2b(tmp / "m", 28, 24, model_dir)
+            backend = Qwen3VLBackend.load(tmp / "m", device="cpu", precision="fp32")
+            cpu0, wall0 = cpu_seconds(), time.perf_counter()
+            vec = backend.embed_videos([item])
+            wall, cpu = time.perf_counter() - wall0, cpu_seconds() - cpu0
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+            result.update(
+                device="cpu",
+                precision="fp32",
+                depth="full (28 text layers, 24 vision blocks)",
+                wall_s=round(wall, 1),
+                cpu_s=round(cpu, 1),
+                peak_rss_gib=round(peak, 2),
+                dims=int(vec.shape[1]),
+            )
+            return result
         if args.device.startswith("cuda"):
             build_2b(tmp / "m", 28, 24, model_dir)
             backend = Qwen3VLBackend.load(tmp / "m", device=args.device, precision=args.precision)
@@ -250,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--arch", choices=("tiny", "2b"), default="tiny")
     p.add_argument("--layers", default="1,2", help="--arch 2b on the CPU: the depths to time")
+    p.add_argument("--full", action="store_true", help="--arch 2b on the CPU: the full depth, timed once")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="bf16", help="--device cuda only; the CPU runs fp32")
     p.add_argument("--videos", type=int, default=8, help="--device cuda: embeddings to time")

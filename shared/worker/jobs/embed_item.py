@@ -125,10 +125,13 @@ async def decode(
             sampled: dict[tuple[int, int], Any] = {}
             default: list[tuple[int, int]] = []
             try:
-                plans = {r.name: r.frame_plan(settings, info) for r in runners if r.needs == "frames"}
-                default = [p for p in plans.values() if p[1] == FRAME_MAX_SIDE]
-                if default:  # the spec-count channels share the largest count, as one pass
-                    plans = {n: (max(default) if p[1] == FRAME_MAX_SIDE else p) for n, p in plans.items()}
+                framed = [r for r in runners if r.needs == "frames"]
+                plans = {r.name: r.frame_plan(settings, info) for r in framed}
+                # the spec-count channels (the base plan) share one pass at the largest count
+                shared_plan = {r.name for r in framed if type(r).frame_plan is ChannelRunner.frame_plan}
+                default = [plans[n] for n in shared_plan]
+                if default:
+                    plans = {n: (max(default) if n in shared_plan else p) for n, p in plans.items()}
                 for plan in dict.fromkeys(plans.values()):
                     sampled[plan] = await asyncio.to_thread(
                         sample_frames, path, plan[0], max_side=plan[1], max_pixels=settings.max_video_pixels
