@@ -28,8 +28,8 @@ def test_dev_folders_hold_the_registry_files_and_say_if_random(gpu_model_dir: Pa
         assert manifest["random"] is (name != "whisper-tiny.en"), name
         assert manifest["revision"] == registry.get(name).revision
         size = sum(p.stat().st_size for p in folder.iterdir())
-        # the transformers Whisper stand-in is the real tiny.en architecture (fp16 on disk, ~76 MB)
-        limit = 80e6 if name == "distil-whisper-large-v3" else 20e6
+        # the transformers Whisper stand-in is the real tiny.en architecture (fp16 + tokenizer, ~80 MB)
+        limit = 100e6 if name == "distil-whisper-large-v3" else 20e6
         assert name == "whisper-tiny.en" or size < limit, (name, size)
 
 
