@@ -133,3 +133,17 @@ def test_one_download_serves_both_frame_plans(files, dev_model_dir):
     ]  # 1 fps over 6 s
     vec = np.load(io.BytesIO(h.uploads["video_qwen3vl.out"][0]))
     assert vec.shape == (2048,) and abs(float(np.linalg.norm(vec)) - 1) < 1e-5
+
+
+def test_text_queries_run_max_batch_at_a_time_with_the_same_vectors(files, dev_model_dir):
+    h = harness(files, dev_model_dir, WORKER_TASKS="qwen3vl_text", MAX_BATCH="2")
+    calls: list[int] = []
+    embed = h.models.qwen3vl.embed_texts
+    h.models.qwen3vl.embed_texts = lambda texts, instruction=None: (
+        calls.append(len(texts)) or embed(texts, instruction)
+    )
+    texts = ["a cat", "a dog", "a red car", "a train", "a boat"]
+    out = h.run({"task": "qwen3vl_text", "texts": texts, "dims": 128})
+    assert calls == [2, 2, 1]
+    one = [h.run({"task": "qwen3vl_text", "texts": [t], "dims": 128})["vectors"][0] for t in texts]
+    np.testing.assert_allclose(np.array(out["vectors"]), np.array(one), atol=2e-5)
