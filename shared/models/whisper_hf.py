@@ -134,9 +134,11 @@ class TransformersWhisperBackend:
             **({"truncation": False, "padding": "longest"} if long_form else {}),
         )
         features = feats["input_features"].to(self.device, self._dtype)
-        kwargs: dict[str, Any] = {"return_timestamps": True, "return_segments": True, "num_beams": beam_size}
+        # Long-form: transformers' sequential decoding returns its segments; one window: a single
+        # generate whose timestamp tokens the tokenizer turns into offsets (one pass, not one per segment).
+        kwargs: dict[str, Any] = {"return_timestamps": True, "num_beams": beam_size}
         if long_form:
-            kwargs["attention_mask"] = feats["attention_mask"].to(self.device)
+            kwargs.update(return_segments=True, attention_mask=feats["attention_mask"].to(self.device))
         limit = max_new_tokens if max_new_tokens is not None else self.max_new_tokens
         if limit is not None:
             kwargs["max_new_tokens"] = limit
@@ -154,16 +156,24 @@ class TransformersWhisperBackend:
 
     def _result(self, out: Any, duration: float, language: str) -> dict[str, Any]:
         tok = self._processor.tokenizer
+        if isinstance(out, dict):  # long-form
+            pieces = [
+                (float(seg["start"]), float(seg["end"]), tok.decode(seg["tokens"], skip_special_tokens=True))
+                for seg in (out.get("segments") or [[]])[0]
+            ]
+            sequence = out["sequences"][0]
+        else:
+            sequence = out[0]
+            offsets = tok.decode(sequence, output_offsets=True).get("offsets") or []
+            pieces = [(float(o["timestamp"][0]), float(o["timestamp"][1]), o["text"]) for o in offsets]
         segments = []
-        for seg in (out.get("segments") or [[]])[0] if isinstance(out, dict) else []:
-            text = tok.decode(seg["tokens"], skip_special_tokens=True).strip()
-            start = _clamp(float(seg["start"]), duration)
-            end = max(start, _clamp(float(seg["end"]), duration))
-            if text:
-                segments.append({"start": round(start, 3), "end": round(end, 3), "text": text})
+        for start, end, text in pieces:
+            start = _clamp(start, duration)
+            end = max(start, _clamp(end, duration))
+            if text.strip():
+                segments.append({"start": round(start, 3), "end": round(end, 3), "text": text.strip()})
         if not segments:  # no timestamp tokens came out: one segment over the whole audio
-            seqs = out["sequences"] if isinstance(out, dict) else out
-            text = tok.decode(seqs[0], skip_special_tokens=True).strip()
+            text = tok.decode(sequence, skip_special_tokens=True).strip()
             if text:
                 segments.append({"start": 0.0, "end": duration, "text": text})
         return {
