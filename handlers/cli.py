@@ -13,6 +13,8 @@
     se upload FILE --owner O --item I          put_object to uploads/O/I/FILE on the running stack
     se status [--owner O] [--item I] [--json]  items x channels from the ledger
     se invoke FUNCTION --event FILE            one template.yaml function in-process against the stack
+    se admin [--url URL] [--port N]            the operator's admin console on 127.0.0.1, signing its
+                                               calls to the reprocess function URL (local stack default)
 
 MODEL_DIR (default: <repo>/.models) applies to every command; `--model-dir` overrides it.
 """
@@ -199,6 +201,67 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from shared.admin import server as admin
+
+    endpoints = None
+    if args.url is None:  # the local stack's reprocess function URL
+        from shared.dev.stack import ENDPOINTS_FILE
+
+        endpoints = ENDPOINTS_FILE
+    try:
+        srv = admin.console(
+            args.url, port=args.port, region=args.region, profile=args.profile, endpoints=endpoints
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(
+        f"admin console: {srv.url}  (API {srv.function_url}, region {srv.region}; Ctrl-C stops it)",
+        flush=True,
+    )
+    stop = threading.Event()  # Ctrl-C or SIGTERM (also when started in the background)
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    with srv:
+        while not stop.wait(0.5):
+            pass
+    print("admin console stopped")
+    return 0
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    from shared.aws.admin_api import AdminApi, ApiError, reprocess
+
+    body: dict = {"scope": args.scope, "force": args.force, "dry_run": args.dry_run}
+    for k in ("owner", "item", "since"):
+        if getattr(args, k) is not None:
+            body[{"owner": "owner_id", "item": "item_id"}.get(k, k)] = getattr(args, k)
+    try:
+        return reprocess(AdminApi.resolve(args.url), body, wait=not args.no_wait)
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from shared.aws.admin_api import AdminApi, ApiError, render_runs
+
+    try:
+        api = AdminApi.resolve(args.url)
+        out = (
+            api.call("GET", f"/runs/{args.run}") if args.run else api.call("GET", f"/runs?limit={args.limit}")
+        )
+    except ApiError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2) if args.json or args.run else render_runs(out["runs"]))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="se", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -244,10 +307,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
 
+    s = sub.add_parser(
+        "reprocess",
+        help="bring items up to the deployed spec (the admin API; SigV4 with your AWS credentials)",
+        description="Dry run first (--dry-run: counts, reasons, GPU seconds and cost; changes nothing), "
+        "then a real run, followed with a progress bar until it finishes.",
+    )
+    s.add_argument("--scope", required=True, choices=["item", "owner", "all"])
+    s.add_argument("--owner", help="owner_id (scope owner and item)")
+    s.add_argument("--item", help="item_id (scope item)")
+    s.add_argument("--since", help="only items updated after this ISO-8601 time")
+    s.add_argument("--force", action="store_true", help="re-run every channel, current or not")
+    s.add_argument("--dry-run", action="store_true", help="report what would run; change nothing")
+    s.add_argument("--no-wait", action="store_true", help="start the run and return")
+    s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    s.set_defaults(func=cmd_reprocess)
+
+    s = sub.add_parser("runs", help="reprocess runs with their counts (newest first)")
+    s.add_argument("run", nargs="?", help="one run's id: its whole row")
+    s.add_argument("--limit", type=int, default=20)
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    s.set_defaults(func=cmd_runs)
+
     s = sub.add_parser("invoke", help="run one function of template.yaml against the running stack")
-    s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text"])
+    s.add_argument("function", choices=["on_upload", "on_job_done", "sweeper", "embed_text", "reprocess"])
     s.add_argument("--event", required=True, help="a sample event (infra/events/...)")
     s.set_defaults(func=cmd_invoke)
+
+    s = sub.add_parser("admin", help="the admin console on 127.0.0.1 (signs calls to the reprocess URL)")
+    s.add_argument(
+        "--url", help="the reprocess function URL of a deployed stack (default: the local stack's)"
+    )
+    s.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
+    s.add_argument("--region", help="signing region (default: the AWS session's / AWS_DEFAULT_REGION)")
+    s.add_argument("--profile", help="AWS profile to sign with (default: botocore's credential chain)")
+    s.set_defaults(func=cmd_admin)
 
     s = sub.add_parser("demo", help="the main job (README)")
     s.add_argument("--text-only", action="store_true", help="only the Lambda text path (no worker)")

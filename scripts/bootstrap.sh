@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by the README's two commands: create .venv, install the project with the extras the
-# local stack and the tests need, install espeak-ng (test speech) when missing, and fill MODEL_DIR
-# (default .models/) with the dev models. Idempotent: a second run only checks.
+# local stack and the tests need, install espeak-ng (test speech) and chromium + chromium-driver (the
+# admin console's browser test) when missing, and fill MODEL_DIR (default .models/) with the dev
+# models. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,6 +35,16 @@ if ! command -v espeak-ng >/dev/null 2>&1; then
     apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null
   else
     echo "!! espeak-ng is missing: install it (e.g. 'sudo apt-get install espeak-ng') for the speech tests" >&2
+  fi
+fi
+
+# Debian's chromium + chromium-driver: the admin console's browser test (tests/e2e/test_admin_console.py)
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium and chromium-driver (headless browser for the admin console test)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+  else
+    echo "!! chromium / chromium-driver are missing: install them (e.g. 'sudo apt-get install chromium chromium-driver') for the admin console test" >&2
   fi
 fi
 

@@ -3,8 +3,11 @@
 Keys (template.yaml's LedgerTable is the one definition; tests/integration/infra checks these names):
 
     pk = "{owner_id}#{item_id}"   sk = "ITEM" | "CH#{channel}"
+    pk = "{owner_id}#~"           sk = "MANIFEST"        the owner's row: manifest generation, spec versions
+    pk = "~runs"                  sk = "RUN#{run_id}"    reprocess runs (run ids sort by start time)
     owner-index   owner_id + osk ("{item_id}#{sk}")     every row of an owner, items and channels
     sweep-index   sweep ("due", only while a dispatch or retry is open) + due_at (epoch seconds)
+    owners-index  directory ("owners", owner rows only) + manifest_owner   the list of owners
 
 Item row: kind, modality, media_key/etag/size/mtime/seq, media_hash, meta_key/meta_hash/meta_mtime,
 status (PROCESSING | COMPLETE | PARTIAL | QUARANTINED | REMOVED), attempts, the open dispatch
@@ -37,10 +40,13 @@ from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCE
 PK, SK = "pk", "sk"
 OWNER_INDEX, OWNER_KEY, OWNER_SORT = "owner-index", "owner_id", "osk"
 SWEEP_INDEX, SWEEP_KEY, SWEEP_SORT = "sweep-index", "sweep", "due_at"
+OWNERS_INDEX, OWNERS_KEY, OWNERS_SORT = "owners-index", "directory", "manifest_owner"
+OWNERS = "owners"
 ITEM_SK = "ITEM"
 MANIFEST_SK = "MANIFEST"  # one row per owner, pk "{owner_id}#~" ("~" is outside the id pattern)
 DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
+UPLOAD, PERSON, PERSON_PHOTO = "upload", "person", "person_photo"  # item kinds
 CLAIMED, SUBMITTED, RETRY = "CLAIMED", "SUBMITTED", "RETRY"
 
 _ser = TypeSerializer()
@@ -206,15 +212,8 @@ class Ledger:
         return out
 
     def owners(self) -> list[str]:
-        """Owners with at least one item (the CLI's `se status` without --owner; small tables only)."""
-        kwargs = {
-            "TableName": self.table,
-            "FilterExpression": "#sk = :item",
-            "ProjectionExpression": "#o",
-            "ExpressionAttributeNames": {"#sk": SK, "#o": OWNER_KEY},
-            "ExpressionAttributeValues": {":item": _av(ITEM_SK)},
-        }
-        return sorted({_row(r)[OWNER_KEY] for r in self._pages("scan", kwargs)})
+        """Owners with an owner row (one is made when their first item completes or is quarantined)."""
+        return [r[OWNERS_SORT] for r in self.owner_states()]
 
     def _pages(self, op: str, kwargs: dict[str, Any]) -> Iterator[dict[str, Any]]:
         start = None
@@ -286,6 +285,7 @@ class Ledger:
         mtime: str,
         media_hash: str,
         seq: str | None,
+        **extra: Any,
     ) -> dict[str, Any] | None:
         """Record the item's current media source. Refused (None) when the ledger already holds it (a
         duplicate event) or a newer one: a later S3 sequencer for the same key, or a later LastModified."""
@@ -299,6 +299,7 @@ class Ledger:
             media_mtime=mtime,
             media_hash=media_hash,
             media_seq=seq,
+            **extra,
         )
         upd.remove("removed_at")
         m, h, st = upd.name("media_mtime"), upd.name("media_hash"), upd.name("status")
@@ -340,6 +341,57 @@ class Ledger:
         upd.values[":k"] = _av(key)
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
+    def record_person(self, owner_id: str, item_id: str, person_id: str) -> None:
+        """The person's own row (its query vector's channel row hangs under it); made once."""
+        upd = _Update()
+        self._base(upd, owner_id, item_id, ITEM_SK).set(kind="person", modality="person", person_id=person_id)
+        st = upd.name("status")
+        upd.sets.append(f"{st} = if_not_exists({st}, {upd.value(PROCESSING)})")
+        self._update(owner_id, item_id, ITEM_SK, upd)
+
+    def mark_person(self, owner_id: str, item_id: str, due_at: float, force_run: str | None = None) -> None:
+        """The person's photos changed: its query vector is rebuilt by the sweeper (generation bumped)."""
+        upd = _Update().set(sweep=DUE, due_at=float(due_at), status=PROCESSING).add_one("dirty_gen")
+        if force_run is not None:
+            upd.set(force_run=force_run)
+        self._update(owner_id, item_id, ITEM_SK, upd, f"attribute_exists({upd.name(PK)})")
+
+    def person_written(self, owner_id: str, item_id: str, generation: int, fields: Mapping[str, Any]) -> bool:
+        """The person's rebuild of `generation` is recorded; it leaves the sweep unless bumped since."""
+        upd = (
+            _Update().set(updated_at=now_iso(self.clock()), **fields).remove("sweep", SWEEP_SORT, "force_run")
+        )
+        g = upd.name("dirty_gen")
+        if self._update(owner_id, item_id, ITEM_SK, upd, f"{g} = {upd.value(generation)}"):
+            return True
+        self._update(owner_id, item_id, ITEM_SK, _Update().set(**fields))
+        return False
+
+    def photo_rows(self, owner_id: str, person_item: str, limit: int) -> list[dict[str, Any]]:
+        """A person's photo rows (items and channels) through owner-index: osk begins with "@{person}~"."""
+        kwargs = {
+            "TableName": self.table,
+            "IndexName": OWNER_INDEX,
+            "KeyConditionExpression": "#o = :o AND begins_with(#s, :p)",
+            "ExpressionAttributeNames": {"#o": OWNER_KEY, "#s": "osk"},
+            "ExpressionAttributeValues": {":o": _av(owner_id), ":p": _av(f"{person_item}~")},
+        }
+        out = []
+        for raw in self._pages("query", kwargs):
+            out.append(_row(raw))
+            if len(out) >= limit:
+                break
+        return out
+
+    def reopen(self, owner_id: str, item_id: str) -> bool:
+        """A quarantined item is replayed: fresh attempts, PROCESSING, its quarantine reason kept as last."""
+        upd = _Update().set(status=PROCESSING, attempts=0, updated_at=now_iso(self.clock()))
+        r, q = upd.name("quarantine_reason"), upd.name("last_quarantine_reason")
+        upd.sets.append(f"{q} = {r}")
+        upd.removes.append(r)
+        st = upd.name("status")
+        return bool(self._update(owner_id, item_id, ITEM_SK, upd, f"{st} = {upd.value(QUARANTINED)}"))
+
     def set_item_status(self, owner_id: str, item_id: str, status: str, **fields: Any) -> bool:
         upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
         cond = "attribute_exists(#pk) AND #st <> :removed"
@@ -356,6 +408,7 @@ class Ledger:
         input_hashes: Mapping[str, str],
         dispatch_hash: str,
         deadline: float,
+        run_id: str | None = None,
     ) -> str | None:
         """Claim the item's one dispatch before anything is POSTed: a conditional write that opens the
         dispatch on the item row (only if none is open, and only for the current media), then each channel
@@ -376,6 +429,7 @@ class Ledger:
             dispatch_state=CLAIMED,
             dispatch_channels=channels,
             dispatch_hash=dispatch_hash,
+            dispatch_version=spec.SPEC_VERSION,
             claimed_at=now,
             sweep=DUE,
             due_at=float(deadline),
@@ -401,6 +455,7 @@ class Ledger:
                 spec_version=spec.SPEC_VERSION,
                 dispatch_id=dispatch_id,
                 runs_on=spec.CHANNELS[ch].runs_on,
+                run_id=run_id,
             ).add_one("attempts")
             self._update(owner_id, item_id, channel_sk(ch), cu)
         return dispatch_id
@@ -455,9 +510,12 @@ class Ledger:
         status: str,
         input_hash: str,
         fields: Mapping[str, Any],
+        *,
+        run_id: str | None = None,
     ) -> bool:
         """A Lambda channel's result (it runs in-process, no dispatch). Refused when the row already holds
-        a SUCCEEDED result for the same inputs and fingerprint (a duplicate event)."""
+        a SUCCEEDED result for the same inputs, fingerprint and spec version (a duplicate event), unless
+        a reprocess run (`run_id`) that has not written it yet forces it."""
         upd = _Update()
         self._base(upd, owner_id, item_id, channel_sk(channel)).set(
             channel=channel,
@@ -467,13 +525,45 @@ class Ledger:
             spec_version=spec.SPEC_VERSION,
             runs_on=spec.CHANNELS[channel].runs_on,
             dispatch_id=None,
+            run_id=run_id,
             **fields,
         ).add_one("attempts")
         st, ih, fp = upd.name("status"), upd.name("input_hash"), upd.name("fingerprint")
+        sv = upd.name("spec_version")
         cond = (
             f"attribute_not_exists({st}) OR {st} <> {upd.value(SUCCEEDED)} "
             f"OR {ih} <> {upd.value(input_hash)} "
-            f"OR {fp} <> {upd.value(spec.CHANNELS[channel].fingerprint)}"
+            f"OR {fp} <> {upd.value(spec.CHANNELS[channel].fingerprint)} "
+            f"OR {sv} <> {upd.value(spec.SPEC_VERSION)}"
+        )
+        if run_id is not None:
+            ri = upd.name("run_id")
+            cond += f" OR attribute_not_exists({ri}) OR {ri} <> {upd.value(run_id)}"
+        return bool(self._update(owner_id, item_id, channel_sk(channel), upd, cond))
+
+    def carry_channel(
+        self,
+        owner_id: str,
+        item_id: str,
+        channel: str,
+        row: Mapping[str, Any],
+        spec_version: str,
+        artifact_key: str | None,
+    ) -> bool:
+        """A final row of an older spec version, unchanged recipe: it now stands for `spec_version` (its
+        artifact copied to `artifact_key`). Only if the row is still what the caller read."""
+        upd = _Update().set(spec_version=spec_version, carried_from=row.get("spec_version"))
+        if artifact_key:
+            upd.set(artifact_key=artifact_key)
+        st, ih, fp, sv = (upd.name(a) for a in ("status", "input_hash", "fingerprint", "spec_version"))
+        cond = (
+            f"{st} = {upd.value(row.get('status'))} AND {ih} = {upd.value(row.get('input_hash'))} "
+            f"AND {fp} = {upd.value(row.get('fingerprint'))} AND "
+            + (
+                f"{sv} = {upd.value(row['spec_version'])}"
+                if row.get("spec_version")
+                else f"attribute_not_exists({sv})"
+            )
         )
         return bool(self._update(owner_id, item_id, channel_sk(channel), upd, cond))
 
@@ -513,23 +603,65 @@ class Ledger:
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
     def mark_manifest(self, owner_id: str, due_at: float) -> None:
-        """The owner's manifest needs a rebuild: bump its generation; due at `due_at` unless already due."""
-        upd = _Update().set(manifest_owner=owner_id, sweep=DUE).add_one("dirty_gen")
+        """The owner's manifest needs a rebuild: bump its generation; due at `due_at` unless already due.
+        The row is also the owner's entry in owners-index (with its spec-version state)."""
+        upd = _Update().set(manifest_owner=owner_id, sweep=DUE, directory=OWNERS).add_one("dirty_gen")
         d = upd.name(SWEEP_SORT)
         upd.sets.append(f"{d} = if_not_exists({d}, {upd.value(float(due_at))})")
         self._update(owner_id, "~", MANIFEST_SK, upd)
 
-    def manifest_written(self, owner_id: str, generation: int, again_at: float) -> bool:
+    def manifest_written(
+        self, owner_id: str, generation: int, again_at: float, state: Mapping[str, Any] | None = None
+    ) -> bool:
         """The manifest of `generation` is written: done, unless newer completions bumped it since (then
-        it stays due at `again_at`)."""
-        upd = _Update().set(written_gen=generation).remove("sweep", SWEEP_SORT)
+        it stays due at `again_at`). `state`: the owner's spec-version fields to record with it."""
+        state = dict(state or {})
+        upd = _Update().set(written_gen=generation, **state).remove("sweep", SWEEP_SORT)
         g = upd.name("dirty_gen")
         if self._update(owner_id, "~", MANIFEST_SK, upd, f"{g} = {upd.value(generation)}"):
             return True
         self._update(
-            owner_id, "~", MANIFEST_SK, _Update().set(written_gen=generation, due_at=float(again_at))
+            owner_id,
+            "~",
+            MANIFEST_SK,
+            _Update().set(written_gen=generation, due_at=float(again_at), **state),
         )
         return False
+
+    def switch_version(self, owner_id: str, new: str, old: str | None) -> bool:
+        """The owner's readers move from `old` (None: the owner had none yet) to `new`; once."""
+        upd = (
+            _Update()
+            .set(current_version=new, previous_version=old, switched_at=now_iso(self.clock()))
+            .add_one("switches")
+        )
+        cv = upd.name("current_version")
+        cond = f"{cv} = {upd.value(old)}" if old else f"attribute_not_exists({cv})"
+        return bool(self._update(owner_id, "~", MANIFEST_SK, upd, cond))
+
+    def owner_state(self, owner_id: str) -> dict[str, Any] | None:
+        """The owner's row: manifest generation, current spec version and the next one's progress."""
+        try:
+            resp = self.db.get_item(
+                TableName=self.table,
+                Key={PK: _av(item_pk(owner_id, "~")), SK: _av(MANIFEST_SK)},
+                ConsistentRead=True,
+            )
+        except ClientError as e:
+            raise translate(e, "ledger read") from e
+        return _row(resp["Item"]) if "Item" in resp else None
+
+    def owner_states(self) -> Iterator[dict[str, Any]]:
+        """Every owner's row, by owner id (owners-index; never a scan)."""
+        kwargs = {
+            "TableName": self.table,
+            "IndexName": OWNERS_INDEX,
+            "KeyConditionExpression": "#d = :d",
+            "ExpressionAttributeNames": {"#d": OWNERS_KEY},
+            "ExpressionAttributeValues": {":d": _av(OWNERS)},
+        }
+        for raw in self._pages("query", kwargs):
+            yield _row(raw)
 
     def quarantine(self, owner_id: str, item_id: str, reason: str, channels: Iterable[str]) -> bool:
         """Retries exhausted: the item's unfinished channels, then the item, are QUARANTINED with the reason
@@ -541,6 +673,178 @@ class Ledger:
         upd = _Update().set(status=QUARANTINED, quarantine_reason=reason, updated_at=now_iso(self.clock()))
         upd.remove("dispatch_id", "dispatch_channels", "job_id", "dispatch_state", "sweep", "due_at")
         return bool(self._update(owner_id, item_id, ITEM_SK, upd))
+
+
+RUNS_PK = "~runs"  # "~" is outside the id pattern: no owner's item can have this key
+RUN_COUNTS = ("items", "planned", "done", "failed", "skipped", "skipped_in_flight", "skipped_current")
+
+
+class Runs:
+    """Reprocess runs in the ledger table: one row per run under RUNS_PK, and the per-item marks that make
+    each item count once in its run (`run_id` while the run waits for the item, `run_counted` after)."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def _key(self, run_id: str) -> dict[str, Any]:
+        return {PK: _av(RUNS_PK), SK: _av(f"RUN#{run_id}")}
+
+    def create(self, run: Mapping[str, Any]) -> None:
+        item = {PK: RUNS_PK, SK: f"RUN#{run['run_id']}", **{k: 0 for k in RUN_COUNTS}, **run}
+        self.ledger.writes += 1
+        try:
+            self.ledger.db.put_item(
+                TableName=self.ledger.table,
+                Item={k: _av(v) for k, v in _to_dynamo(item).items()},
+                ConditionExpression="attribute_not_exists(#pk)",
+                ExpressionAttributeNames={"#pk": PK},
+            )
+        except ClientError as e:
+            raise translate(e, "ledger write") from e
+
+    def get(self, run_id: str) -> dict[str, Any] | None:
+        try:
+            resp = self.ledger.db.get_item(
+                TableName=self.ledger.table, Key=self._key(run_id), ConsistentRead=True
+            )
+        except ClientError as e:
+            raise translate(e, "ledger read") from e
+        return _row(resp["Item"]) if "Item" in resp else None
+
+    def list(self, limit: int = 50, open_only: bool = False) -> list[dict[str, Any]]:
+        """Newest first (run ids sort by their start time)."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.ledger.table,
+            "KeyConditionExpression": "#pk = :pk",
+            "ExpressionAttributeNames": {"#pk": PK},
+            "ExpressionAttributeValues": {":pk": _av(RUNS_PK)},
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        if open_only:
+            kwargs["FilterExpression"] = "#st <> :fin"
+            kwargs["ExpressionAttributeNames"]["#st"] = "status"
+            kwargs["ExpressionAttributeValues"][":fin"] = _av("finished")
+        out = []
+        for raw in self.ledger._pages("query", kwargs):
+            out.append(_row(raw))
+            if len(out) >= limit:
+                break
+        return out
+
+    def _run_update(self, run_id: str, upd: _Update, condition: str | None = None) -> dict[str, Any] | None:
+        kwargs: dict[str, Any] = {
+            "TableName": self.ledger.table,
+            "Key": self._key(run_id),
+            "UpdateExpression": upd.expression(),
+            "ExpressionAttributeNames": upd.names,
+            "ReturnValues": "ALL_NEW",
+        }
+        if upd.values:
+            kwargs["ExpressionAttributeValues"] = upd.values
+        kwargs["ConditionExpression"] = f"attribute_exists({upd.name(PK)})" + (
+            f" AND ({condition})" if condition else ""
+        )
+        self.ledger.writes += 1
+        try:
+            resp = self.ledger.db.update_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return None
+            raise translate(e, "ledger write") from e
+        return _row(resp["Attributes"])
+
+    def page_done(
+        self,
+        run_id: str,
+        cursor: str,
+        next_cursor: str | None,
+        counts: Mapping[str, int],
+        channels: Mapping[str, int],
+        reasons: Mapping[str, int],
+        gpu_seconds: float,
+    ) -> dict[str, Any] | None:
+        """Record one planned page, once: only if the run's cursor is still the page's own (a redelivered
+        page message changes nothing). `next_cursor` None: planning is done."""
+        now = now_iso(self.ledger.clock())
+        upd = _Update().set(cursor=next_cursor or "", updated_at=now)
+        if next_cursor is None:
+            upd.set(planning_done=True, status="running")
+        for k, v in counts.items():
+            if v:
+                n = upd.name(k)
+                upd.sets.append(f"{n} = {n} + {upd.value(int(v))}")
+        for attr, m in (("channels", channels), ("reasons", reasons)):
+            for k, v in m.items():
+                n, sub = upd.name(attr), upd.name(k)
+                upd.sets.append(f"{n}.{sub} = if_not_exists({n}.{sub}, {upd.value(0)}) + {upd.value(int(v))}")
+        if gpu_seconds:
+            g = upd.name("gpu_seconds_estimate")
+            upd.sets.append(f"{g} = {g} + {upd.value(float(gpu_seconds))}")
+        c = upd.name("cursor")
+        run = self._run_update(run_id, upd, f"{c} = {upd.value(cursor)}")
+        return self.finish_if_done(run) if run else None
+
+    def touch(self, run_id: str) -> None:
+        self._run_update(run_id, _Update().set(updated_at=now_iso(self.ledger.clock())))
+
+    def add(self, run_id: str, **counts: int) -> dict[str, Any] | None:
+        upd = _Update().set(updated_at=now_iso(self.ledger.clock()))
+        for k, v in counts.items():
+            n = upd.name(k)
+            upd.sets.append(f"{n} = {n} + {upd.value(int(v))}")
+        run = self._run_update(run_id, upd)
+        return self.finish_if_done(run) if run else None
+
+    def finish_if_done(self, run: dict[str, Any]) -> dict[str, Any]:
+        settled = int(run.get("done", 0)) + int(run.get("failed", 0)) + int(run.get("skipped", 0))
+        due = settled >= int(run.get("items", 0))
+        if run.get("planning_done") and run.get("status") != "finished" and due:
+            upd = _Update().set(status="finished", finished_at=now_iso(self.ledger.clock()))
+            n = upd.name("status")
+            done = self._run_update(run["run_id"], upd, f"{n} <> {upd.value('finished')}")
+            return done or run
+        return run
+
+    def mark_item(self, run_id: str, owner_id: str, item_id: str) -> str:
+        """Before a run works on an item: "new" (the item now waits to be counted in this run), "marked"
+        (it already does: a redelivered message), "counted" (it was counted already), or "other" (another
+        open run waits for it)."""
+        upd = _Update().set(run_id=run_id)
+        r, c = upd.name("run_id"), upd.name("run_counted")
+        v = upd.value(run_id)
+        fresh = f"(attribute_not_exists({c}) OR {c} <> {v})"
+        upd.names["#pk"] = PK
+        if self.ledger._update(
+            owner_id,
+            item_id,
+            ITEM_SK,
+            upd,
+            f"attribute_exists(#pk) AND attribute_not_exists({r}) AND {fresh}",
+        ):
+            return "new"
+        item = self.ledger.item(owner_id, item_id) or {}
+        if item.get("run_counted") == run_id:
+            return "counted"
+        other = item.get("run_id")
+        if other == run_id:
+            return "marked"
+        if other and (self.get(other) or {}).get("status", "finished") == "finished":
+            # the mark of a run that finished without it (an item removed meanwhile): taken over
+            upd2 = _Update().set(run_id=run_id)
+            r2 = upd2.name("run_id")
+            if self.ledger._update(owner_id, item_id, ITEM_SK, upd2, f"{r2} = {upd2.value(other)}"):
+                return "new"
+        return "other"
+
+    def count_item(self, run_id: str, owner_id: str, item_id: str, outcome: str) -> dict[str, Any] | None:
+        """The item's outcome in its run (done | failed | skipped), counted once: the item's mark moves from
+        `run_id` to `run_counted` under a condition, and only the writer that moved it adds to the run."""
+        upd = _Update().set(run_counted=run_id).remove("run_id")
+        r = upd.name("run_id")
+        if not self.ledger._update(owner_id, item_id, ITEM_SK, upd, f"{r} = {upd.value(run_id)}"):
+            return None
+        return self.add(run_id, **{outcome: 1})
 
 
 __all__ = [
@@ -557,4 +861,5 @@ __all__ = [
     "SUBMITTED",
     "SUCCEEDED",
     "Ledger",
+    "Runs",
 ]

@@ -58,6 +58,20 @@ class Storage:
         except ClientError as e:
             raise translate(e, "S3 put") from e
 
+    def copy(self, source_key: str, key: str) -> bool:
+        """Server-side copy within the bucket (no bytes pass through Lambda); False if the source is gone."""
+        if not source_key:
+            return False
+        try:
+            self.s3.copy_object(
+                Bucket=self.bucket, Key=key, CopySource={"Bucket": self.bucket, "Key": source_key}
+            )
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise translate(e, "S3 copy") from e
+        return True
+
     def delete(self, key: str) -> None:
         try:
             self.s3.delete_object(Bucket=self.bucket, Key=key)

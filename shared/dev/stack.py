@@ -68,6 +68,7 @@ FUNCTIONS = {
     "on_job_done": "OnJobDoneFunction",
     "sweeper": "SweeperFunction",
     "embed_text": "EmbedTextFunction",
+    "reprocess": "ReprocessFunction",
 }
 
 
@@ -290,8 +291,17 @@ class FunctionUrls:
 
     MAX_BODY = 6 * 1024 * 1024  # Lambda's own request payload limit
 
-    def __init__(self, handlers: Mapping[str, Callable[[Any, Any], dict]], host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Callable[[Any, Any], dict]],
+        host: str = "127.0.0.1",
+        *,
+        iam: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
         self.handlers = dict(handlers)
+        # AuthType AWS_IAM functions: name -> {access key id: secret}; a call whose SigV4 signature does
+        # not check out gets 403 and never reaches the function, as with Lambda's own function URLs
+        self.iam = {k: dict(v) for k, v in (iam or {}).items()}
         self.host = host
         self.port = free_port(host)
         self.base = f"http://{host}:{self.port}"
@@ -311,7 +321,23 @@ class FunctionUrls:
                     self.end_headers()
                     return
                 body = self.rfile.read(length) if length else b""
-                event = url_event(self.command, parts.path, parts.query, dict(self.headers), body)
+                if name in urls.iam:
+                    from shared.aws import sigv4
+
+                    url = f"http://{self.headers.get('Host', '')}{self.path}"
+                    try:
+                        sigv4.verify(self.command, url, dict(self.headers), body, urls.iam[name], REGION)
+                    except sigv4.SignatureError as e:
+                        data = json.dumps({"Message": "Forbidden", "reason": str(e)}).encode()
+                        self.send_response(403)
+                        self.send_header("Content-Type", "application/json")
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                # a function URL's path is relative to the function (no /{name} prefix)
+                path = parts.path[len(name) + 1 :] or "/"
+                event = url_event(self.command, path, parts.query, dict(self.headers), body)
                 try:
                     out = fn(event, _Context(name))
                 except Exception:
@@ -380,6 +406,7 @@ class Pump:
         visibility_s: int = 2,
         sweep_every_s: float = 0.5,
         batch_size: int = 10,
+        workers: int = 1,
     ) -> None:
         self.sqs = sqs
         self.queue_url = queue_url
@@ -393,10 +420,10 @@ class Pump:
         self.batches = 0
         self.failures = 0
         self.crashes = 0
+        # `workers` concurrent invocations, as Lambda's event source mapping runs several at once
         self.threads = [
-            threading.Thread(target=self._pump, name="sqs-pump", daemon=True),
-            threading.Thread(target=self._sweep, name="sweeper", daemon=True),
-        ]
+            threading.Thread(target=self._pump, name=f"sqs-pump-{i}", daemon=True) for i in range(workers)
+        ] + [threading.Thread(target=self._sweep, name="sweeper", daemon=True)]
 
     def start(self) -> Pump:
         for t in self.threads:
@@ -474,7 +501,9 @@ class LocalStack:
         pump: bool = True,
         log_dir: Path | None = None,
         wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
+        pump_workers: int = 1,
     ) -> None:
+        self.pump_workers = pump_workers
         self.wrap = wrap  # bench hook: wraps each function's handler (timing, fault injection)
         self.model_dir = Path(model_dir)
         self.runpod_url = runpod_url
@@ -487,6 +516,7 @@ class LocalStack:
         self.worker: LocalRunpodWorker | None = None
         self.urls: FunctionUrls | None = None
         self.pump: Pump | None = None
+        self.reprocess_pump: Pump | None = None
         self.resources: Resources | None = None
         self.handlers: dict[str, Callable[[Any, Any], dict]] = {}
         self.envs: dict[str, dict[str, str]] = {}
@@ -506,7 +536,11 @@ class LocalStack:
             "UPLOAD_QUEUE_URL": r.physical["UploadQueue"],
             "UPLOAD_DLQ_URL": r.physical["UploadDeadLetterQueue"],
             "RUNPOD_ENDPOINT_URL": r.parameters["RunPodEndpointUrl"],
-            "function_urls": {name: self.urls.url(name) for name in ("on_job_done", "embed_text")},
+            "function_urls": {
+                name: self.urls.url(name) for name in ("on_job_done", "embed_text", "reprocess")
+            },
+            "ReprocessFunctionUrl": self.urls.url("reprocess"),
+            "REPROCESS_QUEUE_URL": r.physical["ReprocessQueue"],
             "MODEL_DIR": str(self.model_dir),
             # what `se invoke` needs to give a function its template environment
             "resources": {"physical": r.physical, "parameters": r.parameters, "urls": r.urls},
@@ -542,18 +576,20 @@ class LocalStack:
             self.worker = LocalRunpodWorker(self.model_dir, env=self.worker_env, log_path=log_path).start()
             self.runpod_url = self.worker.base
         res.parameters["RunPodEndpointUrl"] = self.runpod_url
-        self.urls = FunctionUrls({})
+        self.urls = FunctionUrls({}, iam={"reprocess": {"testing": "testing"}})
         res.urls = {
             "OnJobDoneFunctionUrl": self.urls.url("on_job_done"),
             "EmbedTextFunctionUrl": self.urls.url("embed_text"),
+            "ReprocessFunctionUrl": self.urls.url("reprocess"),
         }
-        for name in ("on_upload", "on_job_done", "sweeper"):
+        for name in ("on_upload", "on_job_done", "sweeper", "reprocess"):
             self.envs[name] = function_env(res, FUNCTIONS[name], self.local_env())
             self.handlers[name] = lambdas.build(name, self.envs[name])
             self.pipelines[name] = self.handlers[name].pipeline  # type: ignore[attr-defined]
             if self.wrap is not None:
                 self.handlers[name] = self.wrap(name, self.handlers[name])
         self.urls.handlers["on_job_done"] = self.handlers["on_job_done"]
+        self.urls.handlers["reprocess"] = self.handlers["reprocess"]
         self.urls.start()
         if self.with_pump:
             self.pump = Pump(
@@ -563,11 +599,20 @@ class LocalStack:
                 self.handlers["on_upload"],
                 self.handlers["sweeper"],
                 sweep_every_s=self.sweep_every_s,
+                workers=self.pump_workers,
+            ).start()
+            self.reprocess_pump = Pump(
+                self.moto.client("sqs"),
+                res.physical["ReprocessQueue"],
+                res.arn("ReprocessQueue"),
+                self.handlers["reprocess"],
+                None,
+                workers=self.pump_workers,
             ).start()
         return self
 
     def stop(self) -> None:
-        for part in (self.pump, self.urls, self.worker, self.moto):
+        for part in (self.reprocess_pump, self.pump, self.urls, self.worker, self.moto):
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()

@@ -164,13 +164,31 @@ def render_status(rows: Iterable[Mapping[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def version_lines(ledger: Any, owners: Iterable[str]) -> list[str]:
+    """Per owner: the spec version readers use now, and the next one's progress."""
+    lines = []
+    for o in owners:
+        st = ledger.owner_state(o) or {}
+        cur = st.get("current_version") or "(none yet)"
+        line = f"owner {o}: reads spec version {cur}"
+        if st.get("current_version") != spec.SPEC_VERSION:
+            line += f"; next {spec.SPEC_VERSION}: {st.get('settled', 0)}/{st.get('items', 0)} items settled"
+        lines.append(line)
+    return lines
+
+
 def status(owner: str | None, item: str | None, as_json: bool) -> int:
     ep = read_endpoints()
-    rows = status_rows(_ledger(ep), owner, item)
+    ledger = _ledger(ep)
+    rows = status_rows(ledger, owner, item)
+    owners = sorted({r["owner_id"] for r in rows})
     if as_json:
-        print(json.dumps(rows, indent=2, default=str))
+        states = {o: ledger.owner_state(o) for o in owners}
+        print(json.dumps({"rows": rows, "owners": states}, indent=2, default=str))
     else:
         print(render_status(rows) if rows else "no items")
+        for line in version_lines(ledger, owners):
+            print(line)
     return 0
 
 

@@ -3,8 +3,10 @@
     uploads/{owner_id}/{item_id}/{file}                            sources (+ meta.json)
     persons/{owner_id}/{person_id}/{photo}                         person reference photos
     embeddings/{spec_version}/{channel}/{owner_id}/{item_id}.npy   float32, L2-normalised
+    embeddings/{spec_version}/{channel}/{owner_id}/persons/{person_id}[/{photo}].npy   persons
     transcripts/{spec_version}/{owner_id}/{item_id}.json
     manifests/{spec_version}/{owner_id}/manifest.parquet
+    manifests/current/{owner_id}.json                              the version readers use now
 
 Ids are `[A-Za-z0-9_-]{1,64}`. S3 event keys arrive URL-encoded (`+` for a space, `%2F` for `/` in
 moto's notifications): `decode_event_key` undoes that once, for every record. A key that is not
@@ -13,6 +15,7 @@ ours raises `InvalidKey` (never retryable) with a reason that does not repeat th
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -21,6 +24,14 @@ from urllib.parse import unquote_plus
 from shared.errors import InvalidInput
 
 ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+# Ledger ids of persons: "@{person_id}" (the person: its query vector) and "@{person_id}~{12 hex}" (one
+# reference photo). "@" and "~" are outside ID_RE, so they never meet an upload's item id.
+PERSON_ITEM_RE = re.compile(r"^@([A-Za-z0-9_-]{1,64})(?:~([0-9a-f]{12}))?$")
+
+
+def is_item_id(value: object) -> bool:
+    """A ledger item id: an upload's item id, or a person's / a reference photo's."""
+    return isinstance(value, str) and bool(ID_RE.fullmatch(value) or PERSON_ITEM_RE.fullmatch(value))
 MAX_KEY_CHARS = 1024  # S3's own limit on a key, in bytes of UTF-8
 MAX_FILE_CHARS = 255
 META_FILE = "meta.json"
@@ -102,8 +113,24 @@ def parse_key(key: str) -> SourceKey:
     return SourceKey(key, "upload", owner, item, file, "media", modality)
 
 
+def person_item_id(person_id: str) -> str:
+    return f"@{person_id}"
+
+
+def photo_item_id(person_id: str, file: str) -> str:
+    return f"@{person_id}~{hashlib.sha256(file.encode('utf-8')).hexdigest()[:12]}"
+
+
+def _artifact_stem(item_id: str) -> str:
+    """An item's file stem under its channel: the item id, or persons/{person}[/{photo}] for persons."""
+    m = PERSON_ITEM_RE.fullmatch(item_id)
+    if m is None:
+        return item_id
+    return f"persons/{m[1]}" + (f"/{m[2]}" if m[2] else "")
+
+
 def embedding_key(spec_version: str, channel: str, owner_id: str, item_id: str) -> str:
-    return f"embeddings/{spec_version}/{channel}/{owner_id}/{item_id}.npy"
+    return f"embeddings/{spec_version}/{channel}/{owner_id}/{_artifact_stem(item_id)}.npy"
 
 
 def transcript_key(spec_version: str, owner_id: str, item_id: str) -> str:
@@ -112,6 +139,12 @@ def transcript_key(spec_version: str, owner_id: str, item_id: str) -> str:
 
 def manifest_key(spec_version: str, owner_id: str) -> str:
     return f"manifests/{spec_version}/{owner_id}/manifest.parquet"
+
+
+def current_key(owner_id: str) -> str:
+    """The owner's reader pointer: which spec version (and manifest) to read now. "current" can never be a
+    spec version (those start with their date label)."""
+    return f"manifests/current/{owner_id}.json"
 
 
 def meta_key(owner_id: str, item_id: str) -> str:

@@ -15,10 +15,14 @@ on_job_done (function URL, payload 2.0; RunPod's webhook):
     -> 500 a retryable fault (RunPod delivers the webhook again; the sweeper polls if it gives up)
 
 sweeper (schedule): `Pipeline.sweep()`; returns the counts of what it did.
+
+reprocess (function URL with AWS_IAM auth: the admin API of shared.pipeline.admin; and the reprocess
+queue's SQS event source: planning pages and items of shared.pipeline.reprocess).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -28,7 +32,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
 from shared.errors import EmbeddingError, InvalidInput
-from shared.lambda_text.proxy import error_body, is_proxy_event, proxy_response, read_json_body
+from shared.lambda_text.proxy import (
+    error_body,
+    http_method,
+    http_path,
+    is_proxy_event,
+    proxy_response,
+    read_json_body,
+)
 from shared.pipeline.events import handle_message
 from shared.pipeline.service import Pipeline
 from shared.pipeline.tokens import BadToken
@@ -133,10 +144,77 @@ def build_sweeper(
     )
 
 
+def build_reprocess(
+    pipeline: Pipeline, logger: Logger, metrics: Metrics, *, cold_start: bool = True, sqs: Any = None
+) -> Handler:
+    """The admin API on the function URL (shared.pipeline.admin), and the reprocess queue's messages
+    (planning pages and items; Powertools' BatchProcessor, one failed message fails alone)."""
+    from shared.pipeline.admin import MAX_BODY_BYTES, Admin
+    from shared.pipeline.reprocess import Reprocessor
+
+    if sqs is None:
+        from shared.aws.clients import client
+
+        sqs = client("sqs")
+    reprocessor = Reprocessor(pipeline, sqs)
+    admin = Admin(reprocessor)
+    processor = BatchProcessor(event_type=EventType.SQS)
+
+    def record_handler(record: Any) -> str:
+        try:
+            body = json.loads(record.body)
+        except ValueError:
+            raise InvalidInput("the message is not JSON", field="body") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("the message is not a JSON object", field="body")
+        receives = int((record.attributes.approximate_receive_count or 1) if record.attributes else 1)
+        try:
+            return reprocessor.on_message(body, receives)
+        except InvalidInput as e:  # not retryable: consumed with its reason, never retried forever
+            logger.warning("reprocess message refused", extra={"code": e.code, "reason": e.public_message})
+            return "refused"
+
+    def api(event: Any, context: Any) -> dict:
+        try:
+            method = http_method(event)
+            body = None
+            if method == "POST":
+                body = read_json_body(event, max_bytes=MAX_BODY_BYTES)
+            query = event.get("queryStringParameters") or {}
+            status, out = admin.route(
+                method, http_path(event), query if isinstance(query, dict) else {}, body
+            )
+        except InvalidInput as e:
+            logger.info("admin call refused", extra={"code": e.code, "field": e.field})
+            return proxy_response(e.status, error_body(e))
+        except EmbeddingError as e:
+            logger.exception("admin call failed", extra={"code": e.code})
+            return proxy_response(500 if e.retryable else e.status, error_body(e))
+        except Exception:  # the API boundary: logged with its traceback, never returned
+            logger.exception("admin call failed: internal fault")
+            err = EmbeddingError(
+                f"internal error; request id {getattr(context, 'aws_request_id', 'unknown')}"
+            )
+            return proxy_response(500, error_body(err))
+        return proxy_response(status, out)
+
+    def handle(event: Any, context: Any) -> dict:
+        if is_proxy_event(event):
+            return api(event, context)
+        return process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+
+    return metrics.log_metrics(capture_cold_start_metric=cold_start)(
+        logger.inject_lambda_context(clear_state=True)(handle)
+    )
+
+
 _BUILDERS = {
     "on_upload": (build_on_upload, True),
     "on_job_done": (build_on_job_done, False),
     "sweeper": (build_sweeper, True),
+    "reprocess": (build_reprocess, True),
 }
 FUNCTIONS = tuple(_BUILDERS)
 
@@ -145,6 +223,7 @@ def build(function: str, env: Mapping[str, str] | None = None, *, log_stream: An
     """One orchestration function's handler from its environment (the handler modules call this at
     init with os.environ; the local stack and `se invoke` with the environment template.yaml gives it):
     Powertools Logger/Metrics, the text model (MODEL_DIR, TEXT_*), the secrets, the Pipeline."""
+    from shared.aws.clients import client
     from shared.aws.runtime import build_pipeline
     from shared.lambda_text import ObservabilitySettings
     from shared.models.minilm_onnx import MiniLMOnnx
@@ -158,6 +237,7 @@ def build(function: str, env: Mapping[str, str] | None = None, *, log_stream: An
     model = MiniLMOnnx.load(TextSettings.from_env(env))
     pipeline = build_pipeline(env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics))
     quiet = env.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
-    handler = builder(pipeline, logger, metrics, cold_start=not quiet)
+    extra = {"sqs": client("sqs", env)} if function == "reprocess" else {}
+    handler = builder(pipeline, logger, metrics, cold_start=not quiet, **extra)
     handler.pipeline = pipeline  # type: ignore[attr-defined]  # for the local stack's benches
     return handler

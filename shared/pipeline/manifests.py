@@ -46,8 +46,10 @@ def _revision(channel: str) -> str:
     return registry.get(model).revision if model else "derived"
 
 
-def manifest_rows(rows: Iterable[Mapping[str, Any]], spec_version: str = spec.SPEC_VERSION) -> list[dict]:
-    """Manifest rows from an owner's ledger rows: channel rows of this spec version, with their item."""
+def manifest_rows(rows: Iterable[Mapping[str, Any]], spec_version: str | None = None) -> list[dict]:
+    """Manifest rows from an owner's ledger rows: channel rows of this spec version (default: the
+    deployed one), with their item."""
+    spec_version = spec_version or spec.SPEC_VERSION
     items: dict[str, Mapping[str, Any]] = {}
     channels: list[Mapping[str, Any]] = []
     for r in rows:

@@ -31,6 +31,7 @@ PENDING, DISPATCHED, SUCCEEDED, FAILED, QUARANTINED = (
 )
 CHANNEL_STATUSES = (PENDING, DISPATCHED, SUCCEEDED, FAILED, QUARANTINED)
 TERMINAL = (SUCCEEDED, FAILED, QUARANTINED)
+DEPENDENCY_FAILED = "dependency_failed"
 
 ITEM_MODALITIES = {
     "video": ("video", "audio", "text"),
@@ -124,11 +125,23 @@ def input_hashes(inputs: ItemInputs, channels: Iterable[str]) -> dict[str, str]:
 class Decision:
     channel: str
     run: bool
-    reason: str  # new | source_changed | fingerprint_changed | retry | forced | current | in_flight | failed
+    # run: new | source_changed | fingerprint_changed | retry | forced | failed_earlier
+    # not run: current | in_flight | failed | carry (a final result of an older spec version whose
+    # recipe did not change: its artifact is copied beside the new version's, no model runs)
+    reason: str
 
 
-def decide(channel: str, row: Mapping[str, Any] | None, input_hash: str, *, force: bool = False) -> Decision:
-    """The delta rule for one channel row."""
+def decide(
+    channel: str,
+    row: Mapping[str, Any] | None,
+    input_hash: str,
+    *,
+    force: bool | str = False,
+    retry_failed: bool = False,
+) -> Decision:
+    """The delta rule for one channel row. `force`: True, or the id of the reprocess run that forces it
+    (a row that run already forced is not forced again: a redelivered message makes no second job).
+    `retry_failed`: FAILED and QUARANTINED rows run again (a reprocess retries what failed earlier)."""
     fp = spec.CHANNELS[channel].fingerprint
     if row is None or "status" not in row:
         return Decision(channel, True, "new")
@@ -137,12 +150,19 @@ def decide(channel: str, row: Mapping[str, Any] | None, input_hash: str, *, forc
     status = row.get("status")
     if status == DISPATCHED and same_inputs and same_fp:
         return Decision(channel, False, "in_flight")
-    if force:
+    if force and not (isinstance(force, str) and row.get("run_id") == force):
         return Decision(channel, True, "forced")
     if not same_inputs:
         return Decision(channel, True, "source_changed")
     if not same_fp:
         return Decision(channel, True, "fingerprint_changed")
+    if status in (FAILED, QUARANTINED) and (
+        retry_failed or (row.get("error") or {}).get("code") == DEPENDENCY_FAILED
+    ):
+        # a Lambda channel that failed only because a dependency did runs once that dependency is fixed
+        return Decision(channel, True, "failed_earlier")
+    if status in (SUCCEEDED, FAILED, QUARANTINED) and row.get("spec_version") != spec.SPEC_VERSION:
+        return Decision(channel, False, "carry")
     if status == SUCCEEDED:
         return Decision(channel, False, "current")
     if status in (FAILED, QUARANTINED):
@@ -155,9 +175,10 @@ def needed(
     rows: Mapping[str, Mapping[str, Any]],
     enabled: Iterable[str],
     *,
-    force: bool = False,
+    force: bool | str = False,
+    retry_failed: bool = False,
 ) -> list[Decision]:
     """One decision per applicable channel."""
     chans = applicable(inputs, enabled)
     hashes = input_hashes(inputs, chans)
-    return [decide(c, rows.get(c), hashes[c], force=force) for c in chans]
+    return [decide(c, rows.get(c), hashes[c], force=force, retry_failed=retry_failed) for c in chans]

@@ -17,7 +17,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,17 +28,22 @@ from shared import spec
 from shared.aws.ledger import (
     CLAIMED,
     COMPLETE,
+    ITEM_SK,
     MANIFEST_SK,
     PARTIAL,
+    PERSON,
+    PERSON_PHOTO,
     PROCESSING,
     REMOVED,
     RETRY,
     SUBMITTED,
     Ledger,
+    Runs,
 )
 from shared.aws.storage import Storage
 from shared.errors import ConfigError, EmbeddingError, InvalidInput, PayloadTooLarge
 from shared.pipeline import keys, manifests, plan, tokens
+from shared.pipeline.persons import Persons
 from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED, ItemInputs
 from shared.pipeline.runpod_client import AmbiguousSubmit, RunPodClient, RunPodError
 from shared.pipeline.settings import PipelineSettings
@@ -50,6 +55,7 @@ log = logging.getLogger(__name__)
 FINAL_JOB_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 MAX_RESULT_BYTES = 1024 * 1024
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
+PARQUET = "application/vnd.apache.parquet"
 
 
 @dataclass
@@ -62,7 +68,9 @@ class Outcome:
     rows: tuple[Any, Any] | None = field(default=None, repr=False)
 
 
-def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str = spec.SPEC_VERSION) -> str:
+def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str | None = None) -> str:
+    """Where a channel's artifact of one spec version lives (default: the deployed spec's version)."""
+    spec_version = spec_version or spec.SPEC_VERSION
     if spec.CHANNELS[channel].artifact == "json":
         return keys.transcript_key(spec_version, owner_id, item_id)
     return keys.embedding_key(spec_version, channel, owner_id, item_id)
@@ -115,6 +123,10 @@ class Pipeline:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metric = metric
+        self.persons = Persons(self)
+        self.runs = Runs(ledger)
+
+    artifact_key = staticmethod(artifact_key)
 
     # ------------------------------------------------------------------ 1. S3 events
 
@@ -134,12 +146,11 @@ class Pipeline:
         return self.on_created(ref, seq)
 
     def on_created(self, ref: keys.SourceKey, seq: str | None = None) -> Outcome:
-        if ref.kind == "person":
-            # Person reference photos are recorded by the persons feature (issue 11); nothing runs yet.
-            return Outcome("skipped", "person reference photos are not processed by this version")
         info = self.storage.head(ref.key)
         if info is None:
             return Outcome("skipped", "the object no longer exists")
+        if ref.kind == "person":
+            return self.persons.on_photo(ref, info, seq)
         if ref.role == "meta":
             row = self.ledger.record_meta(
                 ref.owner_id,
@@ -176,11 +187,13 @@ class Pipeline:
         return self.advance(ref.owner_id, ref.item_id)
 
     def on_removed(self, ref: keys.SourceKey) -> Outcome:
-        if ref.kind == "person":
-            return Outcome("skipped", "person reference photos are not processed by this version")
         if self.storage.head(ref.key) is not None:
             return Outcome("skipped", "the object exists again (an older removal event)")
-        if self.ledger.mark_removed(ref.owner_id, ref.item_id, ref.key):
+        item_id = keys.photo_item_id(ref.item_id, ref.file) if ref.kind == "person" else ref.item_id
+        if self.ledger.mark_removed(ref.owner_id, item_id, ref.key):
+            if ref.kind == "person":
+                self.persons.mark(ref.owner_id, keys.person_item_id(ref.item_id))
+                return Outcome("removed", "the photo is marked REMOVED; the person's vector is rebuilt")
             return Outcome("removed", "the item is marked REMOVED; its artifacts stay")
         return Outcome("skipped", "the removed object is not an item's current source")
 
@@ -209,29 +222,38 @@ class Pipeline:
         owner_id: str,
         item_id: str,
         *,
-        force: bool = False,
+        force: bool | str = False,
+        retry_failed: bool = False,
         dispatch: bool = True,
         complete: bool = True,
         cache: dict[str, bytes] | None = None,
+        known: tuple[Any, Any] | None = None,
     ) -> Outcome:
         """Bring one item up to date: run what the delta rule says, as far as it can run now. `cache`
-        holds artifacts this call already read (key -> bytes)."""
-        item, rows = self.ledger.rows(owner_id, item_id)
+        holds artifacts this call already read (key -> bytes). `force` / `retry_failed`: see
+        `plan.decide` (a reprocess run passes its run id as `force`). `known`: rows just read."""
+        item, rows = known if known is not None else self.ledger.rows(owner_id, item_id)
         if item is None:
             return Outcome("skipped", "no such item")
         if item.get("status") == REMOVED:
             return Outcome("skipped", "the item was removed")
+        if item.get("kind") == PERSON:
+            return Outcome("skipped", "a person's query vector is rebuilt by the sweeper")
         if item.get("dispatch_state") == RETRY and float(item.get("due_at", 0)) > self.clock() and not force:
             dispatch = False  # a retry is waiting out its backoff: a duplicate event must not cut it short
         inputs = self._inputs(item)
-        decisions = plan.needed(inputs, rows, self.settings.channels, force=force)
+        decisions = plan.needed(inputs, rows, self.settings.channels, force=force, retry_failed=retry_failed)
         hashes = plan.input_hashes(inputs, [d.channel for d in decisions])
         cache = {} if cache is None else cache
-        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache)
+        decisions = self._carry(owner_id, item_id, rows, decisions)
+        if any(d.reason == "carried" for d in decisions):
+            self._mark_manifest(owner_id)  # the new version's manifest gains these rows
+        run_id = force if isinstance(force, str) else None
+        ran = self._run_lambda_channels(owner_id, item_id, item, rows, decisions, hashes, cache, run_id)
         gpu = [d.channel for d in decisions if d.run and spec.CHANNELS[d.channel].runs_on == spec.RUNPOD]
         outcome = Outcome("noop", "nothing to do", {"lambda": ran})
         if gpu and dispatch:
-            outcome = self.dispatch(owner_id, item_id, item, gpu, hashes)
+            outcome = self.dispatch(owner_id, item_id, item, gpu, hashes, run_id=run_id)
             outcome.detail["lambda"] = ran
         elif ran:
             outcome = Outcome("lambda", "ran Lambda channels", {"lambda": ran})
@@ -239,6 +261,33 @@ class Pipeline:
         if complete and outcome.action in ("noop", "lambda"):  # a dispatch just made cannot be complete
             self._complete(owner_id, item_id, known=(item, rows))
         return outcome
+
+    def _carry(
+        self,
+        owner_id: str,
+        item_id: str,
+        rows: dict[str, dict[str, Any]],
+        decisions: list[plan.Decision],
+    ) -> list[plan.Decision]:
+        """Final results of an older spec version whose channel recipe did not change are carried into
+        the deployed version: the artifact is copied beside it (S3 CopyObject, no model runs) and the row
+        says the new version. A carried artifact that is gone runs again instead."""
+        out = []
+        for d in decisions:
+            if d.reason != "carry":
+                out.append(d)
+                continue
+            row = rows[d.channel]
+            new_key = None
+            if row.get("status") == SUCCEEDED:
+                new_key = artifact_key(d.channel, owner_id, item_id)
+                if not self.storage.copy(str(row.get("artifact_key") or ""), new_key):
+                    out.append(plan.Decision(d.channel, True, "artifact_missing"))
+                    continue
+            if self.ledger.carry_channel(owner_id, item_id, d.channel, row, spec.SPEC_VERSION, new_key):
+                row.update(spec_version=spec.SPEC_VERSION, **({"artifact_key": new_key} if new_key else {}))
+            out.append(plan.Decision(d.channel, False, "carried"))
+        return out
 
     def _run_lambda_channels(
         self,
@@ -249,6 +298,7 @@ class Pipeline:
         decisions: list[plan.Decision],
         hashes: Mapping[str, str],
         cache: dict[str, bytes],
+        run_id: str | None = None,
     ) -> list[str]:
         """Run each Lambda channel whose inputs are ready, in dependency order; a channel whose
         dependency failed for good is FAILED too (so the item can complete)."""
@@ -265,32 +315,41 @@ class Pipeline:
             ):
                 continue  # a dependency has no final result for the current inputs yet
             if any(dep_row["status"] != SUCCEEDED for dep_row in deps if dep_row):
+                row = rows.get(d.channel) or {}
+                if (
+                    row.get("input_hash") == hashes[d.channel]
+                    and (row.get("error") or {}).get("code") == plan.DEPENDENCY_FAILED
+                ):
+                    continue  # already recorded as failed for these inputs
                 fields = {
                     "error": {
-                        "code": "dependency_failed",
+                        "code": plan.DEPENDENCY_FAILED,
                         "message": "a channel it depends on failed",
                         "retryable": False,
                     }
                 }
                 if self.ledger.put_lambda_channel(
-                    owner_id, item_id, d.channel, FAILED, hashes[d.channel], fields
+                    owner_id, item_id, d.channel, FAILED, hashes[d.channel], fields, run_id=run_id
                 ):
                     rows[d.channel] = {
                         "status": FAILED,
                         "input_hash": hashes[d.channel],
                         "fingerprint": ch.fingerprint,
+                        "spec_version": spec.SPEC_VERSION,
                         "channel": d.channel,
+                        **fields,
                     }
                 continue
             status, fields = self._lambda_channel(owner_id, item_id, item, d.channel, cache)
             if self.ledger.put_lambda_channel(
-                owner_id, item_id, d.channel, status, hashes[d.channel], fields
+                owner_id, item_id, d.channel, status, hashes[d.channel], fields, run_id=run_id
             ):
                 ran.append(d.channel)
             rows[d.channel] = {
                 "status": status,
                 "input_hash": hashes[d.channel],
                 "fingerprint": ch.fingerprint,
+                "spec_version": spec.SPEC_VERSION,
                 "channel": d.channel,
                 **fields,
             }
@@ -371,6 +430,8 @@ class Pipeline:
         item: Mapping[str, Any],
         channels: list[str],
         hashes: Mapping[str, str],
+        *,
+        run_id: str | None = None,
     ) -> Outcome:
         """Claim the item's dispatch in the ledger, then POST one job for all its GPU channels."""
         if self.runpod is None or not self.settings.callback_url:
@@ -386,6 +447,7 @@ class Pipeline:
             input_hashes=hashes,
             dispatch_hash=item["media_hash"],
             deadline=now + ttl + 60,
+            run_id=run_id,
         )
         if dispatch_id is None:
             return Outcome("held", "another dispatch holds this item")
@@ -439,6 +501,8 @@ class Pipeline:
                 self.ledger.quarantine(owner_id, item_id, reason[:500], channels)
                 self.metric("ItemsQuarantined", 1)
                 log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
+                self._mark_manifest(owner_id)
+                self._finalized(owner_id, item_id, item, QUARANTINED)
             return "quarantined"
         self.ledger.release(
             owner_id, item_id, dispatch_id, retry_at=self.clock() + self.backoff(attempts), error=error
@@ -495,7 +559,9 @@ class Pipeline:
             elif job_error is not None:
                 status_, fields = (PENDING if job_error["retryable"] else FAILED), {"error": job_error}
             else:
-                status_, fields = self._check_channel(owner_id, item_id, ch, reported.get(ch), cache)
+                status_, fields = self._check_channel(
+                    owner_id, item_id, ch, reported.get(ch), cache, item.get("dispatch_version")
+                )
             fields["job_id"] = item.get("job_id")
             finished[ch] = (status_, fields)
             results[ch] = status_
@@ -516,6 +582,7 @@ class Pipeline:
                 self.metric("ItemsQuarantined", 1)
                 log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
                 self._mark_manifest(owner_id)
+                self._finalized(owner_id, item_id, item, QUARANTINED)
             else:
                 self.ledger.release(
                     owner_id,
@@ -539,9 +606,16 @@ class Pipeline:
         return Outcome("applied", "result applied", {"channels": results, "gpu_seconds": gpu_seconds})
 
     def _check_channel(
-        self, owner_id: str, item_id: str, channel: str, report: Any, cache: dict[str, bytes]
+        self,
+        owner_id: str,
+        item_id: str,
+        channel: str,
+        report: Any,
+        cache: dict[str, bytes],
+        version: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A reported channel result, checked against the artifact in S3 before it counts."""
+        """A reported channel result, checked against the artifact in S3 before it counts. `version`:
+        the spec version the dispatch presigned its outputs for (a deploy may come in between)."""
         if not isinstance(report, dict):
             return PENDING, {
                 "error": {
@@ -553,7 +627,7 @@ class Pipeline:
         if report.get("status") != "succeeded":
             err = parse_job_error(report.get("error"))
             return (PENDING if err["retryable"] else FAILED), {"error": err}
-        key = artifact_key(channel, owner_id, item_id)
+        key = artifact_key(channel, owner_id, item_id, version)
         try:
             data = self.storage.get(key, MAX_ARTIFACT_BYTES)
             if data is None:
@@ -630,7 +704,16 @@ class Pipeline:
         if changed:
             self._mark_manifest(owner_id)
             self.metric("ItemsCompleted", 1)
+            self._finalized(owner_id, item_id, item, status)
         return status
+
+    def _finalized(self, owner_id: str, item_id: str, item: Mapping[str, Any], status: str | None) -> None:
+        """An item reached a final status: its reprocess run counts it; a photo's person is rebuilt."""
+        if item.get("kind") == PERSON_PHOTO and item.get("person_id"):
+            self.persons.mark(owner_id, keys.person_item_id(item["person_id"]))
+        run_id = item.get("run_id")
+        if run_id:
+            self.runs.count_item(run_id, owner_id, item_id, "failed" if status == QUARANTINED else "done")
 
     def _chans(self, item: Mapping[str, Any]) -> tuple[str, ...]:
         return plan.applicable(self._inputs(item), self.settings.channels)
@@ -649,13 +732,69 @@ class Pipeline:
         rebuild for a burst of completions, one writer: the sweeper runs alone)."""
         self.ledger.mark_manifest(owner_id, self.clock() + self.settings.manifest_delay_s)
 
-    def write_manifest(self, owner_id: str) -> str:
-        """Rebuild the owner's manifest of this spec version from the ledger (owner-index) and PUT it: one
-        PutObject, so a reader sees the old file or the new one, never half of one."""
-        rows = manifests.manifest_rows(self.ledger.owner_rows(owner_id))
-        key = keys.manifest_key(spec.SPEC_VERSION, owner_id)
-        self.storage.put(key, manifests.to_parquet(rows), "application/vnd.apache.parquet")
-        return key
+    def write_manifest(self, owner_id: str, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Rebuild the owner's manifest of the deployed spec version from the ledger (owner-index) and PUT
+        it: one PutObject, so a reader sees the old file or the new one, never half of one.
+
+        Versions side by side: readers use the owner's *current* version (the ledger's owner row, and
+        `manifests/current/{owner}.json` in S3). It moves to the deployed version only once every item of
+        the owner is settled under it (each channel final for its current inputs and recipe, with its
+        artifact under that version), so nobody reads a half-migrated mix. An owner with no version yet
+        gets the deployed one at once. Returns the owner's version state (recorded on its row)."""
+        rows = list(self.ledger.owner_rows(owner_id))
+        version = spec.SPEC_VERSION
+        key = keys.manifest_key(version, owner_id)
+        self.storage.put(key, manifests.to_parquet(manifests.manifest_rows(rows, version)), PARQUET)
+        progress = self.version_progress(rows)
+        current = (state or {}).get("current_version")
+        if current != version and (current is None or progress["settled"] == progress["items"]):
+            pointer = {
+                "owner_id": owner_id,
+                "spec_version": version,
+                "manifest_key": key,
+                "previous_version": current,
+                "switched_at": _iso(self.clock()),
+            }
+            self.storage.put(keys.current_key(owner_id), json.dumps(pointer).encode(), "application/json")
+            if self.ledger.switch_version(owner_id, version, current):
+                log.info("owner %s now reads spec version %s (was %s)", owner_id, version, current)
+                self.metric("VersionSwitches", 1)
+            current = version
+        return {
+            "current_version": current,
+            "next_version": version if current != version else None,
+            "items": progress["items"],
+            "settled": progress["settled"],
+        }
+
+    def version_progress(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+        """How many of an owner's items (removed ones aside) are settled under the deployed version."""
+        items: dict[str, Mapping[str, Any]] = {}
+        chans: dict[str, dict[str, Mapping[str, Any]]] = {}
+        for r in rows:
+            if r.get("sk") == ITEM_SK:
+                items[r["item_id"]] = r
+            elif r.get("channel"):
+                chans.setdefault(r["item_id"], {})[r["channel"]] = r
+        live = [i for i in items.values() if i.get("status") != REMOVED]
+        settled = sum(1 for i in live if self.settled(i, chans.get(i["item_id"], {})))
+        return {"items": len(live), "settled": settled}
+
+    def settled(self, item: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]) -> bool:
+        """Every channel of the item is final for its current inputs and recipe, under the deployed spec
+        version, and nothing is open (no dispatch, retry or pending rebuild)."""
+        if item.get("dispatch_state") or item.get("sweep"):
+            return False
+        if item.get("kind") == PERSON:
+            chans: tuple[str, ...] = ("person_query",) if "person_query" in self.settings.channels else ()
+            hashes = {"person_query": str(item.get("photos_hash", ""))}
+        else:
+            chans = self._chans(item)
+            hashes = plan.input_hashes(self._inputs(item), chans)
+        return all(
+            _current(rows.get(c), c, hashes) and rows[c].get("spec_version") == spec.SPEC_VERSION
+            for c in chans
+        )
 
     # ------------------------------------------------------------------ 6. sweeper
 
@@ -673,6 +812,8 @@ class Pipeline:
             return self._sweep_manifest(row)
         owner_id, item_id = row["owner_id"], row["item_id"]
         try:
+            if row.get("kind") == PERSON:
+                return self.persons.rebuild(row)
             return self._sweep_row(owner_id, item_id, row)
         except EmbeddingError as e:
             log.warning("sweep %s/%s: %s", owner_id, item_id, e.public_message)
@@ -684,13 +825,16 @@ class Pipeline:
     def _sweep_manifest(self, row: Mapping[str, Any]) -> str:
         owner_id = row["manifest_owner"]
         try:
-            self.write_manifest(owner_id)
+            state = self.write_manifest(owner_id, row)
         except EmbeddingError as e:
             log.warning("manifest of %s: %s", owner_id, e.public_message)
             return "manifest_error"
         # done unless more items completed meanwhile (then it stays due for the next sweep)
         done = self.ledger.manifest_written(
-            owner_id, int(row["dirty_gen"]), self.clock() + self.settings.manifest_delay_s
+            owner_id,
+            int(row["dirty_gen"]),
+            self.clock() + self.settings.manifest_delay_s,
+            {"next_version": state["next_version"], "items": state["items"], "settled": state["settled"]},
         )
         return "manifest" if done else "manifest_again"
 

@@ -6,7 +6,7 @@
     RUNPOD_API_KEY_SECRET     Secrets Manager id (name or ARN) of the RunPod API key
     WEBHOOK_SECRET            Secrets Manager id of the HMAC key that signs webhook tokens
     CALLBACK_URL              on_job_done's function URL (RunPod POSTs job results there)
-    PIPELINE_CHANNELS         channels to keep current (default: every spec channel but person_query)
+    PIPELINE_CHANNELS         channels to keep current (default: every spec channel that is on by default)
     MAX_ATTEMPTS              GPU dispatches of one source before it is quarantined (4)
     EXECUTION_TIMEOUT_S       RunPod policy.executionTimeout per job (900)
     JOB_TTL_S                 RunPod policy.ttl: a job's whole life, queue included (3600)
@@ -24,6 +24,14 @@
     SWEEP_BATCH               due rows handled per sweeper run (200)
     MANIFEST_DELAY_S          an owner's manifest is rebuilt this long after an item completes, once for a
                               burst of completions (30)
+    REPROCESS_QUEUE_URL       the reprocess queue (template.yaml: ReprocessQueue): plan pages and items
+    REPROCESS_PAGE_ROWS       ledger rows read per planning page (1000)
+    REPROCESS_SYNC_S          a reprocess request plans pages itself for this long, then hands the rest to
+                              the queue page by page, so no scope can time the call out (10)
+    REPROCESS_MAX_RECEIVES    the reprocess queue's maxReceiveCount: an item message failing on its last
+                              delivery is counted failed in its run (3)
+    GPU_PRICE_PER_S           USD per GPU second for the dry run's estimate (0.00116: RunPod H100 flex,
+                              list price stored 2026-12-01)
 
 AWS_ENDPOINT_URL (honoured by boto3 itself) points every client at the local stack.
 """
@@ -38,7 +46,7 @@ from shared import spec
 from shared.errors import ConfigError
 from shared.settings import positive, read
 
-DEFAULT_CHANNELS = tuple(n for n, c in spec.CHANNELS.items() if c.default_on and n != "person_query")
+DEFAULT_CHANNELS = tuple(n for n, c in spec.CHANNELS.items() if c.default_on)
 
 
 def _channels(raw: str) -> tuple[str, ...]:
@@ -80,6 +88,11 @@ class PipelineSettings:
     runpod_backoff_s: float = 0.5
     sweep_batch: int = 200
     manifest_delay_s: float = 30.0
+    reprocess_queue_url: str = ""
+    reprocess_page_rows: int = 1000
+    reprocess_sync_s: float = 10.0
+    reprocess_max_receives: int = 3
+    gpu_price_per_s: float = 0.00116
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> PipelineSettings:
@@ -121,4 +134,13 @@ class PipelineSettings:
             runpod_backoff_s=read(env, "RUNPOD_BACKOFF_S", positive(float), cls.runpod_backoff_s, "0.5"),
             sweep_batch=read(env, "SWEEP_BATCH", positive(int), cls.sweep_batch, "200"),
             manifest_delay_s=read(env, "MANIFEST_DELAY_S", float, cls.manifest_delay_s, "30"),
+            reprocess_queue_url=read(env, "REPROCESS_QUEUE_URL", _url, "", "https://sqs.../reprocess"),
+            reprocess_page_rows=read(
+                env, "REPROCESS_PAGE_ROWS", positive(int), cls.reprocess_page_rows, "1000"
+            ),
+            reprocess_sync_s=read(env, "REPROCESS_SYNC_S", float, cls.reprocess_sync_s, "10"),
+            reprocess_max_receives=read(
+                env, "REPROCESS_MAX_RECEIVES", positive(int), cls.reprocess_max_receives, "3"
+            ),
+            gpu_price_per_s=read(env, "GPU_PRICE_PER_S", float, cls.gpu_price_per_s, "0.00116"),
         )

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from shared.errors import EmbeddingError
-from shared.pipeline.keys import ID_RE
+from shared.pipeline.keys import ID_RE, is_item_id
 
 MAX_TOKEN_CHARS = 512
 _B64 = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -74,7 +74,7 @@ def verify(key: bytes, token: object, now: float) -> Claim:
         c = Claim(str(claim["o"]), str(claim["i"]), str(claim["d"]), int(claim["e"]))
     except (ValueError, KeyError, TypeError):
         raise BadToken("missing or malformed token") from None
-    if not (ID_RE.match(c.owner_id) and ID_RE.match(c.item_id) and ID_RE.match(c.dispatch_id)):
+    if not (ID_RE.match(c.owner_id) and is_item_id(c.item_id) and ID_RE.match(c.dispatch_id)):
         raise BadToken("missing or malformed token")
     if c.expires < now:
         raise BadToken("token expired")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import spec
 from shared.dev import stack_cli
 from shared.dev.stack import ENDPOINTS_FILE
 from shared.settings import REPO_ROOT
@@ -64,7 +65,7 @@ def test_stack_up_upload_status_invoke_then_ctrl_c(dev_model_dir: Path) -> None:
         assert bad.returncode == 1 and "owner_id" in bad.stderr
         for _ in range(120):
             st = se("status", "--owner", "e2e", "--json")
-            rows = json.loads(st.stdout)
+            rows = json.loads(st.stdout)["rows"]
             item = [r for r in rows if r["sk"] == "ITEM"]
             if item and item[0]["status"] == "COMPLETE":
                 break
@@ -78,6 +79,20 @@ def test_stack_up_upload_status_invoke_then_ctrl_c(dev_model_dir: Path) -> None:
             "invoke", "on_job_done", "--event", str(REPO_ROOT / "infra/events/on_job_done/forged_token.json")
         )
         assert inv.returncode == 0 and json.loads(inv.stdout)["statusCode"] == 401
+        # reprocess through the IAM-authorised admin API, signed with the stack's credentials
+        dry = se("reprocess", "--scope", "owner", "--owner", "e2e", "--dry-run")
+        assert dry.returncode == 0 and "would reprocess 0" in dry.stdout, dry.stdout + dry.stderr
+        dry = se("reprocess", "--scope", "owner", "--owner", "e2e", "--force", "--dry-run")
+        assert "would reprocess 1" in dry.stdout and "image_clip 1" in dry.stdout, dry.stdout
+        run = se("reprocess", "--scope", "owner", "--owner", "e2e", "--force")
+        assert run.returncode == 0 and "finished: 1 done, 0 failed" in run.stdout, run.stdout + run.stderr
+        assert "item/s" in run.stderr + run.stdout or "item" in run.stdout  # the progress bar
+        runs = se("runs")
+        assert runs.returncode == 0 and "finished" in runs.stdout and "owner:e2e" in runs.stdout
+        bad = se("reprocess", "--scope", "owner", "--owner", "nobody")
+        assert bad.returncode == 2 and "not_found (owner_id)" in bad.stderr
+        table = se("status", "--owner", "e2e")
+        assert f"owner e2e: reads spec version {spec.SPEC_VERSION}" in table.stdout
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -236,6 +236,7 @@ ROLES = {
     "OnJobDoneFunction": "OnJobDoneRole",
     "SweeperFunction": "SweeperRole",
     "EmbedTextFunction": "EmbedTextRole",
+    "ReprocessFunction": "ReprocessRole",
 }
 
 
@@ -260,7 +261,7 @@ def _statements(template: dict, role: str) -> list[dict]:
 
 
 def test_only_the_orchestrators_touch_data_and_only_their_prefixes(template: dict):
-    for role in ("OnUploadRole", "OnJobDoneRole", "SweeperRole"):
+    for role in ("OnUploadRole", "OnJobDoneRole", "SweeperRole", "ReprocessRole"):
         for st in _statements(template, role):
             for action in as_list(st["Action"]):
                 if action in ("s3:PutObject", "s3:DeleteObject"):
@@ -285,13 +286,15 @@ def test_only_the_orchestrators_touch_data_and_only_their_prefixes(template: dic
 def test_orchestrator_env_parses_and_holds_no_secret_values(template: dict):
     from shared.pipeline.settings import PipelineSettings
 
-    for fn in ("OnUploadFunction", "OnJobDoneFunction", "SweeperFunction"):
+    for fn in ("OnUploadFunction", "OnJobDoneFunction", "SweeperFunction", "ReprocessFunction"):
         raw = template["Resources"][fn]["Properties"]["Environment"]["Variables"]
         assert raw["WEBHOOK_SECRET"] == {"Ref": "WebhookSecret"}  # the secret's id, never its value
         assert raw["MEDIA_BUCKET"] == {"Ref": "MediaBucket"} and raw["LEDGER_TABLE"] == {"Ref": "LedgerTable"}
         env = {
             k: "https://example.lambda-url.us-east-1.on.aws/"
             if isinstance(v, dict) and "Fn::GetAtt" in v
+            else "https://sqs.us-east-1.amazonaws.com/123456789012/queue"
+            if k.endswith("_QUEUE_URL")
             else (
                 resolve(v, template)
                 if not (isinstance(v, dict) and v.get("Ref") in template["Resources"])
@@ -316,6 +319,19 @@ def test_function_shapes(template: dict):
     ]
     assert events["Properties"]["Queue"] == {"Fn::GetAtt": ["UploadQueue", "Arn"]}
     assert res["OnJobDoneFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] == "NONE"
+    # reprocess: the admin API behind IAM, and the consumer of its own queue (partial batch failures)
+    rp = res["ReprocessFunction"]["Properties"]
+    assert rp["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+    work = rp["Events"]["Work"]
+    assert work["Properties"]["Queue"] == {"Fn::GetAtt": ["ReprocessQueue", "Arn"]}
+    assert work["Properties"]["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    rq = res["ReprocessQueue"]["Properties"]
+    assert rq["VisibilityTimeout"] >= 6 * rp["Timeout"]
+    assert (
+        str(rq["RedrivePolicy"]["maxReceiveCount"])
+        == rp["Environment"]["Variables"]["REPROCESS_MAX_RECEIVES"]
+    )
+    assert rp["Environment"]["Variables"]["REPROCESS_QUEUE_URL"] == {"Ref": "ReprocessQueue"}
     sched = res["SweeperFunction"]["Properties"]["Events"]["EveryMinute"]
     assert sched["Type"] == "ScheduleV2" and sched["Properties"]["ScheduleExpression"].startswith("rate(")
     for fn in ROLES:
@@ -430,6 +446,8 @@ def test_ledger_table_keys(template: dict):
         ledger.OWNER_SORT: "S",
         ledger.SWEEP_KEY: "S",
         ledger.SWEEP_SORT: "N",
+        ledger.OWNERS_KEY: "S",
+        ledger.OWNERS_SORT: "S",
     }
     gsis = {
         g["IndexName"]: [k["AttributeName"] for k in g["KeySchema"]] for g in props["GlobalSecondaryIndexes"]
@@ -437,6 +455,7 @@ def test_ledger_table_keys(template: dict):
     assert gsis == {
         ledger.OWNER_INDEX: [ledger.OWNER_KEY, ledger.OWNER_SORT],
         ledger.SWEEP_INDEX: [ledger.SWEEP_KEY, ledger.SWEEP_SORT],
+        ledger.OWNERS_INDEX: [ledger.OWNERS_KEY, ledger.OWNERS_SORT],
     }
     assert props["BillingMode"] == "PAY_PER_REQUEST"
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True

@@ -19,7 +19,7 @@ from shared.aws.storage import Storage
 from shared.dev.localstack import REGION, MotoServer
 from shared.dev.runpod_standin import Faults, RunPodStandIn
 from shared.dev.stack import FunctionUrls, Pump, _Context, create_resources, function_env, url_event
-from shared.pipeline.lambdas import build_on_job_done, build_on_upload, build_sweeper
+from shared.pipeline.lambdas import build_on_job_done, build_on_upload, build_reprocess, build_sweeper
 from shared.pipeline.runpod_client import RunPodClient
 from shared.pipeline.service import Pipeline
 from shared.pipeline.settings import PipelineSettings
@@ -52,10 +52,11 @@ class Harness:
         self.standin = RunPodStandIn(faults).start()
         self.res = create_resources(moto, template, f"t{uuid.uuid4().hex[:10]}", translated=translated)
         self.res.parameters["RunPodEndpointUrl"] = self.standin.base
-        self.urls = FunctionUrls({})
+        self.urls = FunctionUrls({}, iam={"reprocess": {"testing": "testing"}})
         self.res.urls = {
             "OnJobDoneFunctionUrl": self.urls.url("on_job_done"),
             "EmbedTextFunctionUrl": self.urls.url("embed_text"),
+            "ReprocessFunctionUrl": self.urls.url("reprocess"),
         }
         local = {
             "AWS_ENDPOINT_URL": moto.endpoint,
@@ -70,6 +71,8 @@ class Harness:
             "MANIFEST_DELAY_S": "0",
             **(overrides or {}),
         }
+        # the sweeper's environment, plus the reprocess function's queue (one Pipeline serves every handler)
+        local["REPROCESS_QUEUE_URL"] = self.res.physical["ReprocessQueue"]
         self.env = function_env(self.res, "SweeperFunction", local)
         self.settings = PipelineSettings.from_env(self.env)
         self.s3 = moto.client("s3")
@@ -97,7 +100,9 @@ class Harness:
         self.on_upload = build_on_upload(self.pipeline, logger, metrics)
         self.on_job_done = build_on_job_done(self.pipeline, logger, metrics)
         self.sweeper = build_sweeper(self.pipeline, logger, metrics)
+        self.reprocess = build_reprocess(self.pipeline, logger, metrics, sqs=self.sqs)
         self.urls.handlers["on_job_done"] = self.on_job_done
+        self.urls.handlers["reprocess"] = self.reprocess
         self.urls.start()
         self.queue_url = self.res.physical["UploadQueue"]
         self.dlq_url = self.res.physical["UploadDeadLetterQueue"]
@@ -105,6 +110,10 @@ class Harness:
             self.sqs, self.queue_url, self.res.arn("UploadQueue"), self.on_upload, None, visibility_s=0
         )
         self.sqs.purge_queue(QueueUrl=self.queue_url)  # S3's s3:TestEvent from setting up notifications
+        self.rq_url = self.res.physical["ReprocessQueue"]
+        self.rpump = Pump(
+            self.sqs, self.rq_url, self.res.arn("ReprocessQueue"), self.reprocess, None, visibility_s=0
+        )
 
     @property
     def bucket(self) -> str:
@@ -128,6 +137,35 @@ class Harness:
             seen += n
             empty = empty + 1 if n == 0 else 0
         return seen
+
+    def deliver_reprocess(self, rounds: int = 3) -> int:
+        """Deliver reprocess-queue messages until it is empty; then the upload queue's (none expected)."""
+        seen, empty = 0, 0
+        while empty < rounds:
+            n = self.rpump.deliver_once(wait_s=0)
+            seen += n
+            empty = empty + 1 if n == 0 else 0
+        return seen
+
+    def admin(self, method: str, path: str, body: Any = None, *, sign: bool = True) -> tuple[int, Any]:
+        """A call to the reprocess function's URL through the function-URL server (SigV4 checked)."""
+        import urllib.request
+
+        from botocore.credentials import Credentials
+
+        from shared.aws import sigv4
+
+        url = self.urls.url("reprocess") + path
+        data = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if sign:
+            headers = sigv4.sign(method, url, data, Credentials("testing", "testing"), REGION, headers)
+        req = urllib.request.Request(url, data=data or None, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
 
     def send(self, body: str) -> None:
         self.sqs.send_message(QueueUrl=self.queue_url, MessageBody=body)

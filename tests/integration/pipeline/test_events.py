@@ -1,5 +1,5 @@
-"""Every sample event in infra/events/{on_upload,on_job_done,sweeper} through `se invoke`'s code: the
-function built from template.yaml's environment, in-process, against a running local stack."""
+"""Every sample event in infra/events/{on_upload,on_job_done,sweeper,reprocess} through `se invoke`'s
+code: the function built from template.yaml's environment, in-process, against a running local stack."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 EVENTS = REPO_ROOT / "infra" / "events"
 CASES = [
     (fn, name, exp)
-    for fn in ("on_upload", "on_job_done", "sweeper")
+    for fn in ("on_upload", "on_job_done", "sweeper", "reprocess")
     for name, exp in json.loads((EVENTS / fn / "expected.json").read_text()).items()
 ]
 
@@ -35,7 +35,7 @@ def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def test_every_sample_event_has_an_expectation() -> None:
-    for fn in ("on_upload", "on_job_done", "sweeper"):
+    for fn in ("on_upload", "on_job_done", "sweeper", "reprocess"):
         files = {p.name for p in (EVENTS / fn).glob("*.json")} - {"expected.json"}
         assert files == set(json.loads((EVENTS / fn / "expected.json").read_text())), fn
 
@@ -50,5 +50,15 @@ def test_sample_event(endpoints: Path, function: str, name: str, expected: dict)
     elif function == "on_job_done":
         assert out["statusCode"] == expected["statusCode"]
         assert json.loads(out["body"])["error"]["code"] == expected["code"]
+    elif function == "reprocess" and "batchItemFailures" in expected:
+        failures = [f["itemIdentifier"] for f in out["batchItemFailures"]]
+        assert len(failures) == expected["batchItemFailures"] and failures == expected["failed"], out
+    elif function == "reprocess":
+        assert out["statusCode"] == expected["statusCode"], out
+        body = json.loads(out["body"])
+        if "status" in expected:
+            assert body["status"] == expected["status"]
+        if "code" in expected:
+            assert body["error"]["code"] == expected["code"] and body["error"]["field"] == expected["field"]
     else:
         assert out == expected

@@ -129,8 +129,14 @@ def test_a_dependency_recipe_change_reaches_its_derived_channels(monkeypatch) ->
     assert after["text_transcript"] == before["text_transcript"] and after["text_meta"] == before["text_meta"]
 
 
-def row(status: str, h: str = "m1", fp: str | None = None) -> dict:
-    return {"status": status, "input_hash": h, "fingerprint": fp or spec.CHANNELS["video_clip"].fingerprint}
+def row(status: str, h: str = "m1", fp: str | None = None, **extra: str) -> dict:
+    return {
+        "status": status,
+        "input_hash": h,
+        "fingerprint": fp or spec.CHANNELS["video_clip"].fingerprint,
+        "spec_version": spec.SPEC_VERSION,
+        **extra,
+    }
 
 
 @pytest.mark.parametrize(
@@ -147,9 +153,18 @@ def row(status: str, h: str = "m1", fp: str | None = None) -> dict:
         (row("QUARANTINED"), False, False, "failed"),
         (row("FAILED"), True, True, "forced"),
         (row("PENDING"), False, True, "retry"),
+        # a final result of an older spec version with an unchanged recipe is carried, not re-run
+        (row("SUCCEEDED", spec_version="2020-01-01-00000000"), False, False, "carry"),
+        (row("FAILED", spec_version="2020-01-01-00000000"), False, False, "carry"),
+        (row("SUCCEEDED", spec_version="2020-01-01-00000000"), True, True, "forced"),
+        # forced by a reprocess run: once per run (a redelivered message makes no second job)
+        (row("SUCCEEDED", run_id="r-1"), "r-1", False, "current"),
+        (row("SUCCEEDED", run_id="r-0"), "r-1", True, "forced"),
+        # a Lambda channel that failed only because its dependency did runs once that is fixed
+        (row("FAILED", error={"code": "dependency_failed"}), False, True, "failed_earlier"),
     ],
 )
-def test_delta_rule(r, force: bool, run: bool, reason: str) -> None:
+def test_delta_rule(r, force: bool | str, run: bool, reason: str) -> None:
     d = plan.decide("video_clip", r, "m1", force=force)
     assert (d.run, d.reason) == (run, reason)
 

@@ -1,0 +1,175 @@
+"""Persons (seed 002): reference photos at `persons/{owner}/{person}/{photo}` and one query vector each.
+
+Every photo is an item of its own in the ledger (id "@{person}~{hash of its file name}", kind
+person_photo, modality image), so it runs the `image_clip` channel through the same planner,
+dispatch, webhook and sweeper as any upload. The person is an item too (id "@{person}", kind person)
+whose one channel, `person_query`, is the L2-normalised mean of its READY photo vectors (SUCCEEDED
+image_clip, current recipe, photo not removed).
+
+When a photo reaches a final state, or is removed, or a reprocess asks for it, the person is marked
+dirty (a generation bump that puts its row in the sweep-index); the sweeper, which runs alone,
+rebuilds the vector from what the ledger holds then, so concurrent photo completions can never leave
+a stale mean behind. A person with no READY photo has no vector (the artifact is deleted) and its
+channel row says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from shared import spec
+from shared.aws.ledger import COMPLETE, ITEM_SK, PARTIAL, REMOVED
+from shared.errors import EmbeddingError, InvalidInput
+from shared.pipeline import keys, plan
+from shared.pipeline.plan import FAILED, SUCCEEDED
+from shared.vectors import check_vector, load_npy, npy_bytes
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "person_query"
+MAX_PHOTOS = 500  # photo rows read per person; more photos than this are refused at upload
+MAX_VECTOR_BYTES = 1 << 20
+
+
+class Persons:
+    def __init__(self, pipeline: Any) -> None:
+        self.p = pipeline
+
+    @property
+    def enabled(self) -> bool:
+        return CHANNEL in self.p.settings.channels
+
+    def on_photo(self, ref: keys.SourceKey, info: Any, seq: str | None) -> Any:
+        """A reference photo was uploaded: record it (and its person), then run image_clip on it."""
+        from shared.aws.ledger import PERSON_PHOTO
+        from shared.pipeline.service import Outcome
+
+        if not self.enabled:
+            return Outcome("skipped", "person_query is not among this deployment's channels")
+        owner, person = ref.owner_id, ref.item_id
+        photo = keys.photo_item_id(person, ref.file)
+        person_item = keys.person_item_id(person)
+        if self.p.ledger.item(owner, person_item) is None:
+            self.p.ledger.record_person(owner, person_item, person)
+        photos = {r["item_id"] for r in self.p.ledger.photo_rows(owner, person_item, MAX_PHOTOS + 1)}
+        if photo not in photos and len(photos) >= MAX_PHOTOS:
+            raise InvalidInput(f"a person may have at most {MAX_PHOTOS} reference photos", field="photo")
+        media_hash = plan.source_hash(ref.key, info.etag, info.size)
+        self.p.ledger.record_media(
+            owner,
+            photo,
+            kind=PERSON_PHOTO,
+            modality="image",
+            key=ref.key,
+            etag=info.etag,
+            size=info.size,
+            mtime=info.mtime,
+            media_hash=media_hash,
+            seq=seq,
+            person_id=person,
+        )
+        if info.size > self.p.settings.max_source_bytes:
+            return self.p._refuse_media(
+                keys.SourceKey(ref.key, "person", owner, photo, ref.file, "media", "image"),
+                media_hash,
+                f"the source is larger than {self.p.settings.max_source_bytes} bytes",
+            )
+        return self.p.advance(owner, photo)
+
+    def mark(self, owner_id: str, person_item: str, force: str | None = None) -> None:
+        """The person's query vector is stale: the sweeper rebuilds it (at once: due now)."""
+        self.p.ledger.mark_person(owner_id, person_item, self.p.clock(), force)
+
+    def rebuild(self, row: Mapping[str, Any]) -> str:
+        """The sweeper's rebuild of one person's query vector from its READY photos."""
+        owner, person_item = row["owner_id"], row["item_id"]
+        rows = self.p.ledger.photo_rows(owner, person_item, MAX_PHOTOS * 4)
+        items = {r["item_id"]: r for r in rows if r.get("sk") == ITEM_SK}
+        clip = {r["item_id"]: r for r in rows if r.get("channel") == "image_clip"}
+        fp = spec.CHANNELS["image_clip"].fingerprint
+        ready, failed, waiting = [], 0, 0
+        for pid, item in sorted(items.items()):
+            if item.get("status") == REMOVED:
+                continue
+            c = clip.get(pid) or {}
+            current = c.get("input_hash") == item.get("media_hash") and c.get("fingerprint") == fp
+            if current and c.get("status") == SUCCEEDED and c.get("artifact_key"):
+                ready.append((pid, c))
+            elif current and c.get("status") in plan.TERMINAL:
+                failed += 1
+            else:
+                waiting += 1
+        photos_hash = plan.hash_of(*(f"{pid}:{c.get('sha256', '')}" for pid, c in ready))
+        key = self.p.artifact_key(CHANNEL, owner, person_item)
+        force = row.get("force_run")
+        if not ready:
+            reason = (
+                f"no READY reference photo ({failed} failed, {waiting} still processing)"
+                if items
+                else "the person has no reference photos"
+            )
+            self.p.storage.delete(key)  # no vector rather than a stale one
+            self.p.ledger.put_lambda_channel(
+                owner,
+                person_item,
+                CHANNEL,
+                FAILED,
+                photos_hash,
+                {
+                    "error": {"code": "no_ready_photos", "message": reason, "retryable": False},
+                    "artifact_key": None,
+                    "photos": 0,
+                },
+                run_id=force,
+            )
+            status = PARTIAL
+        else:
+            try:
+                vecs = []
+                for pid, c in ready:
+                    data = self.p.storage.get(str(c["artifact_key"]), MAX_VECTOR_BYTES)
+                    if data is None:
+                        raise InvalidInput(f"the vector of photo {pid} is gone", field="image_clip")
+                    vecs.append(check_vector(load_npy(data, "image_clip"), 512, "image_clip"))
+                mean = np.mean(np.stack(vecs), axis=0)
+                norm = float(np.linalg.norm(mean))
+                if norm < 1e-6:
+                    raise InvalidInput("the photos' vectors cancel out", field=CHANNEL)
+                vec = check_vector((mean / norm).astype(np.float32), spec.CHANNELS[CHANNEL].dims, CHANNEL)
+            except EmbeddingError as e:
+                log.warning("person %s/%s: %s", owner, person_item, e.public_message)
+                return "person_error"
+            data = npy_bytes(vec)
+            self.p.storage.put(key, data, "application/octet-stream")
+            self.p.ledger.put_lambda_channel(
+                owner,
+                person_item,
+                CHANNEL,
+                SUCCEEDED,
+                photos_hash,
+                {
+                    "artifact_key": key,
+                    "dims": int(vec.shape[-1]),
+                    "model": "derived",
+                    "sha256": hashlib.sha256(data).hexdigest(),
+                    "bytes": len(data),
+                    "photos": len(ready),
+                    "error": None,
+                },
+                run_id=force,
+            )
+            status = COMPLETE
+        fields = {"status": status, "photos_hash": photos_hash, "photos_ready": len(ready)}
+        done = self.p.ledger.person_written(owner, person_item, int(row.get("dirty_gen", 0)), fields)
+        if row.get("run_id"):
+            self.p.runs.count_item(row["run_id"], owner, person_item, "done")
+        self.p._mark_manifest(owner)
+        return "person" if done else "person_again"
+
+
+__all__ = ["CHANNEL", "MAX_PHOTOS", "Persons"]
