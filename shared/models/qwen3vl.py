@@ -271,6 +271,7 @@ class Qwen3VLBackend:
                 "video_metadata": metadata,
                 "do_resize": False,  # resized above, as the card's qwen-vl-utils step does
                 "do_sample_frames": False,
+                "cap_pixels_per_frame": True,  # no effect without resizing; silences its notice
             }
         inputs = self._processor(text=prompts, padding=True, return_tensors="pt", **kwargs)
         if inputs["input_ids"].shape[1] > self.max_length:
