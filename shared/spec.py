@@ -38,6 +38,9 @@ class Channel:
     preprocessing: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     depends_on: tuple[str, ...] = ()
     description: str = ""
+    # Kept current by a deployment that does not choose its channels (PIPELINE_CHANNELS,
+    # WORKER_CHANNELS unset). Not part of the fingerprint: it says who runs a channel, not what it makes.
+    default_on: bool = True
 
     def canonical(self) -> dict[str, Any]:
         return {
@@ -168,6 +171,26 @@ _CHANNELS = (
         _pp(source="image_clip of READY reference photos", pool="mean", normalize="l2"),
         depends_on=("image_clip",),
         description="mean of a person's READY reference-photo embeddings, L2-normalised",
+    ),
+    Channel(
+        "video_qwen3vl",
+        RUNPOD,
+        "qwen3-vl-embedding-2b",
+        2048,
+        "video",
+        "npy",
+        _pp(
+            fps=1.0,  # the model card's video sampling: 1 frame/s, 4..64 frames, an even count
+            min_frames=4,
+            max_frames=64,
+            sampling="uniform-timestamp",  # the PyAV sampler's slice centres, not the card's linspace
+            resize="smart_resize to the card's frame-list pixel budget",
+            caption=False,  # embed_item embeds the frames alone; embed_video may add a caption
+            pooling="last",
+            normalize="l2",
+        ),
+        description="Qwen3-VL-Embedding of sampled frames + caption in one input, Matryoshka dims",
+        default_on=False,  # a 2B model on the GPU: a deployment opts in (PIPELINE_CHANNELS/WORKER_CHANNELS)
     ),
 )
 

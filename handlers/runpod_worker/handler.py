@@ -14,7 +14,8 @@ Accepted `job["input"]` (full rules in shared.worker.requests):
 
     {"task": "embed_item", "item": {"owner_id", "item_id", "modality": "video" | "audio" | "image"},
      "source_url": presigned GET, "channels": [video_clip | video_mae | audio_wav2vec2 | transcript |
-     image_clip, ...], "outputs": {channel: presigned PUT}, "fingerprints"?: {channel: fingerprint}}
+     image_clip | video_qwen3vl, ...], "outputs": {channel: presigned PUT}, "fingerprints"?: {channel:
+     fingerprint}}
         -> {"item", "spec_version", "source", "channels": {name: {"status", ...}}, "seconds"}
     {"task": "transcribe", "source_url", "language"?, "vad"?, "word_timestamps"?, "beam_size"?}
         -> {"text", "segments": [{"start", "end", "text"}], "language", "duration", "model"}
@@ -22,6 +23,16 @@ Accepted `job["input"]` (full rules in shared.worker.requests):
         -> {"model", "dims", "vectors", "random", "batch"}
     {"task": "clip_image", "images": [{"url"} | {"base64"}, ...], "tta"?}
         -> {"model", "dims", "vectors", "random", "batch", "tta"}
+    {"task": "embed_video", "source_url", "caption"?, "dims"?, "transcribe"?}        (opt-in, seed 000)
+        -> {"version", "dims", "embedding", "model", "backend", "random", "caption_truncated",
+            "frames", "source", "transcript"? | "transcript_error"?}
+    {"task": "qwen3vl_text", "texts": [str, ...], "dims"?, "instruction"?}           (opt-in)
+        -> {"version", "model", "backend", "random", "dims", "vectors", "truncated"}
+
+embed_video/qwen3vl_text run Qwen3-VL-Embedding-2B (EMBEDDING_BACKEND=qwen3_vl), or, for callers'
+integration tests only, hash-seeded placeholders labelled "deterministic" (EMBEDDING_BACKEND=
+deterministic). `version` is the video_qwen3vl channel's fingerprint; `dims` one of the model's
+Matryoshka sizes (2048 ... 64).
 
 A whole-job failure returns {"error": "<json>"}: the SDK (and RunPod's job status) carry `error` as a
 string, so the worker's `{"code", "message", "retryable", "field"?, "correlation_id"?}` travels

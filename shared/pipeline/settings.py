@@ -46,7 +46,7 @@ from shared import spec
 from shared.errors import ConfigError
 from shared.settings import positive, read
 
-DEFAULT_CHANNELS = tuple(spec.CHANNELS)
+DEFAULT_CHANNELS = tuple(n for n, c in spec.CHANNELS.items() if c.default_on)
 
 
 def _channels(raw: str) -> tuple[str, ...]:

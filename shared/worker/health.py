@@ -3,7 +3,8 @@ accepts a job (the backends have no canary of their own).
 
 A process whose models load but compute garbage must not serve (infinity issue #609: /health stayed
 green while every embedding was broken). Each model runs a fixed synthetic input (a rendered frame, a
-clip of frames, tones, two texts, a second of silence); the worker refuses to start (ModelUnhealthy) when any
+clip of frames, tones, two texts, a second of silence; for Qwen3-VL two clips, one captioned, and two
+queries); the worker refuses to start (ModelUnhealthy) when any
 output is NaN/inf, has the wrong shape or dims, is not unit length, or when two different inputs
 collapse onto the same vector. Whisper must return a well-formed transcript of the tone's length.
 """
@@ -102,8 +103,10 @@ def canary_wav2vec2(model: Any) -> None:
 
 def canary_whisper(model: Any) -> None:
     # Silence, VAD off: encoder and decoder both run (a pure tone makes Whisper walk its whole
-    # temperature fallback ladder, ~6 s on CPU, for the same check).
-    result = model.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), vad=False, beam_size=1)
+    # temperature fallback ladder, ~6 s on CPU, for the same check). The transformers backend has no
+    # fallback ladder but may decode to its window's limit: 8 tokens prove the decoder runs.
+    extra = {"max_new_tokens": 8} if getattr(model, "kind", "") == "transformers" else {}
+    result = model.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), vad=False, beam_size=1, **extra)
     if not isinstance(result, dict) or not isinstance(result.get("text"), str):
         raise ModelUnhealthy(f"model {model.name}: transcript canary returned no text field")
     if not isinstance(result.get("segments"), list) or not isinstance(result.get("language"), str):
@@ -118,11 +121,33 @@ def canary_whisper(model: Any) -> None:
             raise ModelUnhealthy(f"model {model.name}: transcript canary has a malformed segment")
 
 
+def canary_qwen3vl(model: Any) -> None:
+    """Two different clips, one of them with a caption, and two query texts: right width, unit, distinct
+    (the deterministic stand-in passes the same checks)."""
+    from shared.models.qwen3vl import VideoInput
+
+    dims = model.dims
+    if model.kind != "deterministic":
+        dims = _expected_dims(model)
+    moving = np.stack([_frame(i) for i in range(4)])
+    still = np.stack([_frame(50)] * 4)
+    times = [0.5, 1.5, 2.5, 3.5]
+    clips = [
+        VideoInput(moving, times),
+        VideoInput(still, times),
+        VideoInput(moving, times, "a bright square"),
+    ]
+    check_embeddings(model.name, "video canary", model.embed_videos(clips), 3, dims)
+    texts = ["a photo of a cat sleeping on a sofa", "a wiring diagram of an electric circuit"]
+    check_embeddings(model.name, "text canary", model.embed_texts(texts), 2, dims)
+
+
 CANARIES = {
     "clip": canary_clip,
     "videomae": canary_videomae,
     "wav2vec2": canary_wav2vec2,
     "whisper": canary_whisper,
+    "qwen3vl": canary_qwen3vl,
 }
 
 

@@ -21,6 +21,7 @@ class Models:
     whisper: Any = None
     videomae: Any = None
     wav2vec2: Any = None
+    qwen3vl: Any = None  # Qwen3VLBackend, or the DeterministicEmbedder (EMBEDDING_BACKEND=deterministic)
 
     def loaded(self) -> dict[str, Any]:
         """role -> backend, for every loaded model."""
@@ -34,6 +35,16 @@ def _load(kind: str, settings: WorkerSettings, name: str) -> tuple[str, Any]:
 
         return "whisper", WhisperBackend.from_model_dir(settings.model_dir, name, **common)
     common["precision"] = settings.precision
+    if kind == "whisper-transformers":
+        from shared.models.whisper_hf import TransformersWhisperBackend
+
+        return "whisper", TransformersWhisperBackend.from_model_dir(
+            settings.model_dir, name, max_new_tokens=settings.whisper_max_new_tokens, **common
+        )
+    if kind == "qwen3-vl":
+        from shared.models.qwen3vl import Qwen3VLBackend
+
+        return "qwen3vl", Qwen3VLBackend.from_model_dir(settings.model_dir, name, **common)
     if kind == "open_clip":
         from shared.models.clip import ClipBackend
 
@@ -57,4 +68,12 @@ def load_models(settings: WorkerSettings) -> Models:
         role, backend = _load(registry.get(name).kind, settings, name)
         setattr(models, role, backend)
         log.info("loaded %s (%s) in %.1fs", name, backend.model_label, time.perf_counter() - started)
+    if settings.serves_qwen3vl and settings.embedding_backend == "deterministic":
+        from shared.models.deterministic import DeterministicEmbedder
+        from shared.worker.settings import MRL_DIMS
+
+        models.qwen3vl = DeterministicEmbedder(MRL_DIMS[0], MRL_DIMS)
+        log.warning(
+            "EMBEDDING_BACKEND=deterministic: embed_video/qwen3vl_text return hash-seeded placeholders"
+        )
     return models

@@ -13,10 +13,17 @@ Accepted `job["input"]` shapes (every object refuses unknown keys; types are str
      "beam_size": 1..10?}
     {"task": "clip_text", "texts": [str, ...]}
     {"task": "clip_image", "images": [{"url": URL} | {"base64": B64}, ...], "tta": bool?}
+    {"task": "embed_video", "source_url": URL, "caption": str?, "dims": DIMS?, "transcribe": bool?}
+    {"task": "qwen3vl_text", "texts": [str, ...], "dims": DIMS?, "instruction": str?}
+
+DIMS is one of the Qwen3-VL-Embedding Matryoshka sizes (2048, 1536, 1024, 768, 512, 256, 128, 64);
+another value is refused with the allowed ones listed. A caption, text or instruction is at most
+MAX_TEXT_CHARS characters here; its token limit (QWEN3VL_MAX_TEXT_TOKENS) is checked by the job
+before any download.
 
 ID is `[A-Za-z0-9_-]{1,64}`; URL is absolute http(s). Channels valid per modality: video -> video_clip,
-video_mae, audio_wav2vec2, transcript (the audio track); audio -> audio_wav2vec2, transcript;
-image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
+video_mae, audio_wav2vec2, transcript (the audio track), video_qwen3vl; audio -> audio_wav2vec2,
+transcript; image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
 `field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent, and
 a key the schema does not know appears in the path as `*`.
 
@@ -48,6 +55,7 @@ from pydantic_core import PydanticCustomError
 
 from shared import spec, urls
 from shared.errors import ForbiddenURL, InvalidInput, PayloadTooLarge
+from shared.models import registry
 
 if TYPE_CHECKING:
     from shared.worker.settings import WorkerSettings
@@ -57,6 +65,9 @@ ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_DEPTH = 8
 MAX_NODES = 4096
 MAX_INT = 2**53
+MRL_DIMS: tuple[int, ...] = tuple(
+    registry.get(spec.CHANNELS["video_qwen3vl"].model).preprocessing["mrl_dims"]
+)
 
 # The channels an item of each modality may ask for (a video's audio track feeds the audio channels).
 CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
@@ -227,12 +238,55 @@ class ClipImageRequest(_Strict):
         return _at_most(v, _limits(info).max_images, "images")
 
 
-JobRequest = EmbedItemRequest | TranscribeRequest | ClipTextRequest | ClipImageRequest
+def _check_dims(value: int | None) -> int | None:
+    if value is not None and value not in MRL_DIMS:
+        raise ValueError(f"must be one of {', '.join(map(str, MRL_DIMS))}")
+    return value
+
+
+Dims = Annotated[int | None, AfterValidator(_check_dims)]
+Text = Annotated[str, AfterValidator(_check_text)]
+
+
+class EmbedVideoRequest(_Strict):
+    """Seed 000's video embedding: one Qwen3-VL vector of the frames and the caption together."""
+
+    task: Literal["embed_video"]
+    source_url: Url
+    caption: Text | None = None
+    dims: Dims = None
+    transcribe: bool = False
+
+
+class Qwen3VLTextRequest(_Strict):
+    """Search queries into the video_qwen3vl space."""
+
+    task: Literal["qwen3vl_text"]
+    texts: list[Text] = Field(min_length=1)
+    dims: Dims = None
+    instruction: Text | None = None
+
+    @field_validator("texts")
+    @classmethod
+    def _check_count(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        return _at_most(v, _limits(info).max_texts, "texts")
+
+
+JobRequest = (
+    EmbedItemRequest
+    | TranscribeRequest
+    | ClipTextRequest
+    | ClipImageRequest
+    | EmbedVideoRequest
+    | Qwen3VLTextRequest
+)
 _REQUESTS: tuple[type[_Strict], ...] = (
     EmbedItemRequest,
     TranscribeRequest,
     ClipTextRequest,
     ClipImageRequest,
+    EmbedVideoRequest,
+    Qwen3VLTextRequest,
 )
 _ADAPTERS: dict[str, TypeAdapter] = {
     get_args(cls.model_fields["task"].annotation)[0]: TypeAdapter(cls) for cls in _REQUESTS

@@ -7,8 +7,26 @@ Every variable (all optional; the defaults are the production values):
                               image sets cuda, and a worker told cuda that finds none refuses to start)
     PRECISION                 fp16 | bf16 | fp32                  (CPU always runs fp32)
     CLIP_MODEL                registry name of the CLIP model      (clip-vit-b-32; clip-eva02-l-14-336)
-    WORKER_TASKS              tasks served  (embed_item,transcribe,clip_text,clip_image)
-    WORKER_CHANNELS           embed_item channels it serves        (all RunPod channels of shared.spec)
+    WORKER_TASKS              tasks served  (embed_item,transcribe,clip_text,clip_image; embed_video and
+                              qwen3vl_text are opt-in: they load Qwen3-VL-Embedding-2B)
+    WORKER_CHANNELS           embed_item channels it serves        (the RunPod channels of shared.spec
+                              that are on by default: all but video_qwen3vl)
+    EMBEDDING_BACKEND         qwen3_vl | deterministic             (qwen3_vl) what embed_video/qwen3vl_text
+                              run; deterministic is a hash-seeded placeholder for callers' integration
+                              tests, labelled so in every output, refused for the video_qwen3vl channel
+    EMBEDDING_DIMS            embed_video/qwen3vl_text dims when a job names none (2048; one of the
+                              model's Matryoshka sizes: 2048,1536,1024,768,512,256,128,64)
+    QWEN3VL_MAX_TEXT_TOKENS   tokens of a caption or query text     (512)
+    QWEN3VL_TEXT_OVERFLOW     truncate | refuse: a longer caption/text is cut at a token boundary
+                              (the output says so) or refused      (truncate)
+    WHISPER_BACKEND           faster_whisper | transformers        (faster_whisper) what the transcribe
+                              task and embed_video's transcript run; the spec's transcript channel is
+                              faster-whisper, so embed_item's transcript needs faster_whisper
+    WHISPER_MODEL             registry name of the transformers Whisper checkpoint
+                              (distil-whisper-large-v3; only read with WHISPER_BACKEND=transformers)
+    WHISPER_MAX_NEW_TOKENS    tokens a transformers Whisper may generate per 30 s window (0: derived
+                              from the checkpoint: its max_target_positions minus the prompt, whenever
+                              its generation config's max_length would cut transcripts shorter)
     ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
     PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
     PANORAMA_MAX_TILES        most panorama tiles per image; a wider image is cut into N tiles, each
@@ -56,7 +74,15 @@ from shared.settings import DEFAULT_MODEL_DIR, choice, model_dir_from, positive,
 from shared.worker.requests import TASKS
 
 PRECISIONS = ("fp16", "bf16", "fp32")
-TRANSCRIPT_MODEL = spec.CHANNELS["transcript"].model  # what the transcribe task loads
+TRANSCRIPT_MODEL = spec.CHANNELS["transcript"].model  # what the transcribe task loads (faster_whisper)
+QWEN3VL_MODEL = spec.CHANNELS["video_qwen3vl"].model
+QWEN3VL_TASKS = ("embed_video", "qwen3vl_text")  # opt-in: they load the 2B model
+MRL_DIMS: tuple[int, ...] = tuple(registry.get(QWEN3VL_MODEL).preprocessing["mrl_dims"])
+EMBEDDING_BACKENDS = ("qwen3_vl", "deterministic")
+WHISPER_BACKENDS = ("faster_whisper", "transformers")
+TEXT_OVERFLOW = ("truncate", "refuse")
+DEFAULT_TASKS = tuple(t for t in TASKS if t not in QWEN3VL_TASKS)
+DEFAULT_CHANNELS = tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].default_on)
 
 
 def _csv(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
@@ -90,6 +116,27 @@ def _ratio(raw: str) -> float:
     return value
 
 
+def _whisper_name(raw: str) -> str:
+    entry = registry.REGISTRY.get(raw)
+    if entry is None or entry.kind != "whisper-transformers":
+        raise ValueError(raw)
+    return raw
+
+
+def _mrl_dims(raw: str) -> int:
+    value = int(raw)
+    if value not in MRL_DIMS:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
+
+
 def _cuda_available() -> bool:
     import torch
 
@@ -104,8 +151,15 @@ class WorkerSettings:
     device: str = "cpu"  # resolved: cpu | cuda | cuda:N
     precision: str = "fp32"  # effective: always fp32 on CPU
     clip_model: str = "clip-vit-b-32"
-    tasks: tuple[str, ...] = TASKS
-    channels: tuple[str, ...] = spec.RUNPOD_CHANNELS
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    channels: tuple[str, ...] = DEFAULT_CHANNELS
+    embedding_backend: str = "qwen3_vl"
+    embedding_dims: int = MRL_DIMS[0]
+    qwen3vl_max_text_tokens: int = 512
+    qwen3vl_text_overflow: str = "truncate"
+    whisper_backend: str = "faster_whisper"
+    whisper_model: str = "distil-whisper-large-v3"
+    whisper_max_new_tokens: int = 0
     tta: bool = True
     panorama_max_ratio: float = 2.6
     panorama_max_tiles: int = 2
@@ -156,6 +210,25 @@ class WorkerSettings:
             channels=read(
                 env, "WORKER_CHANNELS", _csv(spec.RUNPOD_CHANNELS), cls.channels, "video_clip,transcript"
             ),
+            embedding_backend=read(
+                env, "EMBEDDING_BACKEND", choice(*EMBEDDING_BACKENDS), cls.embedding_backend, "qwen3_vl"
+            ),
+            embedding_dims=read(env, "EMBEDDING_DIMS", _mrl_dims, cls.embedding_dims, "512"),
+            qwen3vl_max_text_tokens=read(
+                env, "QWEN3VL_MAX_TEXT_TOKENS", positive(int), cls.qwen3vl_max_text_tokens, "512"
+            ),
+            qwen3vl_text_overflow=read(
+                env, "QWEN3VL_TEXT_OVERFLOW", choice(*TEXT_OVERFLOW), cls.qwen3vl_text_overflow, "refuse"
+            ),
+            whisper_backend=read(
+                env, "WHISPER_BACKEND", choice(*WHISPER_BACKENDS), cls.whisper_backend, "transformers"
+            ),
+            whisper_model=read(
+                env, "WHISPER_MODEL", _whisper_name, cls.whisper_model, "distil-whisper-large-v3"
+            ),
+            whisper_max_new_tokens=read(
+                env, "WHISPER_MAX_NEW_TOKENS", _non_negative_int, cls.whisper_max_new_tokens, "440"
+            ),
             tta=read_bool(env, "ENABLE_TTA", cls.tta),
             panorama_max_ratio=read(env, "PANORAMA_MAX_RATIO", _ratio, cls.panorama_max_ratio, "2.6"),
             panorama_max_tiles=read(env, "PANORAMA_MAX_TILES", positive(int), cls.panorama_max_tiles, "2"),
@@ -186,6 +259,7 @@ class WorkerSettings:
         )
         settings.check_budgets()
         settings.check_spec()
+        settings.check_text_budget()
         return settings
 
     @property
@@ -202,9 +276,34 @@ class WorkerSettings:
             names.append(self.clip_model)
         for ch in self.embed_channels:
             names.append(RUNNERS[ch].model_name(self))
-        if "transcribe" in self.tasks:
-            names.append(TRANSCRIPT_MODEL)
+        if "transcribe" in self.tasks or ("embed_video" in self.tasks and self.serves_qwen3vl):
+            names.append(self.transcript_model)
+        if self.serves_qwen3vl and self.embedding_backend == "qwen3_vl":
+            names.append(QWEN3VL_MODEL)
         return tuple(dict.fromkeys(names))
+
+    @property
+    def serves_qwen3vl(self) -> bool:
+        """Whether anything served needs the Qwen3-VL embedder (or its deterministic stand-in)."""
+        return bool(set(QWEN3VL_TASKS) & set(self.tasks)) or "video_qwen3vl" in self.embed_channels
+
+    @property
+    def transcript_model(self) -> str:
+        """The registry name the transcribe task (and embed_video's transcript) loads."""
+        return self.whisper_model if self.whisper_backend == "transformers" else TRANSCRIPT_MODEL
+
+    def check_text_budget(self) -> None:
+        """A caption at the token limit plus the most visual tokens a video can cost must fit the
+        model's context (the card's MAX_LENGTH), or a legal job could be refused by the model."""
+        from shared.models.qwen3vl import VideoPlan
+
+        pp = registry.get(QWEN3VL_MODEL).preprocessing
+        room = int(pp["max_length"]) - VideoPlan(pp).max_video_tokens() - 64  # template and instruction
+        if self.qwen3vl_max_text_tokens > room:
+            raise ConfigError(
+                f"QWEN3VL_MAX_TEXT_TOKENS={self.qwen3vl_max_text_tokens} does not fit the model's "
+                f"{pp['max_length']}-token context beside a video; example: QWEN3VL_MAX_TEXT_TOKENS={room}"
+            )
 
     def check_budgets(self) -> None:
         """One image must fit each budget, or a job could wait for room that never comes."""

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 SAMPLE_RATE = 16000
 NPY = "application/octet-stream"
 INPUTS = ("frames", "audio", "image")
+FRAME_MAX_SIDE = 512  # CLIP and VideoMAE resize to 224-336 px; decoding more only costs memory
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,8 @@ class Decoded:
     the source cannot give (no video stream, undecodable audio)."""
 
     duration: float | None = None
-    frames: Any = None  # shared.media.VideoFrames
+    frames: Any = None  # shared.media.VideoFrames of the default plan (the spec's frame count)
+    frame_sets: dict[str, Any] = field(default_factory=dict)  # channel -> VideoFrames of its own plan
     audio: np.ndarray | None = None
     image: Any = None  # PIL.Image
     errors: dict[str, EmbeddingError] = field(default_factory=dict)
@@ -79,6 +81,11 @@ class ChannelRunner:
 
     def check_settings(self, settings: WorkerSettings) -> None:
         """Raise ConfigError when the settings would not produce what the spec entry describes."""
+
+    def frame_plan(self, settings: WorkerSettings, info: Any) -> tuple[int, int]:
+        """(frames, max side in px) this channel samples from a video (`info`: shared.media.MediaInfo).
+        Channels with the same plan share one sampling pass; the default is the spec's frame count."""
+        return int(self.spec.preprocessing["frames"]), FRAME_MAX_SIDE
 
     def audio_seconds(self, settings: WorkerSettings) -> float:
         """How much decoded audio this channel reads (audio channels only)."""

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 from types import MappingProxyType, ModuleType
 
-from shared.worker.jobs import clip_image, clip_text, embed_item, transcribe
+from shared.worker.jobs import clip_image, clip_text, embed_item, embed_video, qwen3vl_text, transcribe
 from shared.worker.requests import TASKS
 
 JOBS: MappingProxyType[str, ModuleType] = MappingProxyType(
-    {"embed_item": embed_item, "transcribe": transcribe, "clip_text": clip_text, "clip_image": clip_image}
+    {
+        "embed_item": embed_item,
+        "transcribe": transcribe,
+        "clip_text": clip_text,
+        "clip_image": clip_image,
+        "embed_video": embed_video,
+        "qwen3vl_text": qwen3vl_text,
+    }
 )
 if set(JOBS) != set(TASKS):
     raise RuntimeError(f"tasks {TASKS} and job modules {tuple(JOBS)} differ")

@@ -1,12 +1,13 @@
 """embed_item: download the source once, decode once, run each requested channel on its own.
 
 Decoding serves every channel from one pass per input kind (shared.worker.channels.base.INPUTS):
-frames (probe + the spec's 16 frames sampled by timestamp, at most FRAME_MAX_SIDE px, coded size
-checked against MAX_VIDEO_PIXELS from the stream header first), audio (16 kHz mono, as many seconds
-as the longest-reading channel needs) and image (header checked like clip_image's, then decoded
-under the worker's pixel budget, held until the channels are done). A source that is not media at
-all, or an image refused from its header, fails the whole job; a missing or undecodable stream
-fails only the channels that need it.
+frames (probe + each channel's frame plan sampled by timestamp, once per distinct plan: the spec's
+16 frames at most FRAME_MAX_SIDE px for CLIP and VideoMAE, Qwen3-VL's 1 fps up to 64 frames at its
+own size; coded size checked against MAX_VIDEO_PIXELS from the stream header first), audio (16 kHz
+mono, as many seconds as the longest-reading channel needs) and image (header checked like
+clip_image's, then decoded under the worker's pixel budget, held until the channels are done). A
+source that is not media at all, or an image refused from its header, fails the whole job; a missing
+or undecodable stream fails only the channels that need it.
 
 Channels run concurrently, and a fault stays in its channel: any exception fails that channel only
 (`{"status": "failed", "error": {...}}`, internal_error with a correlation id when unexpected), no
@@ -26,14 +27,14 @@ from typing import Any
 from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError
 from shared.worker.channels import RUNNERS
-from shared.worker.channels.base import SAMPLE_RATE, ChannelRunner, Decoded
+from shared.worker.channels.base import FRAME_MAX_SIDE, SAMPLE_RATE, ChannelRunner, Decoded
 from shared.worker.channels.image_clip import decode_plan
 from shared.worker.faults import failure, redact, rescrubbed
 from shared.worker.requests import EmbedItemRequest
 
 log = logging.getLogger(__name__)
 
-FRAME_MAX_SIDE = 512  # both frame models resize to 224-336 px; decoding more only costs memory
+__all__ = ["FRAME_MAX_SIDE", "decode", "may_batch", "run"]
 
 
 class SpecMismatch(InvalidInput):
@@ -64,7 +65,7 @@ async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:
                     path = await asyncio.to_thread(
                         worker.download, req.source_url, workdir, worker.settings.max_download_bytes
                     )
-                    decoded = await _decode(worker, req, path, runners, held)
+                    decoded = await decode(worker, req.item.modality, path, runners, held)
                 except EmbeddingError as e:
                     raise rescrubbed(e, str(workdir), field="input.source_url") from None
         # Each model has its own executor, so e.g. Whisper and CLIP overlap.
@@ -89,13 +90,14 @@ async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:
     return out
 
 
-async def _decode(
+async def decode(
     worker: Any,
-    req: EmbedItemRequest,
+    modality: str,
     path: Path,
     runners: list[ChannelRunner],
     held: contextlib.AsyncExitStack,
 ) -> Decoded:
+    """One decode of the downloaded source for every runner's input (embed_video uses it too)."""
     from shared.media import decode_audio, decode_image, open_image, probe, sample_frames
     from shared.media.image import upright_size
 
@@ -103,7 +105,7 @@ async def _decode(
     size, digest = await asyncio.to_thread(_file_facts, path)
     out = Decoded(facts={"bytes": size, "sha256": digest, "duration": None})
     needs = {r.needs for r in runners}
-    if req.item.modality == "image":
+    if modality == "image":
         header = await asyncio.to_thread(
             open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect
         )
@@ -117,16 +119,29 @@ async def _decode(
     out.duration = info.duration
     out.facts.update(duration=info.duration, has_video=info.has_video, has_audio=info.has_audio)
     if "frames" in needs:
-        frames = max(int(r.spec.preprocessing["frames"]) for r in runners if r.needs == "frames")
         if not info.has_video:
             out.errors["frames"] = MediaError("the source has no video stream")
         else:
+            sampled: dict[tuple[int, int], Any] = {}
+            default: list[tuple[int, int]] = []
             try:
-                out.frames = await asyncio.to_thread(
-                    sample_frames, path, frames, max_side=FRAME_MAX_SIDE, max_pixels=settings.max_video_pixels
-                )
+                framed = [r for r in runners if r.needs == "frames"]
+                plans = {r.name: r.frame_plan(settings, info) for r in framed}
+                # the spec-count channels (the base plan) share one pass at the largest count
+                shared_plan = {r.name for r in framed if type(r).frame_plan is ChannelRunner.frame_plan}
+                default = [plans[n] for n in shared_plan]
+                if default:
+                    plans = {n: (max(default) if n in shared_plan else p) for n, p in plans.items()}
+                for plan in dict.fromkeys(plans.values()):
+                    sampled[plan] = await asyncio.to_thread(
+                        sample_frames, path, plan[0], max_side=plan[1], max_pixels=settings.max_video_pixels
+                    )
             except MediaError as e:
                 out.errors["frames"] = e
+            else:
+                out.frame_sets = {name: sampled[plan] for name, plan in plans.items()}
+                if default:
+                    out.frames = sampled[max(default)]
     if "audio" in needs:
         seconds = max(r.audio_seconds(settings) for r in runners if r.needs == "audio")
         if not info.has_audio:

@@ -198,9 +198,16 @@ class ApiWorker(LocalRunpodWorker):
 
 @pytest.fixture(scope="session")
 def api_worker(dev_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiWorker]:
-    """`python -m handlers.runpod_worker --rp_serve_api` with every task and channel, started once."""
+    """`python -m handlers.runpod_worker --rp_serve_api` with every task and channel (the opt-in
+    Qwen3-VL ones too), started once."""
+    from shared import spec
+    from shared.worker.requests import TASKS
+
     env = worker_env(
         dev_model_dir,
+        WORKER_TASKS=",".join(TASKS),
+        WORKER_CHANNELS=",".join(spec.RUNPOD_CHANNELS),
+        QWEN3VL_MAX_TEXT_TOKENS="24",  # small, so a test caption can run over it
         ALLOW_PRIVATE_URLS="1",
         MAX_DOWNLOAD_BYTES=str(MAX_DOWNLOAD_BYTES),
         BATCH_WINDOW_MS="25",

@@ -86,6 +86,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "audio_wav2vec2",
         "transcript",
         "text_transcript",
+        "video_qwen3vl",
     )
     assert set(plan.applicable(inputs("video", meta=True), enabled)) == {
         "video_clip",
@@ -93,6 +94,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "audio_wav2vec2",
         "transcript",
         "text_transcript",
+        "video_qwen3vl",
         "text_meta",
         "text_fused",
     }

@@ -25,6 +25,7 @@ def test_default_channels_match_design():
         "text_fused",
         "image_clip",
         "person_query",
+        "video_qwen3vl",
     }
     assert set(spec.RUNPOD_CHANNELS) == {
         "video_clip",
@@ -32,6 +33,7 @@ def test_default_channels_match_design():
         "audio_wav2vec2",
         "transcript",
         "image_clip",
+        "video_qwen3vl",
     }
     assert spec.CHANNELS["text_fused"].dims == 768
     assert spec.CHANNELS["text_meta"].dims == 384
@@ -92,3 +94,30 @@ def test_require_model_names_directory_and_command(tmp_path):
         registry.require_model(tmp_path, "minilm-l6-v2")
     assert str(tmp_path / "minilm-l6-v2") in err.value.message
     assert "se bake" in err.value.message and "se setup-models" in err.value.message
+
+
+def test_video_qwen3vl_is_in_the_spec_but_off_by_default():
+    from shared.pipeline.settings import DEFAULT_CHANNELS, PipelineSettings
+    from shared.worker.settings import WorkerSettings
+
+    ch = spec.CHANNELS["video_qwen3vl"]
+    assert ch.default_on is False and ch.dims == registry.get(ch.model).dims == 2048
+    assert [n for n, c in spec.CHANNELS.items() if not c.default_on] == ["video_qwen3vl"]
+    assert "video_qwen3vl" not in DEFAULT_CHANNELS and "video_clip" in DEFAULT_CHANNELS
+    assert "video_qwen3vl" not in WorkerSettings().channels
+    # the deployment's channel settings turn it on
+    assert (
+        "video_qwen3vl"
+        in PipelineSettings.from_env(
+            {"PIPELINE_CHANNELS": "video_clip,video_qwen3vl", "MEDIA_BUCKET": "b", "LEDGER_TABLE": "t"}
+        ).channels
+    )
+    worker = WorkerSettings.from_env({"WORKER_CHANNELS": "video_qwen3vl"}, cuda_available=lambda: False)
+    assert worker.embed_channels == ("video_qwen3vl",) and "qwen3-vl-embedding-2b" in worker.required_models()
+
+
+def test_default_on_is_not_part_of_the_fingerprint():
+    ch = spec.CHANNELS["video_qwen3vl"]
+    assert dataclasses.replace(ch, default_on=True).fingerprint == ch.fingerprint
+    changed = dataclasses.replace(ch, preprocessing=MappingProxyType({**ch.preprocessing, "fps": 2.0}))
+    assert changed.fingerprint != ch.fingerprint

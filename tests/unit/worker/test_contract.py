@@ -136,11 +136,18 @@ def test_every_hub_test_parses_and_uses_known_settings():
 
 
 def test_the_image_bakes_what_the_default_settings_load():
+    """The defaults' models, plus Qwen3-VL so its opt-in tasks and channel need no rebuild."""
     match = re.search(r"^ARG BAKE_MODELS=(\S+)$", DOCKERFILE, re.M)
     assert match
+    opt_in = WorkerSettings.from_env(
+        {"WORKER_TASKS": "embed_video,qwen3vl_text", "WORKER_CHANNELS": "video_qwen3vl"},
+        cuda_available=lambda: True,
+    )
+    assert opt_in.required_models() == ("whisper-tiny.en", "qwen3-vl-embedding-2b")
     assert set(match.group(1).split(",")) == set(
         WorkerSettings.from_env({}, cuda_available=lambda: True).required_models()
-    )
+    ) | set(opt_in.required_models())
+    assert "WORKER_TASKS=qwen3vl_text,embed_video python -m handlers.runpod_worker" in DOCKERFILE
 
 
 def test_the_hub_token_never_lands_in_a_layer():

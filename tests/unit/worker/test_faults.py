@@ -105,7 +105,7 @@ def test_a_fault_outside_any_channel_fails_the_job_safely(media, temp_root, monk
     async def broken(*args, **kw):
         raise OSError("disk full at /var/lib/worker/tmp/embed-item-x?X-Amz-Signature=abc")
 
-    monkeypatch.setattr(embed_item, "_decode", broken)
+    monkeypatch.setattr(embed_item, "decode", broken)
     h = Harness(media)
     out = h.run(embed_job("clip.mp4", "video", VIDEO))
     assert set(out) == {"error"}

@@ -98,3 +98,24 @@ def test_malformed_transcripts_refuse_to_serve(result):
 def test_nothing_loaded_is_unhealthy():
     with pytest.raises(ModelUnhealthy, match="no model"):
         run_canaries(Models())
+
+
+def test_the_qwen3vl_canary_checks_videos_and_queries():
+    from shared.models.deterministic import DeterministicEmbedder
+    from shared.worker.settings import MRL_DIMS
+
+    assert set(run_canaries(Models(qwen3vl=DeterministicEmbedder(2048, MRL_DIMS)))) == {"qwen3vl"}
+
+    class Collapsed(DeterministicEmbedder):
+        def embed_videos(self, items, instruction=None):
+            return np.stack([self.vector("same", dims=self.dims)] * len(items))
+
+    with pytest.raises(ModelUnhealthy, match="video canary maps different inputs"):
+        run_canaries(Models(qwen3vl=Collapsed(2048, MRL_DIMS)))
+
+    class Unnormalised(DeterministicEmbedder):
+        def embed_texts(self, texts, instruction=None):
+            return 2 * super().embed_texts(texts, instruction)
+
+    with pytest.raises(ModelUnhealthy, match="text canary"):
+        run_canaries(Models(qwen3vl=Unnormalised(2048, MRL_DIMS)))

@@ -259,7 +259,13 @@ def test_limits_come_from_settings():
 
 
 def test_channel_table_follows_the_spec():
-    assert CHANNELS_BY_MODALITY["video"] == ("video_clip", "video_mae", "audio_wav2vec2", "transcript")
+    assert CHANNELS_BY_MODALITY["video"] == (
+        "video_clip",
+        "video_mae",
+        "audio_wav2vec2",
+        "transcript",
+        "video_qwen3vl",
+    )
     assert CHANNELS_BY_MODALITY["audio"] == ("audio_wav2vec2", "transcript")
     assert CHANNELS_BY_MODALITY["image"] == ("image_clip",)
     every = {c for chans in CHANNELS_BY_MODALITY.values() for c in chans}
