@@ -301,3 +301,17 @@ def test_an_owner_whose_results_are_all_carried_switches_without_gpu_work(h: Har
     assert run["done"] == 2 and {it: h.jobs("rp6", it) for it in items} == jobs
     h.sweep()
     assert h.ledger.owner_state("rp6")["current_version"] == new
+
+
+def test_a_forced_run_recomputes_text_channels_from_the_new_transcript_once(h: Harness) -> None:
+    ingest(h, "rp7", images=0, videos=1)
+    before = h.channels("rp7", "vid0")
+    status, out = h.admin("POST", "/reprocess", {"scope": "owner", "owner_id": "rp7", "force": True})
+    assert status == 202
+    run = run_to_end(h, out["run_id"])
+    assert run["done"] == 1 and h.jobs("rp7", "vid0") == 2
+    after = h.channels("rp7", "vid0")
+    for ch in ("transcript", "text_transcript"):
+        assert after[ch]["run_id"] == out["run_id"] and after[ch]["attempts"] == before[ch]["attempts"] + 1, ch
+    # the text channel was computed from the re-run transcript, not from the one it replaced
+    assert after["text_transcript"]["updated_at"] >= after["transcript"]["updated_at"]
