@@ -312,6 +312,7 @@ def test_a_forced_run_recomputes_text_channels_from_the_new_transcript_once(h: H
     assert run["done"] == 1 and h.jobs("rp7", "vid0") == 2
     after = h.channels("rp7", "vid0")
     for ch in ("transcript", "text_transcript"):
-        assert after[ch]["run_id"] == out["run_id"] and after[ch]["attempts"] == before[ch]["attempts"] + 1, ch
+        assert after[ch]["run_id"] == out["run_id"], ch
+        assert after[ch]["attempts"] == before[ch]["attempts"] + 1, ch
     # the text channel was computed from the re-run transcript, not from the one it replaced
     assert after["text_transcript"]["updated_at"] >= after["transcript"]["updated_at"]
