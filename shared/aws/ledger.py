@@ -24,6 +24,7 @@ is reported as False / None, never as an error.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -34,7 +35,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from shared import spec
-from shared.aws.clients import translate
+from shared.aws.clients import StoreError, translate
 from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED
 
 PK, SK = "pk", "sk"
@@ -56,6 +57,16 @@ _de = TypeDeserializer()
 def now_iso(t: float | None = None) -> str:
     t = time.time() if t is None else t
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
+
+
+def iso_epoch(iso: Any) -> float | None:
+    """now_iso's inverse (any ISO-8601 time); None for what is not one."""
+    if not isinstance(iso, str):
+        return None
+    try:
+        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -102,6 +113,7 @@ class _Update:
     def __init__(self) -> None:
         self.sets: list[str] = []
         self.removes: list[str] = []
+        self.adds: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
 
@@ -132,12 +144,19 @@ class _Update:
         self.removes.extend(self.name(a) for a in attrs)
         return self
 
+    def add(self, attr: str, value: Any) -> _Update:
+        """ADD (a number to a number, elements to a set)."""
+        self.adds.append(f"{self.name(attr)} {self.value(value)}")
+        return self
+
     def expression(self) -> str:
         out = []
         if self.sets:
             out.append("SET " + ", ".join(self.sets))
         if self.removes:
             out.append("REMOVE " + ", ".join(self.removes))
+        if self.adds:
+            out.append("ADD " + ", ".join(self.adds))
         return " ".join(out)
 
 
@@ -173,28 +192,49 @@ class Ledger:
                 channels[row.get("channel") or row[SK][3:]] = row
         return item, channels
 
-    def item(self, owner_id: str, item_id: str) -> dict[str, Any] | None:
+    def _get(self, pk: str, sk: str) -> dict[str, Any] | None:
+        """One row by its key, strongly consistent."""
         try:
-            resp = self.db.get_item(
-                TableName=self.table,
-                Key={PK: _av(item_pk(owner_id, item_id)), SK: _av(ITEM_SK)},
-                ConsistentRead=True,
-            )
+            resp = self.db.get_item(TableName=self.table, Key={PK: _av(pk), SK: _av(sk)}, ConsistentRead=True)
         except ClientError as e:
             raise translate(e, "ledger read") from e
         return _row(resp["Item"]) if "Item" in resp else None
 
-    def owner_rows(self, owner_id: str) -> Iterator[dict[str, Any]]:
-        """Every row of an owner through owner-index (paged; never a scan)."""
-        kwargs = {
+    def item(self, owner_id: str, item_id: str) -> dict[str, Any] | None:
+        return self._get(item_pk(owner_id, item_id), ITEM_SK)
+
+    def _owner_query(self, owner_id: str, prefix: str | None = None) -> dict[str, Any]:
+        """An owner-index query of one owner's rows (those whose osk starts with `prefix`)."""
+        kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": OWNER_INDEX,
             "KeyConditionExpression": "#o = :o",
             "ExpressionAttributeNames": {"#o": OWNER_KEY},
             "ExpressionAttributeValues": {":o": _av(owner_id)},
         }
-        for raw in self._pages("query", kwargs):
+        if prefix is not None:
+            kwargs["KeyConditionExpression"] += " AND begins_with(#s, :p)"
+            kwargs["ExpressionAttributeNames"]["#s"] = OWNER_SORT
+            kwargs["ExpressionAttributeValues"][":p"] = _av(prefix)
+        return kwargs
+
+    def owner_rows(self, owner_id: str) -> Iterator[dict[str, Any]]:
+        """Every row of an owner through owner-index (paged; never a scan)."""
+        for raw in self._pages("query", self._owner_query(owner_id)):
             yield _row(raw)
+
+    def owner_page(
+        self, owner_id: str, start: Mapping[str, Any] | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One owner-index page of at most `limit` rows from after the row keyed `start`; (rows, more)."""
+        kwargs = {**self._owner_query(owner_id), "Limit": limit}
+        if start:
+            kwargs["ExclusiveStartKey"] = {k: _av(v) for k, v in start.items()}
+        try:
+            resp = self.db.query(**kwargs)
+        except ClientError as e:
+            raise translate(e, "ledger query") from e
+        return [_row(r) for r in resp.get("Items", [])], "LastEvaluatedKey" in resp
 
     def due(self, now: float, limit: int) -> list[dict[str, Any]]:
         """Item rows whose open dispatch or retry is due (sweep-index; never a scan), oldest first."""
@@ -215,16 +255,8 @@ class Ledger:
 
     def next_owner(self, after: str | None) -> str | None:
         """The first owner (owners-index order) after `after`; None past the last."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "IndexName": OWNERS_INDEX,
-            "KeyConditionExpression": "#d = :d" + (" AND #o > :o" if after else ""),
-            "ExpressionAttributeNames": {"#d": OWNERS_KEY, **({"#o": OWNERS_SORT} if after else {})},
-            "ExpressionAttributeValues": {":d": _av(OWNERS), **({":o": _av(after)} if after else {})},
-            "Limit": 1,
-        }
-        for raw in self._pages("query", kwargs):
-            return _row(raw)[OWNERS_SORT]
+        for row in self.owner_states(after, page=1):
+            return row[OWNERS_SORT]
         return None
 
     def owners(self) -> list[str]:
@@ -261,9 +293,15 @@ class Ledger:
         *,
         return_new: bool = False,
     ) -> dict[str, Any] | bool | None:
+        return self._write(self._key(owner_id, item_id, sk), upd, condition, return_new=return_new)
+
+    def _write(
+        self, key: dict[str, Any], upd: _Update, condition: str | None = None, *, return_new: bool = False
+    ) -> dict[str, Any] | bool | None:
+        """One UpdateItem; a lost condition is False (None with `return_new`), never an error."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
-            "Key": self._key(owner_id, item_id, sk),
+            "Key": key,
             "UpdateExpression": upd.expression(),
             "ExpressionAttributeNames": upd.names,
         }
@@ -281,6 +319,25 @@ class Ledger:
                 return None if return_new else False
             raise translate(e, "ledger write") from e
         return _row(resp["Attributes"]) if return_new else True
+
+    def _put(self, item: Mapping[str, Any], condition: str, names: Mapping[str, str], values=None) -> bool:
+        """One conditional PutItem; False when the condition is lost."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Item": {k: _av(v) for k, v in _to_dynamo(dict(item)).items()},
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": dict(names),
+        }
+        if values:
+            kwargs["ExpressionAttributeValues"] = {k: _av(v) for k, v in values.items()}
+        self.writes += 1
+        try:
+            self.db.put_item(**kwargs)
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
+                return False
+            raise translate(e, "ledger write") from e
+        return True
 
     def _base(self, upd: _Update, owner_id: str, item_id: str, sk: str) -> _Update:
         now = now_iso(self.clock())
@@ -385,15 +442,8 @@ class Ledger:
 
     def photo_rows(self, owner_id: str, person_item: str, limit: int) -> list[dict[str, Any]]:
         """A person's photo rows (items and channels) through owner-index: osk begins with "@{person}~"."""
-        kwargs = {
-            "TableName": self.table,
-            "IndexName": OWNER_INDEX,
-            "KeyConditionExpression": "#o = :o AND begins_with(#s, :p)",
-            "ExpressionAttributeNames": {"#o": OWNER_KEY, "#s": "osk"},
-            "ExpressionAttributeValues": {":o": _av(owner_id), ":p": _av(f"{person_item}~")},
-        }
         out = []
-        for raw in self._pages("query", kwargs):
+        for raw in self._pages("query", self._owner_query(owner_id, prefix=f"{person_item}~")):
             out.append(_row(raw))
             if len(out) >= limit:
                 break
@@ -658,25 +708,23 @@ class Ledger:
 
     def owner_state(self, owner_id: str) -> dict[str, Any] | None:
         """The owner's row: manifest generation, current spec version and the next one's progress."""
-        try:
-            resp = self.db.get_item(
-                TableName=self.table,
-                Key={PK: _av(item_pk(owner_id, "~")), SK: _av(MANIFEST_SK)},
-                ConsistentRead=True,
-            )
-        except ClientError as e:
-            raise translate(e, "ledger read") from e
-        return _row(resp["Item"]) if "Item" in resp else None
+        return self._get(item_pk(owner_id, "~"), MANIFEST_SK)
 
-    def owner_states(self) -> Iterator[dict[str, Any]]:
-        """Every owner's row, by owner id (owners-index; never a scan)."""
-        kwargs = {
+    def owner_states(self, after: str | None = None, *, page: int | None = None) -> Iterator[dict[str, Any]]:
+        """Every owner's row after `after`, by owner id (owners-index, never a scan); `page`: rows a read."""
+        kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": OWNERS_INDEX,
             "KeyConditionExpression": "#d = :d",
             "ExpressionAttributeNames": {"#d": OWNERS_KEY},
             "ExpressionAttributeValues": {":d": _av(OWNERS)},
         }
+        if after:
+            kwargs["KeyConditionExpression"] += " AND #o > :o"
+            kwargs["ExpressionAttributeNames"]["#o"] = OWNERS_SORT
+            kwargs["ExpressionAttributeValues"][":o"] = _av(after)
+        if page:
+            kwargs["Limit"] = page
         for raw in self._pages("query", kwargs):
             yield _row(raw)
 
@@ -708,25 +756,11 @@ class Runs:
 
     def create(self, run: Mapping[str, Any]) -> None:
         item = {PK: RUNS_PK, SK: f"RUN#{run['run_id']}", **{k: 0 for k in RUN_COUNTS}, **run}
-        self.ledger.writes += 1
-        try:
-            self.ledger.db.put_item(
-                TableName=self.ledger.table,
-                Item={k: _av(v) for k, v in _to_dynamo(item).items()},
-                ConditionExpression="attribute_not_exists(#pk)",
-                ExpressionAttributeNames={"#pk": PK},
-            )
-        except ClientError as e:
-            raise translate(e, "ledger write") from e
+        if not self.ledger._put(item, "attribute_not_exists(#pk)", {"#pk": PK}):
+            raise StoreError("ledger write failed: the run id exists")
 
     def get(self, run_id: str) -> dict[str, Any] | None:
-        try:
-            resp = self.ledger.db.get_item(
-                TableName=self.ledger.table, Key=self._key(run_id), ConsistentRead=True
-            )
-        except ClientError as e:
-            raise translate(e, "ledger read") from e
-        return _row(resp["Item"]) if "Item" in resp else None
+        return self.ledger._get(RUNS_PK, f"RUN#{run_id}")
 
     def list(self, limit: int = 50, open_only: bool = False) -> list[dict[str, Any]]:
         """Newest first (run ids sort by their start time)."""
@@ -750,26 +784,8 @@ class Runs:
         return out
 
     def _run_update(self, run_id: str, upd: _Update, condition: str | None = None) -> dict[str, Any] | None:
-        kwargs: dict[str, Any] = {
-            "TableName": self.ledger.table,
-            "Key": self._key(run_id),
-            "UpdateExpression": upd.expression(),
-            "ExpressionAttributeNames": upd.names,
-            "ReturnValues": "ALL_NEW",
-        }
-        if upd.values:
-            kwargs["ExpressionAttributeValues"] = upd.values
-        kwargs["ConditionExpression"] = f"attribute_exists({upd.name(PK)})" + (
-            f" AND ({condition})" if condition else ""
-        )
-        self.ledger.writes += 1
-        try:
-            resp = self.ledger.db.update_item(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return None
-            raise translate(e, "ledger write") from e
-        return _row(resp["Attributes"])
+        cond = f"attribute_exists({upd.name(PK)})" + (f" AND ({condition})" if condition else "")
+        return self.ledger._write(self._key(run_id), upd, cond, return_new=True)  # type: ignore[return-value]
 
     def page_done(
         self,
@@ -815,78 +831,34 @@ class Runs:
 
     def claim_request(self, request_key: str, run_id: str) -> str | None:
         """One open run per request: None if `run_id` now holds the request, else the open run's id."""
-        now = now_iso(self.ledger.clock())
-        self.ledger.writes += 1
-        try:
-            self.ledger.db.put_item(
-                TableName=self.ledger.table,
-                Item={
-                    PK: _av(RUNS_PK),
-                    SK: _av(f"REQ#{request_key}"),
-                    "run_id": _av(run_id),
-                    "open": _av(True),
-                    "claimed_at": _av(now),
-                },
-                ConditionExpression="attribute_not_exists(#pk) OR #open = :no",
-                ExpressionAttributeNames={"#pk": PK, "#open": "open"},
-                ExpressionAttributeValues={":no": _av(False)},
-            )
+        item = {
+            PK: RUNS_PK,
+            SK: f"REQ#{request_key}",
+            "run_id": run_id,
+            "open": True,
+            "claimed_at": now_iso(self.ledger.clock()),
+        }
+        cond = "attribute_not_exists(#pk) OR #open = :no"
+        if self.ledger._put(item, cond, {"#pk": PK, "#open": "open"}, {":no": False}):
             return None
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise translate(e, "ledger write") from e
-        try:
-            resp = self.ledger.db.get_item(
-                TableName=self.ledger.table,
-                Key={PK: _av(RUNS_PK), SK: _av(f"REQ#{request_key}")},
-                ConsistentRead=True,
-            )
-        except ClientError as e:
-            raise translate(e, "ledger read") from e
-        return str(_row(resp.get("Item", {})).get("run_id") or "") or None
+        return str((self.ledger._get(RUNS_PK, f"REQ#{request_key}") or {}).get("run_id") or "") or None
 
     def _release_request(self, run: Mapping[str, Any]) -> None:
         if not run.get("request_key"):
             return
         upd = _Update().set(open=False)
         r = upd.name("run_id")
-        cond = f"{r} = {upd.value(run['run_id'])}"
-        kwargs: dict[str, Any] = {
-            "TableName": self.ledger.table,
-            "Key": {PK: _av(RUNS_PK), SK: _av(f"REQ#{run['request_key']}")},
-            "UpdateExpression": upd.expression(),
-            "ExpressionAttributeNames": upd.names,
-            "ExpressionAttributeValues": upd.values,
-            "ConditionExpression": cond,
-        }
-        self.ledger.writes += 1
-        try:
-            self.ledger.db.update_item(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise translate(e, "ledger write") from e
+        key = {PK: _av(RUNS_PK), SK: _av(f"REQ#{run['request_key']}")}
+        self.ledger._write(key, upd, f"{r} = {upd.value(run['run_id'])}")
 
     def count_other(self, run_id: str, owner_id: str, item_id: str) -> dict[str, Any] | None:
         """Another open run holds the item: it counts as skipped in this one, once."""
-        upd = _Update()
-        rs = upd.name("run_skipped")
-        v = upd.value({run_id})
-        upd_expr = f"ADD {rs} {v}"
-        kwargs: dict[str, Any] = {
-            "TableName": self.ledger.table,
-            "Key": self.ledger._key(owner_id, item_id, ITEM_SK),
-            "UpdateExpression": upd_expr,
-            "ExpressionAttributeNames": upd.names,
-            "ExpressionAttributeValues": {**upd.values, ":r": _av(run_id)},
-            "ConditionExpression": f"attribute_not_exists({rs}) OR NOT contains({rs}, :r)",
-        }
-        self.ledger.writes += 1
-        try:
-            self.ledger.db.update_item(**kwargs)
-        except ClientError as e:
-            if e.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-                return None
-            raise translate(e, "ledger write") from e
+        upd = _Update().add("run_skipped", {run_id})
+        rs, r = upd.name("run_skipped"), upd.value(run_id)
+        if not self.ledger._update(
+            owner_id, item_id, ITEM_SK, upd, f"attribute_not_exists({rs}) OR NOT contains({rs}, {r})"
+        ):
+            return None
         return self.add(run_id, skipped=1)
 
     def finish_if_done(self, run: dict[str, Any]) -> dict[str, Any]:

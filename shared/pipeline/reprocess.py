@@ -34,7 +34,6 @@ from typing import Any
 from shared import spec
 from shared.aws.ledger import (
     ITEM_SK,
-    OWNER_INDEX,
     OWNER_KEY,
     PERSON,
     PK,
@@ -42,8 +41,8 @@ from shared.aws.ledger import (
     REMOVED,
     SK,
     Runs,
-    _av,
-    _row,
+    iso_epoch,
+    now_iso,
 )
 from shared.errors import EmbeddingError, InvalidInput
 from shared.pipeline import keys, plan
@@ -218,28 +217,8 @@ class Reprocessor:
     def _owner_page(self, owner: str, start: dict | None) -> tuple[list[tuple[dict, dict]], dict | None]:
         """One owner-index page, whole items only: rows come item by item (osk "{item_id}#{sk}"); an item
         cut by the page end is read again at the start of the next page."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.ledger.table,
-            "IndexName": OWNER_INDEX,
-            "KeyConditionExpression": "#o = :o",
-            "ExpressionAttributeNames": {"#o": OWNER_KEY},
-            "ExpressionAttributeValues": {":o": _av(owner)},
-            "Limit": max(8, self.settings.reprocess_page_rows),  # an item has at most 8 rows
-        }
-        if start:
-            kwargs["ExclusiveStartKey"] = {k: _av(v) for k, v in start.items()}
-        try:
-            resp = self.ledger.db.query(**kwargs)
-        except Exception as e:  # ClientError -> StoreError, like every ledger read
-            from botocore.exceptions import ClientError
-
-            from shared.aws.clients import translate
-
-            if isinstance(e, ClientError):
-                raise translate(e, "ledger query") from e
-            raise
-        rows = [_row(r) for r in resp.get("Items", [])]
-        more = "LastEvaluatedKey" in resp
+        limit = max(8, self.settings.reprocess_page_rows)  # an item has at most 8 rows
+        rows, more = self.ledger.owner_page(owner, start, limit)
         by_item: dict[str, list[dict]] = {}
         for r in rows:
             by_item.setdefault(r["item_id"], []).append(r)
@@ -421,13 +400,13 @@ class Reprocessor:
             stalled = (
                 run.get("started_at")
                 and not run.get("planning_done")
-                and self.clock() - _epoch(run.get("updated_at")) > PLAN_STALL_S
+                and self.clock() - (iso_epoch(run.get("updated_at")) or 0.0) > PLAN_STALL_S
             )
             if stalled:
                 self.runs.touch(existing)
                 self._send([{"kind": "page", "run_id": existing, "cursor": run.get("cursor", "")}])
             return self._answer(run, "resumed" if stalled else "already running")
-        now = _iso(self.clock())
+        now = now_iso(self.clock())
         self.runs.create(
             {
                 "run_id": run_id,
@@ -586,22 +565,9 @@ def public_run(run: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _iso(t: float) -> str:
-    from shared.aws.ledger import now_iso
-
-    return now_iso(t)
-
-
 def _run_started(run_id: str) -> float:
     try:
         return dt.datetime.strptime(run_id[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC).timestamp()
-    except ValueError:
-        return 0.0
-
-
-def _epoch(iso: Any) -> float:
-    try:
-        return dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00")).timestamp()
     except ValueError:
         return 0.0
 

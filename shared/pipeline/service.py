@@ -39,6 +39,8 @@ from shared.aws.ledger import (
     SUBMITTED,
     Ledger,
     Runs,
+    iso_epoch,
+    now_iso,
 )
 from shared.aws.storage import Storage
 from shared.errors import ConfigError, EmbeddingError, InvalidInput, PayloadTooLarge
@@ -692,7 +694,7 @@ class Pipeline:
         fields: dict[str, Any] = {}
         if status is not None:
             fields = {
-                "completed_at": _iso(self.clock()),
+                "completed_at": now_iso(self.clock()),
                 "manifest_hash": _hash_rows(rows, self._chans(item)),
             }
         changed = status is not None and (
@@ -767,7 +769,7 @@ class Pipeline:
                 "spec_version": version,
                 "manifest_key": key,
                 "previous_version": current,
-                "switched_at": _iso(self.clock()),
+                "switched_at": now_iso(self.clock()),
             }
             self.storage.put(keys.current_key(owner_id), json.dumps(pointer).encode(), "application/json")
             if self.ledger.switch_version(owner_id, version, current):
@@ -883,7 +885,7 @@ class Pipeline:
         status = st.get("status")
         if status in FINAL_JOB_STATES:
             return "polled:" + self.apply_result(owner_id, item_id, dispatch_id, st).action
-        submitted = _epoch(row.get("submitted_at")) or now
+        submitted = iso_epoch(row.get("submitted_at")) or now
         if now > submitted + self.settings.job_ttl_s:
             with contextlib.suppress(RunPodError):
                 self.runpod.cancel(row["job_id"])
@@ -957,23 +959,6 @@ def _gpu_seconds(payload: Mapping[str, Any], output: Any) -> float:
     if isinstance(output, dict) and isinstance(output.get("seconds"), int | float):
         return round(float(output["seconds"]), 3)
     return 0.0
-
-
-def _iso(t: float) -> str:
-    from shared.aws.ledger import now_iso
-
-    return now_iso(t)
-
-
-def _epoch(iso: Any) -> float | None:
-    if not isinstance(iso, str):
-        return None
-    import datetime as dt
-
-    try:
-        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 __all__ = ["DISPATCHED", "PROCESSING", "Outcome", "Pipeline", "artifact_key", "parse_job_error"]
