@@ -27,6 +27,38 @@ def torch_dtype(precision: str, device: str) -> Any:
     return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def load_transformers(
+    model_cls: Any,
+    processor_cls: Any,
+    folder: Path,
+    *,
+    device: str,
+    precision: str,
+    name: str | None = None,
+    complete: bool = False,
+) -> tuple[Any, Any, Any]:
+    """(model in eval mode on `device`, processor, dtype): how every transformers loader reads a model
+    folder (local files and safetensors only; fp16/bf16 only on CUDA). `complete`: a checkpoint that
+    leaves any weight uninitialised is refused (ModelNotFound)."""
+    from shared.errors import ModelNotFound
+
+    folder = Path(folder)
+    dtype = torch_dtype(precision, device)
+    kw: dict[str, Any] = {"dtype": dtype, "local_files_only": True, "use_safetensors": True}
+    if complete:
+        model, info = model_cls.from_pretrained(folder, output_loading_info=True, **kw)
+        missing = list(info.get("missing_keys") or ())
+        if missing:
+            raise ModelNotFound(
+                f"model {name or folder.name}: {len(missing)} weights are missing from {folder} "
+                f"(e.g. {missing[0]}); re-bake it"
+            )
+    else:
+        model = model_cls.from_pretrained(folder, **kw)
+    model.to(device).eval()
+    return model, processor_cls.from_pretrained(folder, local_files_only=True), dtype
+
+
 def precision_name(dtype: Any) -> str:
     import torch
 

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shared.errors import InvalidInput, MediaError, ModelNotFound
+from shared.errors import InvalidInput, MediaError
 from shared.models import registry
-from shared.models._loading import identity, precision_name, torch_dtype
+from shared.models._loading import identity, load_transformers, precision_name
 from shared.models.backend import l2_normalize
 
 if TYPE_CHECKING:
@@ -164,18 +164,15 @@ class Qwen3VLBackend:
         from transformers import Qwen3VLModel, Qwen3VLProcessor
 
         folder = Path(folder)
-        dtype = torch_dtype(precision, device)
-        model, info = Qwen3VLModel.from_pretrained(
-            folder, dtype=dtype, local_files_only=True, use_safetensors=True, output_loading_info=True
+        model, processor, dtype = load_transformers(
+            Qwen3VLModel,
+            Qwen3VLProcessor,
+            folder,
+            device=device,
+            precision=precision,
+            name=name,
+            complete=True,
         )
-        missing = list(info.get("missing_keys") or ())
-        if missing:
-            raise ModelNotFound(
-                f"model {name or folder.name}: {len(missing)} weights are missing from {folder} "
-                f"(e.g. {missing[0]}); re-bake it"
-            )
-        model.to(device).eval()
-        processor = Qwen3VLProcessor.from_pretrained(folder, local_files_only=True)
         processor.tokenizer.padding_side = "right"  # the card's processor: padding_side='right'
         return cls(model, processor, folder=folder, name=name, device=device, dtype=dtype)
 

@@ -17,7 +17,7 @@ import torch
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models._loading import identity, precision_name, torch_dtype
+from shared.models._loading import identity, load_transformers, precision_name
 from shared.models.backend import l2_normalize
 
 
@@ -55,12 +55,9 @@ class VideoMAEBackend:
         from transformers import VideoMAEImageProcessor, VideoMAEModel
 
         folder = Path(folder)
-        dtype = torch_dtype(precision, device)
-        model = VideoMAEModel.from_pretrained(
-            folder, dtype=dtype, local_files_only=True, use_safetensors=True
+        model, processor, dtype = load_transformers(
+            VideoMAEModel, VideoMAEImageProcessor, folder, device=device, precision=precision
         )
-        model.to(device).eval()
-        processor = VideoMAEImageProcessor.from_pretrained(folder, local_files_only=True)
         return cls(model, processor, folder=folder, name=name, device=device, dtype=dtype)
 
     @classmethod

@@ -14,7 +14,7 @@ import torch
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models._loading import identity, precision_name, torch_dtype
+from shared.models._loading import identity, load_transformers, precision_name
 from shared.models.backend import l2_normalize
 
 SAMPLE_RATE = 16000
@@ -69,12 +69,9 @@ class Wav2Vec2Backend:
         from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
 
         folder = Path(folder)
-        dtype = torch_dtype(precision, device)
-        model = Wav2Vec2Model.from_pretrained(
-            folder, dtype=dtype, local_files_only=True, use_safetensors=True
+        model, extractor, dtype = load_transformers(
+            Wav2Vec2Model, Wav2Vec2FeatureExtractor, folder, device=device, precision=precision
         )
-        model.to(device).eval()
-        extractor = Wav2Vec2FeatureExtractor.from_pretrained(folder, local_files_only=True)
         if extractor.sampling_rate != SAMPLE_RATE:
             raise InvalidInput(f"{folder}: expected a {SAMPLE_RATE} Hz feature extractor", field="model")
         return cls(

@@ -22,7 +22,7 @@ import numpy as np
 
 from shared.errors import InvalidInput
 from shared.models import registry
-from shared.models._loading import identity, precision_name, torch_dtype
+from shared.models._loading import identity, load_transformers, precision_name
 
 SAMPLE_RATE = 16000
 WINDOW_FRAMES = 3000  # 30 s of log-mel frames
@@ -84,12 +84,9 @@ class TransformersWhisperBackend:
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         folder = Path(folder)
-        dtype = torch_dtype(precision, device)
-        model = WhisperForConditionalGeneration.from_pretrained(
-            folder, dtype=dtype, local_files_only=True, use_safetensors=True
+        model, processor, dtype = load_transformers(
+            WhisperForConditionalGeneration, WhisperProcessor, folder, device=device, precision=precision
         )
-        model.to(device).eval()
-        processor = WhisperProcessor.from_pretrained(folder, local_files_only=True)
         return cls(
             model, processor, folder=folder, name=name, device=device, dtype=dtype, override=max_new_tokens
         )
