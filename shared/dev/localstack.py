@@ -58,7 +58,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 class MotoServer:
     """moto's server (S3, SQS, DynamoDB, ...) on a loopback port, for the life of a `with`.
 
-    By default a separate process (`python -m moto.server`), as AWS is: its request handling does not
+    By default a separate process (`python -m shared.dev.moto_fast`: moto.server with DynamoDB's
+    attribute values encoded directly, see that module), as AWS is: its request handling does not
     compete with the functions for this process's GIL, and each server has its own state.
     `in_process=True` runs moto's threaded server here instead (faster to start; moto keeps one
     backend per process, so every in-process server of a process shares its state)."""
@@ -75,6 +76,9 @@ class MotoServer:
         if self.in_process:
             from moto.server import ThreadedMotoServer
 
+            from shared.dev.moto_fast import install
+
+            install()
             # werkzeug logs every request line, presigned query strings included: keep it quiet
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
             self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
@@ -82,8 +86,10 @@ class MotoServer:
             return self
         import requests
 
-        argv = [sys.executable, "-m", "moto.server", "-H", self.host, "-p", str(self.port)]
-        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        argv = [sys.executable, "-m", "shared.dev.moto_fast", "-H", self.host, "-p", str(self.port)]
+        path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path}
+        self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + startup_s
         while True:
             if self._proc.poll() is not None:
