@@ -552,10 +552,21 @@ class Ledger:
         fields: Mapping[str, Any],
     ) -> bool:
         """DISPATCHED -> SUCCEEDED | FAILED | PENDING (retryable) | QUARANTINED, for this dispatch only."""
+        return self._finish(owner_id, item_id, channel, dispatch_id, status, fields) is not None
+
+    def _finish(
+        self,
+        owner_id: str,
+        item_id: str,
+        channel: str,
+        dispatch_id: str,
+        status: str,
+        fields: Mapping[str, Any],
+    ) -> dict[str, Any] | None:
         upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
         d, st = upd.name("dispatch_id"), upd.name("status")
         cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
-        return bool(self._update(owner_id, item_id, channel_sk(channel), upd, cond))
+        return self._update(owner_id, item_id, channel_sk(channel), upd, cond, return_new=True)  # type: ignore[return-value]
 
     def finish_channels(
         self,
@@ -563,11 +574,14 @@ class Ledger:
         item_id: str,
         dispatch_id: str,
         results: Mapping[str, tuple[str, Mapping[str, Any]]],
-    ) -> None:
+    ) -> dict[str, dict[str, Any] | None]:
         """finish_channel for every channel of one result, each under its own condition (not one
-        transaction: see `claim`)."""
-        for ch, (status, fields) in results.items():
-            self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
+        transaction: see `claim`). Returns each channel's row as written (None: its condition was lost,
+        another writer finished it)."""
+        return {
+            ch: self._finish(owner_id, item_id, ch, dispatch_id, status, fields)
+            for ch, (status, fields) in results.items()
+        }
 
     def put_lambda_channel(
         self,
@@ -669,13 +683,15 @@ class Ledger:
         cond = f"{ds} = {upd.value(RETRY)} AND attribute_not_exists({d})"
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
-    def mark_manifest(self, owner_id: str, due_at: float) -> None:
+    def mark_manifest(self, owner_id: str, due_at: float) -> float:
         """The owner's manifest needs a rebuild: bump its generation; due at `due_at` unless already due.
-        The row is also the owner's entry in owners-index (with its spec-version state)."""
+        The row is also the owner's entry in owners-index (with its spec-version state). Returns the
+        time the rebuild is due (an earlier mark's, when one is pending)."""
         upd = _Update().set(manifest_owner=owner_id, sweep=DUE, directory=OWNERS).add_one("dirty_gen")
         d = upd.name(SWEEP_SORT)
         upd.sets.append(f"{d} = if_not_exists({d}, {upd.value(float(due_at))})")
-        self._update(owner_id, "~", MANIFEST_SK, upd)
+        row = self._update(owner_id, "~", MANIFEST_SK, upd, return_new=True)
+        return float((row or {}).get(SWEEP_SORT, due_at))  # type: ignore[union-attr]
 
     def manifest_written(
         self, owner_id: str, generation: int, again_at: float, state: Mapping[str, Any] | None = None

@@ -125,6 +125,7 @@ class Pipeline:
         self.clock = clock
         self.rng = rng or random.Random()
         self.metric = metric
+        self._manifest_due: dict[str, float] = {}  # owner -> its pending rebuild's due time (_mark_manifest)
         self.persons = Persons(self)
         self.runs = Runs(ledger)
 
@@ -532,7 +533,7 @@ class Pipeline:
     ) -> Outcome:
         """Apply a job's result (webhook body or /status answer) to the dispatch it belongs to.
         Idempotent: a result for a dispatch that is no longer the item's open one changes nothing."""
-        item = self.ledger.item(owner_id, item_id)
+        item, rows = self.ledger.rows(owner_id, item_id)  # one consistent read serves the whole apply
         if item is None or item.get("dispatch_id") != dispatch_id:
             return Outcome("stale", "not the item's open dispatch (already applied or superseded)")
         status = payload.get("status")
@@ -581,12 +582,16 @@ class Pipeline:
             if status_ == PENDING:
                 retry.append(ch)
                 last_error = fields.get("error") or last_error
-        self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished)
+        written = self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished)
+        # the rows as written stand for a second read, unless another writer finished one first
+        known = (item, {**rows, **written}) if all(r is not None for r in written.values()) else None
         gpu_seconds = _gpu_seconds(payload, output)
         # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
         # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
         forced_by = item.get("dispatch_run") or False  # a forced run's dependents are forced too, once
-        after = self.advance(owner_id, item_id, force=forced_by, dispatch=False, complete=False, cache=cache)
+        after = self.advance(
+            owner_id, item_id, force=forced_by, dispatch=False, complete=False, cache=cache, known=known
+        )
         if retry and not superseded:
             attempts = int(item.get("attempts", 0))
             if attempts >= self.settings.max_attempts:
@@ -745,8 +750,20 @@ class Pipeline:
 
     def _mark_manifest(self, owner_id: str) -> None:
         """The owner's manifest is stale: the sweeper rebuilds it once MANIFEST_DELAY_S has passed (one
-        rebuild for a burst of completions, one writer: the sweeper runs alone)."""
-        self.ledger.mark_manifest(owner_id, self.clock() + self.settings.manifest_delay_s)
+        rebuild for a burst of completions, one writer: the sweeper runs alone).
+
+        A mark this process made is remembered with the rebuild's due time: until shortly before it, a
+        further mark would change nothing the rebuild needs (it starts at that time, after this
+        completion's writes, and reads every row of the owner), so it is not written again. The margin
+        covers index propagation and clocks between functions."""
+        now = self.clock()
+        delay = self.settings.manifest_delay_s
+        due = self._manifest_due.get(owner_id)
+        if due is not None and now < due - max(2.0, 0.2 * delay):
+            return
+        if len(self._manifest_due) >= 10_000:
+            self._manifest_due.clear()
+        self._manifest_due[owner_id] = self.ledger.mark_manifest(owner_id, now + delay)
 
     def write_manifest(self, owner_id: str, state: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Rebuild the owner's manifest of the deployed spec version from the ledger (owner-index) and PUT

@@ -224,3 +224,48 @@ def test_bad_meta_json_fails_its_channel_with_a_reason(h: Harness) -> None:
     ch = h.channels("o11", "it")["text_meta"]
     assert ch["status"] == "FAILED" and "not valid JSON" in ch["error"]["message"]
     assert h.keys("embeddings/") == [] and h.pump.failures == 0
+
+
+def test_a_burst_of_completions_marks_the_owners_manifest_once(make_harness) -> None:
+    h = make_harness(overrides={"MANIFEST_DELAY_S": "60"})
+    marks: list[float] = []
+    real = h.ledger.mark_manifest
+    h.ledger.mark_manifest = lambda owner, due: marks.append(due) or real(owner, due)  # type: ignore[method-assign]
+    for i in range(3):
+        h.put(f"uploads/mb/p{i}/photo.jpg")
+    h.deliver()
+    h.wait(lambda: all(h.done("mb", f"p{i}") for i in range(3)))
+    assert len(marks) == 1  # the rebuild due in 60 s reads all three; one write says so
+    due = h.ledger.owner_state("mb")["due_at"]
+    h.clock.advance(50)  # within the margin before the rebuild: this completion marks again
+    h.put("uploads/mb/p3/photo.jpg")
+    h.deliver()
+    h.wait(lambda: h.done("mb", "p3"))
+    assert len(marks) == 2 and h.ledger.owner_state("mb")["due_at"] == due  # still the first due time
+    assert h.sweep() == {}  # not due yet
+    h.clock.advance(11)
+    assert h.sweep() == {"manifest": 1}
+    import io
+
+    import pyarrow.parquet as pq
+
+    body = h.s3.get_object(Bucket=h.bucket, Key=f"manifests/{spec.SPEC_VERSION}/mb/manifest.parquet")["Body"]
+    assert sorted(set(pq.read_table(io.BytesIO(body.read())).column("item_id").to_pylist())) == [
+        f"p{i}" for i in range(4)
+    ]
+
+
+def test_a_rebuild_marked_due_sooner_elsewhere_is_marked_again_before_it(make_harness) -> None:
+    h = make_harness(overrides={"MANIFEST_DELAY_S": "60"})
+    h.ledger.mark_manifest("mc", h.clock() + 5)  # another function's mark: due in 5 s, not 60
+    marks: list[float] = []
+    real = h.ledger.mark_manifest
+    h.ledger.mark_manifest = lambda owner, due: marks.append(due) or real(owner, due)  # type: ignore[method-assign]
+    h.put("uploads/mc/a/photo.jpg")
+    h.deliver()
+    h.wait(lambda: h.done("mc", "a"))
+    h.clock.advance(4)  # past (5 s - margin): the stored due time counts, not this process's own
+    h.put("uploads/mc/b/photo.jpg")
+    h.deliver()
+    h.wait(lambda: h.done("mc", "b"))
+    assert len(marks) == 2
