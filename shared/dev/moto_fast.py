@@ -16,6 +16,7 @@ the same values with and without it.
 from __future__ import annotations
 
 import base64
+import os
 import sys
 from typing import Any
 
@@ -61,11 +62,32 @@ def install() -> None:
     _installed = True
 
 
-def main(argv: list[str] | None = None) -> None:
-    install()
-    from moto.server import main as moto_main
+def serve(host: str, port: int, threads: int = 16) -> None:
+    """moto's WSGI app (the one `moto.server` runs) under waitress: HTTP/1.1 keep-alive, as AWS's
+    endpoints answer. werkzeug's development server, which `moto.server` uses, closes every connection
+    (it drains the socket after each response), so each boto3 call paid for a new TCP connection: about
+    a third of botocore's CPU per call here. One difference, stated: like werkzeug's server without
+    moto's request handler, waitress drops request headers whose names contain an underscore (S3
+    user metadata such as `x-amz-meta-my_key`; nothing here sends one)."""
+    import waitress
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
-    moto_main(argv if argv is not None else sys.argv[1:])
+    os.environ.setdefault("MOTO_PORT", str(port))
+    app = DomainDispatcherApplication(create_backend_app)
+    app.debug = True  # type: ignore[attr-defined]
+    waitress.serve(app, host=host, port=port, threads=threads, connection_limit=1000, ident=None, _quiet=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description="moto's server for the local stack (see module docs)")
+    ap.add_argument("-H", "--host", default="127.0.0.1")
+    ap.add_argument("-p", "--port", type=int, default=5000)
+    ap.add_argument("--threads", type=int, default=16)
+    args = ap.parse_args(argv if argv is not None else sys.argv[1:])
+    install()
+    serve(args.host, args.port, args.threads)
 
 
 if __name__ == "__main__":
