@@ -99,7 +99,9 @@ class Killer:
         return maybe_killed
 
 
-def run(items: int, faults: Faults | None, kill_every: int, timeout_s: float) -> dict[str, Any]:
+def run(
+    items: int, faults: Faults | None, kill_every: int, timeout_s: float, solo: int = 0
+) -> dict[str, Any]:
     timers = Timers()
     killer = Killer(kill_every)
 
@@ -141,6 +143,8 @@ def run(items: int, faults: Faults | None, kill_every: int, timeout_s: float) ->
         jobs = [standin.jobs_by_item[("load", f"item-{i:05d}")] for i in range(items)]
         handler_s = sum(timers.seconds.values())
         cpu_s = sum(timers.cpu.values()) - sum(timers.model_cpu.values())
+        burst_cpu = {k: v - timers.model_cpu.get(k, 0) for k, v in timers.cpu.items()}
+        solo_ms = one_at_a_time(s3, bucket, ledger, timers, solo) if solo and by_status else None
         return {
             "items": items,
             "completed": by_status.get("COMPLETE", 0),
@@ -153,9 +157,8 @@ def run(items: int, faults: Faults | None, kill_every: int, timeout_s: float) ->
             "writes_per_item_channel": writes / max(1, len(chan_rows)),
             "orchestration_ms_per_item": 1000 * cpu_s / items,
             "handler_wall_ms_per_item": 1000 * handler_s / items,
-            "by_function_ms": {
-                k: round(1000 * (v - timers.model_cpu.get(k, 0)) / items, 2) for k, v in timers.cpu.items()
-            },
+            "by_function_ms": {k: round(1000 * v / items, 2) for k, v in burst_cpu.items()},
+            "solo_ms": solo_ms,
             "model_ms_per_item": 1000 * sum(timers.model_cpu.values()) / items,
             "wall_s": wall,
             "upload_s": uploaded,
@@ -165,18 +168,41 @@ def run(items: int, faults: Faults | None, kill_every: int, timeout_s: float) ->
         }
 
 
+def one_at_a_time(s3: Any, bucket: str, ledger: Any, timers: Timers, n: int) -> dict[str, float]:
+    """`n` more items after the burst, each uploaded once the one before is final: what one Lambda
+    container spends per item when its invocation has the CPU to itself (as each does in Lambda), rather
+    than sharing this process's GIL with ~40 threads of the burst. Per-item functions only: the
+    sweeper's cost is per schedule tick, not per item (the burst reports it)."""
+    names = ("on_upload", "on_job_done")
+    before = {k: timers.cpu.get(k, 0.0) - timers.model_cpu.get(k, 0.0) for k in names}
+    for j in range(n):
+        item = f"solo-{j:03d}"
+        s3.put_object(Bucket=bucket, Key=f"uploads/load/{item}/clip.mp4", Body=b"solo%04d" % j)
+        deadline = time.monotonic() + 120
+        while (ledger.item("load", item) or {}).get("status") not in FINAL:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{item} did not finish in 120 s")
+            time.sleep(0.02)
+    out = {k: 1000 * (timers.cpu.get(k, 0.0) - timers.model_cpu.get(k, 0.0) - before[k]) / n for k in names}
+    out["total"] = sum(out.values())
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--only", choices=["clean", "faults"])
     ap.add_argument("--kill-every", type=int, default=25, help="kill every n-th on_upload batch (faulty run)")
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument(
+        "--solo", type=int, default=50, help="items run one at a time after the clean burst (CPU alone)"
+    )
     args = ap.parse_args()
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     logging.basicConfig(level=logging.ERROR)
     runs = []
     if args.only in (None, "clean"):
-        runs.append(("no faults", run(args.items, None, 0, args.timeout)))
+        runs.append(("no faults", run(args.items, None, 0, args.timeout, solo=args.solo)))
     if args.only in (None, "faults"):
         faults = Faults(run_5xx=0.10, lost_webhook=0.05, fail_retryable=0.05, seed=11)
         runs.append(
@@ -212,6 +238,13 @@ def main() -> int:
             f"{r['by_function_ms']}, MiniLM CPU ms/item (excluded) {r['model_ms_per_item']:.1f}, "
             f"partial {r['partial']}"
         )
+        if r["solo_ms"]:
+            solo = r["solo_ms"]
+            print(
+                f"  one at a time ({args.solo} more items, each alone): orchestration CPU ms/item "
+                f"{solo['total']:.1f} (on_upload {solo['on_upload']:.1f}, "
+                f"on_job_done {solo['on_job_done']:.1f})"
+            )
         for reason, n in r["reasons"].items():
             print(f"  quarantined x{n}: {reason}")
     return 0 if all(r["lost"] == 0 for _, r in runs) else 1
