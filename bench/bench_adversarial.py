@@ -1,10 +1,11 @@
 """Adversarial images vs an ordinary photo: seconds and peak RSS per input, and clip_text latency
 while they run. Every input goes through the worker's own clip_image job (Worker.handle, TTA on,
 default settings: PANORAMA_MAX_TILES 2, MAX_IMAGE_ASPECT 8, MAX_IMAGE_PIXELS 50 MP, JOB_MAX_PIXELS
-400 MP, FULL_DECODE_MAX_PIXELS 1.5 MP). The 50 MP input comes as a JPEG (decoded at 1/8 straight from
-the DCT) and as a PNG (streamed through libvips strip by strip into the box reduce; a smooth
-gradient, so it fits MAX_IMAGE_BYTES); formats only Pillow decodes, at full size, come as a BMP at
-the 1.5 MP limit and a GIF of 4 MP (refused from its header).
+400 MP, FULL_DECODE_MAX_PIXELS 1.5 MP, INFLATE_MAX_PIXELS 40 MP). The 50 MP input comes as a JPEG
+(decoded at 1/8 straight from the DCT) and as a PNG (refused from its header: a PNG is inflated in
+full, serially); a 40 MP PNG at that limit is streamed through libvips strip by strip into the box
+reduce (smooth gradients, so they fit MAX_IMAGE_BYTES); formats only Pillow decodes, at full size,
+come as a BMP at the 1.5 MP limit and a GIF of 4 MP (refused from its header).
 
     python -m bench.bench_adversarial [--model full|dev] [--queries 60] [--repeat 1] [--only NAME,...]
 
@@ -58,6 +59,9 @@ def inputs(folder: Path) -> dict[str, list[Path]]:
         "2x2": [one("2x2.png", lambda: make_image_bytes((2, 2)))],
         "50 MP 8656x5776": [one("50mp.jpg", lambda: make_jpegs(1, 8656, 5776)[0])],
         "50 MP PNG 8656x5776": [one("50mp.png", lambda: gradient_image(8656, 5776, "PNG"))],
+        "40 MP PNG 7744x5163 (at INFLATE_MAX_PIXELS)": [
+            one("40mp.png", lambda: gradient_image(7744, 5163, "PNG"))
+        ],
         "panorama 8:1 8000x1000": [one("pano8.jpg", lambda: make_jpegs(1, 8000, 1000)[0])],
         "BMP 1224x1224 (full decode, at the limit)": [
             one("1.5mp.bmp", lambda: gradient_image(1224, 1224, "BMP"))

@@ -40,8 +40,16 @@ _REDUCE_FIRST = ("RGB", "RGBA", "L", "LA", "CMYK")  # modes Image.reduce average
 # ordinary 12 MP JPEG photo's decode (DCT-scaled to 0.75 MP). The streamed formats (below) and JPEG
 # are not limited by it.
 FULL_DECODE_MAX_PIXELS = 1_500_000
+# A streamed format without scaled decode (PNG, WebP, TIFF: every pixel goes through the decompressor,
+# serially, even though no full-size bitmap is kept) is refused above this many pixels from its header:
+# the inflate costs ~linear time in pixels, and 40 MP keeps it within 2x of the ordinary photo's whole
+# job (bench/bench_adversarial.py). JPEG is DCT-scaled at load, so only MAX_IMAGE_PIXELS bounds it.
+INFLATE_MAX_PIXELS = 40_000_000
 # Formats libvips decodes here, streamed, in these Pillow header modes (others: Pillow).
-_STREAMED = {"JPEG": "jpegload", "PNG": "pngload", "WEBP": "webpload", "TIFF": "tiffload"}
+# MPO (a JPEG followed by more pictures: multi-picture and Ultra HDR gain-map photos) is its first
+# picture, a JPEG, to both Pillow and libvips.
+_JPEG = ("JPEG", "MPO")
+_STREAMED = {"JPEG": "jpegload", "MPO": "jpegload", "PNG": "pngload", "WEBP": "webpload", "TIFF": "tiffload"}
 _STREAMED_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "I;16", "I;16B", "I;16L", "I;16N"}
 _ORIENTATION = {  # EXIF orientation -> the transpose that makes the image upright (as ImageOps does)
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -91,7 +99,7 @@ def reduce_at_decode(img: Image.Image, min_side: int | None) -> tuple[int, int]:
     Returns the size of the bitmap the decoder will allocate (what a pixel budget must hold).
     Calling it again is a no-op.
     """
-    if min_side is None or img.format != "JPEG" or getattr(img, "decoderconfig", None):
+    if min_side is None or img.format not in _JPEG or getattr(img, "decoderconfig", None):
         return img.size
     factor = next(f for f in (8, 4, 2, 1) if f == 1 or min(img.size) // f >= min_side)
     if factor > 1:
@@ -107,14 +115,16 @@ def open_image(
     max_pixels: int = 50_000_000,
     max_aspect: float | None = None,
     max_full_decode_pixels: int | None = FULL_DECODE_MAX_PIXELS,
+    max_inflate_pixels: int | None = INFLATE_MAX_PIXELS,
 ) -> Image.Image:
     """Open an image and check its header only (no pixel data decoded yet): returns the lazy image.
 
     Refused with MediaError: empty or unrecognised data, a side of 0 px, more than `max_pixels`
     pixels, (when `max_aspect` is given) a long/short side ratio above `max_aspect`, or a format
     that can only be decoded at full size (not streamed, not JPEG) with more than
-    `max_full_decode_pixels` pixels. So a tiny file claiming 20000x20000, or a 20000x1 strip, costs
-    nothing but its header.
+    `max_full_decode_pixels` pixels, or a streamed format without scaled decode (PNG, WebP, TIFF)
+    with more than `max_inflate_pixels`. So a tiny file claiming 20000x20000, or a 20000x1 strip,
+    costs nothing but its header.
     """
     if (data.stat().st_size if isinstance(data, Path) else len(data)) == 0:
         raise MediaError("the image is empty (zero bytes)")
@@ -130,12 +140,19 @@ def open_image(
                 f"image is {width}x{height}: an aspect ratio beyond {max_aspect:g}:1 is not served "
                 f"(MAX_IMAGE_ASPECT)"
             )
-        full = not _streamable(img) and img.format != "JPEG"
+        full = not _streamable(img) and img.format not in _JPEG
         if full and max_full_decode_pixels is not None and width * height > max_full_decode_pixels:
             raise MediaError(
                 f"{img.format} image of {width}x{height} pixels: this format is decoded at full size, "
                 f"limit {max_full_decode_pixels} pixels (FULL_DECODE_MAX_PIXELS); send it as JPEG, "
                 f"PNG, WebP or TIFF"
+            )
+        inflated = not full and img.format not in _JPEG
+        if inflated and max_inflate_pixels is not None and width * height > max_inflate_pixels:
+            raise MediaError(
+                f"{img.format} image of {width}x{height} pixels: this format is decompressed in full "
+                f"(no scaled decode), limit {max_inflate_pixels} pixels (INFLATE_MAX_PIXELS); send it "
+                f"smaller, or as JPEG"
             )
         img.encoded_source = data  # what libvips reads, if it decodes this image
         img.header_size = (width, height)  # img.size changes if Pillow's draft() reduces the decode
@@ -307,7 +324,7 @@ def _vips_pipeline(img: Image.Image, min_side: int | None, tiles: int) -> Any:
     loader = _STREAMED[img.format]
     options: dict[str, Any] = {"access": "sequential", "fail_on": "truncated"}
     dct = 1
-    if img.format == "JPEG" and min_side is not None:
+    if img.format in _JPEG and min_side is not None:
         dct = next(f for f in (8, 4, 2, 1) if f == 1 or min(width, height) // f >= min_side)
         options["shrink"] = dct
     try:

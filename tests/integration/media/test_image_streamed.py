@@ -16,6 +16,7 @@ from PIL import Image
 from shared.errors import MediaError
 from shared.media.image import (
     FULL_DECODE_MAX_PIXELS,
+    INFLATE_MAX_PIXELS,
     DecodePlan,
     decode_image,
     open_image,
@@ -208,3 +209,35 @@ def test_a_truncated_streamed_file_is_a_media_error_that_names_no_path(tmp_path)
         with pytest.raises(MediaError, match="could not be decoded") as err:
             decode_image(open_image(source), min_side=MIN_SIDE)
         assert str(tmp_path) not in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_formats_decompressed_in_full_are_refused_from_the_header_above_the_inflate_limit(fmt) -> None:
+    data = encode(photo(120, 90), fmt)
+    assert open_image(data, max_inflate_pixels=120 * 90).size == (120, 90)  # at the limit
+    with pytest.raises(MediaError, match="INFLATE_MAX_PIXELS"):
+        open_image(data, max_inflate_pixels=120 * 90 - 1)
+    assert open_image(encode(photo(120, 90), "JPEG"), max_inflate_pixels=100).size == (120, 90)  # DCT-scaled
+
+
+def test_a_png_claiming_more_than_the_inflate_limit_costs_only_its_header() -> None:
+    from shared.dev.media import png_with_claimed_size
+
+    side = math.isqrt(INFLATE_MAX_PIXELS) + 1
+    with pytest.raises(MediaError, match="INFLATE_MAX_PIXELS"):
+        open_image(png_with_claimed_size(side, side))
+
+
+def test_a_multi_picture_jpeg_is_a_jpeg() -> None:
+    """MPO (multi-picture, Ultra HDR gain-map photos): its first picture, DCT-scaled like any JPEG."""
+    first = Image.fromarray(photo(2000, 1500), "RGB")
+    buf = io.BytesIO()
+    first.save(buf, format="MPO", save_all=True, append_images=[Image.fromarray(photo(500, 375, 1), "RGB")])
+    header = open_image(buf.getvalue())
+    assert header.format == "MPO"  # not refused as a full-size decode
+    plan = plan_decode(header, min_side=MIN_SIDE)
+    assert plan.pixels < 2000 * 1500
+    out = decode_image(header, plan)
+    assert out.size == plan.size
+    ref = decode_image(open_image(encode(photo(2000, 1500), "JPEG")), min_side=MIN_SIDE)
+    assert out.size == ref.size

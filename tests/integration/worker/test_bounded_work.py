@@ -47,10 +47,11 @@ def images() -> dict[str, bytes]:
         "8to1": make_image_bytes((1600, 200), fmt="JPEG"),
         "9to1": make_image_bytes((1800, 200), fmt="JPEG"),
         "50mp": make_image_bytes((8660, 5773), fmt="JPEG"),
-        "50mp-png": make_image_bytes((8660, 5773), fmt="PNG"),
+        "40mp-png": make_image_bytes((7744, 5163), fmt="PNG"),  # at INFLATE_MAX_PIXELS
         "2mp": make_image_bytes((1600, 1250), fmt="PNG"),
         "2mp-jpeg": make_image_bytes((1600, 1250), fmt="JPEG"),
         "claims-50mp": png_with_claimed_size(7000, 7000),
+        "claims-36mp": png_with_claimed_size(6000, 6000),
     }
 
 
@@ -119,15 +120,24 @@ def test_extreme_shapes_cost_bounded_views_or_a_clean_refusal(clip, images, tmp_
     assert worker.budget.stats.peak <= WORKER_BUDGET and worker.budget.stats.in_use == 0
 
 
-def test_a_50mp_png_is_streamed_straight_to_the_reduced_size(clip, images, tmp_path):
+def test_a_40mp_png_is_streamed_straight_to_the_reduced_size(clip, images, tmp_path):
     """libvips reads the PNG strip by strip through the box reduce: the budget holds the reduced
-    bitmap only (8660x5773 // 11 -> 787x525), the views are 5."""
-    worker = make_worker(clip, tmp_path, MAX_IMAGE_BYTES=str(len(images["50mp-png"]) + 1))
+    bitmap only (7744x5163 // 10 -> 774x516), the views are 5."""
+    worker = make_worker(clip, tmp_path, MAX_IMAGE_BYTES=str(len(images["40mp-png"]) + 1))
     views_before = clip.views_encoded
-    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["50mp-png"])}))
+    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["40mp-png"])}))
     assert len(out["vectors"]) == 1
-    assert worker.budget.stats.decoded == 787 * 525
+    assert worker.budget.stats.decoded == 774 * 516
     assert clip.views_encoded - views_before == TTA_VIEWS
+
+
+def test_a_png_beyond_the_inflate_limit_is_refused_from_its_header(clip, images, tmp_path):
+    """A 50 MP PNG would be inflated whole, serially (~2.3x an ordinary photo's job): refused."""
+    worker = make_worker(clip, tmp_path)
+    views_before = clip.views_encoded
+    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["claims-50mp"])}))
+    assert out["error"]["code"] == "media_error" and "INFLATE_MAX_PIXELS" in out["error"]["message"]
+    assert worker.budget.stats.decoded == 0 and clip.views_encoded == views_before
 
 
 def test_jpegs_hold_only_their_reduced_bitmaps(clip, images, tmp_path):
@@ -153,7 +163,7 @@ def test_panoramas_cost_one_view_per_tile(clip, tmp_path):
 def test_32_large_images_in_one_job_are_refused_from_their_headers(clip, images, tmp_path):
     worker = make_worker(clip, tmp_path)
     views_before = clip.views_encoded
-    out = asyncio.run(worker.handle({"id": "big", "input": clip_image([images["claims-50mp"]] * 32)}))
+    out = asyncio.run(worker.handle({"id": "big", "input": clip_image([images["claims-36mp"]] * 32)}))
     assert out["error"]["code"] == "payload_too_large" and out["error"]["field"] == "input.images"
     assert "JOB_MAX_PIXELS" in out["error"]["message"]
     assert worker.budget.stats.decoded == 0 and clip.views_encoded == views_before
@@ -197,7 +207,7 @@ def test_embed_item_images_follow_the_same_policy(clip, images, tmp_path):
     wide = asyncio.run(worker.handle({"id": "w", "input": job("9to1")}))
     assert wide["error"]["code"] == "media_error" and wide["error"]["field"] == "input.source_url"
     claims = asyncio.run(worker.handle({"id": "c", "input": job("claims-50mp")}))
-    assert claims["error"]["code"] == "media_error"  # 50 MP claimed, but the data is not there
+    assert claims["error"]["code"] == "media_error"  # a 50 MP PNG: over INFLATE_MAX_PIXELS
     tiny = asyncio.run(worker.handle({"id": "t", "input": job("2x2")}))
     assert tiny["channels"]["image_clip"]["status"] == "succeeded"
     assert tiny["channels"]["image_clip"]["tiles"] == 1
