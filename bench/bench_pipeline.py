@@ -144,13 +144,16 @@ def run(
         handler_s = sum(timers.seconds.values())
         cpu_s = sum(timers.cpu.values()) - sum(timers.model_cpu.values())
         burst_cpu = {k: v - timers.model_cpu.get(k, 0) for k, v in timers.cpu.items()}
-        solo_ms = one_at_a_time(s3, bucket, ledger, timers, solo) if solo and by_status else None
+        model_ms = 1000 * sum(timers.model_cpu.values()) / items
+        standin_calls, webhooks_lost = dict(standin.calls), standin.webhooks_lost
+        lost = items - sum(by_status.get(s, 0) for s in FINAL)
+        solo_ms = one_at_a_time(s3, bucket, ledger, timers, solo) if solo and not lost else None
         return {
             "items": items,
             "completed": by_status.get("COMPLETE", 0),
             "partial": by_status.get("PARTIAL", 0),
             "quarantined": by_status.get("QUARANTINED", 0),
-            "lost": items - sum(by_status.get(s, 0) for s in FINAL),
+            "lost": lost,
             "reasons": dict(reasons),
             "jobs_per_item": statistics.mean(jobs),
             "max_jobs": max(jobs),
@@ -159,27 +162,30 @@ def run(
             "handler_wall_ms_per_item": 1000 * handler_s / items,
             "by_function_ms": {k: round(1000 * v / items, 2) for k, v in burst_cpu.items()},
             "solo_ms": solo_ms,
-            "model_ms_per_item": 1000 * sum(timers.model_cpu.values()) / items,
+            "model_ms_per_item": model_ms,
             "wall_s": wall,
             "upload_s": uploaded,
             "kills": killer.kills,
-            "standin": dict(standin.calls),
-            "webhooks_lost": standin.webhooks_lost,
+            "standin": standin_calls,
+            "webhooks_lost": webhooks_lost,
         }
 
 
 def one_at_a_time(s3: Any, bucket: str, ledger: Any, timers: Timers, n: int) -> dict[str, float]:
-    """`n` more items after the burst, each uploaded once the one before is final: what one Lambda
-    container spends per item when its invocation has the CPU to itself (as each does in Lambda), rather
-    than sharing this process's GIL with ~40 threads of the burst. Per-item functions only: the
-    sweeper's cost is per schedule tick, not per item (the burst reports it)."""
+    """`n` more items after the burst, each uploaded once the one before is final and its handlers have
+    returned: the per-item cost at SQS batch size 1 with nothing else in flight (the sweeper still runs
+    on its schedule, and its cost is per tick, not per item: the burst reports it). Per-item functions
+    only."""
     names = ("on_upload", "on_job_done")
     before = {k: timers.cpu.get(k, 0.0) - timers.model_cpu.get(k, 0.0) for k in names}
+    calls = {k: timers.calls.get(k, 0) for k in names}
     for j in range(n):
         item = f"solo-{j:03d}"
         s3.put_object(Bucket=bucket, Key=f"uploads/load/{item}/clip.mp4", Body=b"solo%04d" % j)
         deadline = time.monotonic() + 120
-        while (ledger.item("load", item) or {}).get("status") not in FINAL:
+        while (ledger.item("load", item) or {}).get("status") not in FINAL or any(
+            timers.calls.get(k, 0) < calls[k] + j + 1 for k in names
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{item} did not finish in 120 s")
             time.sleep(0.02)
@@ -241,7 +247,7 @@ def main() -> int:
         if r["solo_ms"]:
             solo = r["solo_ms"]
             print(
-                f"  one at a time ({args.solo} more items, each alone): orchestration CPU ms/item "
+                f"  one at a time ({args.solo} more items, batch size 1): orchestration CPU ms/item "
                 f"{solo['total']:.1f} (on_upload {solo['on_upload']:.1f}, "
                 f"on_job_done {solo['on_job_done']:.1f})"
             )

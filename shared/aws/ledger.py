@@ -659,9 +659,11 @@ class Ledger:
         error: Mapping[str, Any] | None = None,
         status: str | None = None,
         fields: Mapping[str, Any] | None = None,
+        sources: Mapping[str, Any] | None = None,
     ) -> bool:
         """Close the open dispatch; with `retry_at`, leave a RETRY for the sweeper at that time; with
-        `status`, complete the item in the same write."""
+        `status`, complete the item in the same write, only if the item is not removed and its sources
+        are still `sources` (media_hash / meta_hash as the status was decided from; None: absent)."""
         upd = _Update().set(updated_at=now_iso(self.clock()), last_error=dict(error) if error else None)
         if status is not None:
             upd.set(status=status, **(fields or {}))
@@ -674,7 +676,15 @@ class Ledger:
             g = upd.name("gpu_seconds")
             upd.sets.append(f"{g} = if_not_exists({g}, {upd.value(0)}) + {upd.value(float(gpu_seconds))}")
         d = upd.name("dispatch_id")
-        return bool(self._update(owner_id, item_id, ITEM_SK, upd, f"{d} = {upd.value(dispatch_id)}"))
+        cond = f"{d} = {upd.value(dispatch_id)}"
+        if status is not None:
+            st = upd.name("status")
+            cond += f" AND {st} <> {upd.value(REMOVED)}"
+            for attr, value in (sources or {}).items():
+                n = upd.name(attr)
+                same = f"{n} = {upd.value(value)}" if value is not None else f"attribute_not_exists({n})"
+                cond += f" AND {same}"
+        return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
     def clear_retry(self, owner_id: str, item_id: str) -> bool:
         """A RETRY that has nothing left to run is closed."""

@@ -7,7 +7,7 @@ each member up through alias providers: about 0.5 ms per attribute, so a 2,000-r
 ledger read of the local stack is bound by it. An attribute value already is its wire form once its
 binary members are base64-encoded (DynamoDB's JSON protocol), so `install()` encodes the
 `AttributeValue` shape in one recursive pass and leaves every other shape, every error and every
-other service to moto's serializer. tests/unit/dev/test_moto_fast.py checks that responses parse to
+other service to moto's serializer. tests/unit/pipeline/test_moto_fast.py checks that responses parse to
 the same values with and without it.
 
     python -m shared.dev.moto_fast -H 127.0.0.1 -p 5000     # moto.server's own arguments
@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 _installed = False
+_DYNAMODB = ("dynamodb", "dynamodbstreams")  # other services have shapes named AttributeValue too
 
 
 def _b64(value: str | bytes) -> str:
@@ -53,7 +54,13 @@ def install() -> None:
     generic = BaseJSONSerializer._serialize_type_structure
 
     def _serialize_type_structure(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
-        if shape.name == "AttributeValue" and key and isinstance(value, dict) and len(value) == 1:
+        if (
+            shape.name == "AttributeValue"
+            and key
+            and isinstance(value, dict)
+            and len(value) == 1
+            and self.operation_model.service_model.service_name in _DYNAMODB
+        ):
             self._default_serialize(serialized, encode_attribute(value), shape, key)
             return
         generic(self, serialized, value, shape, key)
@@ -73,8 +80,15 @@ def serve(host: str, port: int, threads: int = 16) -> None:
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     os.environ.setdefault("MOTO_PORT", str(port))
-    app = DomainDispatcherApplication(create_backend_app)
-    app.debug = True  # type: ignore[attr-defined]
+    moto_app = DomainDispatcherApplication(create_backend_app)
+    moto_app.debug = True  # type: ignore[attr-defined]
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        # moto reads the undecoded request target from werkzeug's RAW_URI (S3 keys with %XX or "?"
+        # in them); waitress names it REQUEST_URI
+        environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
+        return moto_app(environ, start_response)
+
     waitress.serve(app, host=host, port=port, threads=threads, connection_limit=1000, ident=None, _quiet=True)
 
 

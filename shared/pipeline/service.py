@@ -683,12 +683,21 @@ class Pipeline:
         retry_at: float | None = None,
         gpu_seconds: float = 0.0,
         known: tuple[Any, Any] | None = None,
+        again: int = 0,
     ) -> str | None:
         """When every applicable channel is final for the current inputs and nothing is open, the item is
         COMPLETE (all succeeded), PARTIAL (some failed) or QUARANTINED, and its owner's manifest is marked
         for a rebuild. With `dispatch_id`, that dispatch is closed in the same write. `known`: the item's
         rows as the caller just left them (saves reading them again)."""
         item, rows = known if known is not None else self.ledger.rows(owner_id, item_id)
+        if (
+            again
+            and item is not None
+            and retry_at is None
+            and item.get("status") != REMOVED
+            and self._final_status(item, rows) is None
+        ):
+            retry_at = self.clock()  # changed under the result: the sweeper advances it again, now
         status = None
         if item is not None and item.get("status") == REMOVED and item.get("run_id"):
             self.runs.count_item(item["run_id"], owner_id, item_id, "skipped")
@@ -714,12 +723,26 @@ class Pipeline:
                 gpu_seconds=gpu_seconds,
                 status=status if changed else None,
                 fields=fields if changed else None,
+                sources={"media_hash": item.get("media_hash"), "meta_hash": item.get("meta_hash")},
             )
             if not released:
+                fresh = self.ledger.rows(owner_id, item_id)
+                if fresh[0] is not None and fresh[0].get("dispatch_id") == dispatch_id and again < 3:
+                    # Still this dispatch: the item changed after it was read (removed, a new source or
+                    # meta.json): decide again from what the ledger holds now, and close it.
+                    return self._complete(
+                        owner_id,
+                        item_id,
+                        dispatch_id=dispatch_id,
+                        retry_at=retry_at,
+                        gpu_seconds=gpu_seconds,
+                        known=fresh,
+                        again=again + 1,
+                    )
                 # A concurrent apply of the same result (the webhook and the sweeper's poll) closed the
                 # dispatch first, perhaps from rows read before this one's text channels were written:
                 # decide the item's status again from what the ledger holds now.
-                return self._complete(owner_id, item_id) if retry_at is None else None
+                return self._complete(owner_id, item_id, known=fresh) if retry_at is None else None
         elif changed:
             self.ledger.set_item_status(owner_id, item_id, status, **fields)
         if changed:

@@ -222,3 +222,44 @@ def test_a_concurrent_apply_of_the_same_result_still_completes_the_item(lost: Ha
     )
     assert out["statusCode"] == 200
     assert lost.status("w12", "it") == "COMPLETE" and "dispatch_id" not in lost.item("w12", "it")
+
+
+def _during_apply(h: Harness, action) -> None:
+    """Run `action` right after the apply has read the item and written its channel rows."""
+    real = h.ledger.finish_channels
+
+    def finish_then_act(*args, **kw):
+        out = real(*args, **kw)
+        action()
+        return out
+
+    h.ledger.finish_channels = finish_then_act  # type: ignore[method-assign]
+
+
+def test_an_item_removed_while_its_result_is_applied_stays_removed(lost: Harness) -> None:
+    row = open_dispatch(lost, "w9", "it")
+    _during_apply(lost, lambda: lost.ledger.mark_removed("w9", "it", "uploads/w9/it/v.mp4"))
+    body = lost.standin._body(lost.standin.jobs[row["job_id"]])
+    out = lost.webhook(token_for(lost, "w9", "it", row["dispatch_id"]), body)
+    assert out["statusCode"] == 200, out
+    item = lost.item("w9", "it")
+    assert item["status"] == "REMOVED"  # the result, read before the removal, does not complete it
+    assert "dispatch_id" not in item and "sweep" not in item  # and the dispatch is closed
+
+
+def test_a_new_source_while_the_old_result_is_applied_is_dispatched_not_lost(lost: Harness) -> None:
+    row = open_dispatch(lost, "w10", "it")
+
+    def new_source() -> None:
+        lost.put("uploads/w10/it/v.mp4", b"a new version of the source" * 3)
+        lost.deliver()  # a dispatch is open: on_upload records the new source and waits
+
+    _during_apply(lost, new_source)
+    body = lost.standin._body(lost.standin.jobs[row["job_id"]])
+    assert lost.webhook(token_for(lost, "w10", "it", row["dispatch_id"]), body)["statusCode"] == 200
+    item = lost.item("w10", "it")
+    assert item["status"] == "PROCESSING" and item["dispatch_state"] == "RETRY"  # not COMPLETE for v1
+    lost.ledger.finish_channels = type(lost.ledger).finish_channels.__get__(lost.ledger)
+    lost.sweep()  # due now: the new source is dispatched
+    assert lost.jobs("w10", "it") == 2
+    assert lost.item("w10", "it")["dispatch_hash"] == item["media_hash"]

@@ -94,3 +94,34 @@ def test_every_type_reads_back_as_written(monkeypatch):
         with pytest.raises(db.exceptions.ConditionalCheckFailedException):  # errors: moto's own path
             db.put_item(TableName="t", Item=written["p1"], ConditionExpression="attribute_not_exists(pk)")
     assert calls, "the direct encoding was not used"
+
+
+def test_the_local_stacks_server_keeps_connections_and_exact_s3_keys():
+    """`python -m shared.dev.moto_fast` (waitress): S3 keys with %XX, "?", "+", spaces and unicode
+    stay exactly as sent, and boto3 reuses its connection instead of opening one per call."""
+    import urllib3.connection
+
+    from shared.dev.localstack import MotoServer
+
+    opened = []
+    real = urllib3.connection.HTTPConnection._new_conn
+
+    def counting(self):
+        opened.append(self.port)
+        return real(self)
+
+    with MotoServer() as server:
+        s3 = server.client("s3")
+        s3.create_bucket(Bucket="keys")
+        names = ["a%41.png", "what?.jpg", "50%.txt", "sp ace+plus (1).mp4", "ünïcødé 東京.mov"]
+        urllib3.connection.HTTPConnection._new_conn = counting
+        try:
+            for i, name in enumerate(names):
+                s3.put_object(Bucket="keys", Key=f"uploads/o/i/{name}", Body=b"%d" % i)
+            listed = [o["Key"] for o in s3.list_objects_v2(Bucket="keys")["Contents"]]
+            bodies = [s3.get_object(Bucket="keys", Key=f"uploads/o/i/{n}")["Body"].read() for n in names]
+        finally:
+            urllib3.connection.HTTPConnection._new_conn = real
+    assert sorted(listed) == sorted(f"uploads/o/i/{n}" for n in names)
+    assert bodies == [b"%d" % i for i in range(len(names))]
+    assert len([p for p in opened if p == server.port]) <= 2  # 11 calls, kept-alive connections
