@@ -48,7 +48,8 @@ def _revision(channel: str) -> str:
 
 def manifest_rows(rows: Iterable[Mapping[str, Any]], spec_version: str | None = None) -> list[dict]:
     """Manifest rows from an owner's ledger rows: channel rows of this spec version (default: the
-    deployed one), with their item."""
+    deployed one), with their item. A removed item's rows are left out (its artifacts stay in S3, but
+    readers no longer find it)."""
     spec_version = spec_version or spec.SPEC_VERSION
     items: dict[str, Mapping[str, Any]] = {}
     channels: list[Mapping[str, Any]] = []
@@ -62,6 +63,8 @@ def manifest_rows(rows: Iterable[Mapping[str, Any]], spec_version: str | None = 
 
     for r in sorted(channels, key=lambda r: (r["item_id"], r["channel"])):
         item = items.get(r["item_id"], {})
+        if item.get("status") == "REMOVED":
+            continue
         ch = spec.CHANNELS[r["channel"]]
         processed = r.get("updated_at")
         ts = dt.datetime.fromisoformat(processed.replace("Z", "+00:00")) if processed else None

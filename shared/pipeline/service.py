@@ -200,6 +200,7 @@ class Pipeline:
             if ref.kind == "person":
                 self.persons.mark(ref.owner_id, keys.person_item_id(ref.item_id))
                 return Outcome("removed", "the photo is marked REMOVED; the person's vector is rebuilt")
+            self._mark_manifest(ref.owner_id)  # the rebuilt manifest leaves it out
             return Outcome("removed", "the item is marked REMOVED; its artifacts stay")
         return Outcome("skipped", "the removed object is not an item's current source")
 

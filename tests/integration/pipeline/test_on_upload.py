@@ -148,6 +148,29 @@ def test_removal_marks_the_item(h: Harness) -> None:
     assert h.item("o6", "other") is None
 
 
+def test_a_removed_item_leaves_the_owners_manifest(h: Harness) -> None:
+    import io
+
+    import pyarrow.parquet as pq
+
+    def manifest_items() -> set[str]:
+        key = f"manifests/{spec.SPEC_VERSION}/o7/manifest.parquet"
+        body = h.s3.get_object(Bucket=h.bucket, Key=key)["Body"].read()
+        return set(pq.read_table(io.BytesIO(body)).column("item_id").to_pylist())
+
+    for item in ("kept", "gone"):
+        h.put(f"uploads/o7/{item}/photo.jpg")
+    h.deliver()
+    h.wait(lambda: h.done("o7", "kept") and h.done("o7", "gone"))
+    assert h.sweep() == {"manifest": 1} and manifest_items() == {"kept", "gone"}
+    h.s3.delete_object(Bucket=h.bucket, Key="uploads/o7/gone/photo.jpg")
+    h.deliver()
+    assert h.sweep() == {"manifest": 1}  # the removal alone marks the manifest for a rebuild
+    assert manifest_items() == {"kept"}
+    assert "uploads/o7/gone/photo.jpg" not in h.keys("uploads/")
+    assert any(k.startswith("embeddings/") and "/o7/gone" in k for k in h.keys("embeddings/"))  # kept
+
+
 @pytest.mark.parametrize(
     "key",
     [
