@@ -4,6 +4,7 @@ answers the admin API's routes from a small in-memory ledger (runs advance one i
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import urllib.parse
@@ -41,7 +42,7 @@ class FakeApi:
         self.requests: list[dict[str, Any]] = []
         self.items: dict[str, list[dict[str, Any]]] = {"o1": [item("a"), item("b")]}
         self.runs: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -90,6 +91,13 @@ class FakeApi:
     # ------------------------------------------------------------------ the API
 
     def route(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
+        """One request, answered with a copy taken under the lock: the handler threads serialise their
+        answers while others advance the same run rows."""
+        with self.lock:
+            status, out = self._route(method, raw_path, body)
+            return status, copy.deepcopy(out)
+
+    def _route(self, method: str, raw_path: str, body: bytes) -> tuple[int, Any]:
         parts = urllib.parse.urlsplit(raw_path)
         path = parts.path.removeprefix("/reprocess")
         query = dict(urllib.parse.parse_qsl(parts.query))
