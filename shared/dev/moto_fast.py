@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import threading
 from typing import Any
 
 _installed = False
@@ -83,10 +84,18 @@ def serve(host: str, port: int, threads: int = 16) -> None:
     moto_app = DomainDispatcherApplication(create_backend_app)
     moto_app.debug = True  # type: ignore[attr-defined]
 
+    dynamodb = threading.Lock()
+
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         # moto reads the undecoded request target from werkzeug's RAW_URI (S3 keys with %XX or "?"
         # in them); waitress names it REQUEST_URI
         environ.setdefault("RAW_URI", environ.get("REQUEST_URI", ""))
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            # DynamoDB applies each write atomically (its condition is checked against the latest
+            # item); moto does not lock, so two concurrent conditional writes can both pass on the
+            # same old item. One DynamoDB request at a time restores that (moto holds the GIL anyway).
+            with dynamodb:
+                return list(moto_app(environ, start_response))
         return moto_app(environ, start_response)
 
     waitress.serve(app, host=host, port=port, threads=threads, connection_limit=1000, ident=None, _quiet=True)
