@@ -550,19 +550,9 @@ class Ledger:
         dispatch_id: str,
         status: str,
         fields: Mapping[str, Any],
-    ) -> bool:
-        """DISPATCHED -> SUCCEEDED | FAILED | PENDING (retryable) | QUARANTINED, for this dispatch only."""
-        return self._finish(owner_id, item_id, channel, dispatch_id, status, fields) is not None
-
-    def _finish(
-        self,
-        owner_id: str,
-        item_id: str,
-        channel: str,
-        dispatch_id: str,
-        status: str,
-        fields: Mapping[str, Any],
     ) -> dict[str, Any] | None:
+        """DISPATCHED -> SUCCEEDED | FAILED | PENDING (retryable) | QUARANTINED, for this dispatch only.
+        Returns the row as written; None when the condition is lost (another writer finished it)."""
         upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
         d, st = upd.name("dispatch_id"), upd.name("status")
         cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
@@ -579,7 +569,7 @@ class Ledger:
         transaction: see `claim`). Returns each channel's row as written (None: its condition was lost,
         another writer finished it)."""
         return {
-            ch: self._finish(owner_id, item_id, ch, dispatch_id, status, fields)
+            ch: self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
             for ch, (status, fields) in results.items()
         }
 

@@ -124,26 +124,27 @@ class Persons:
         photos_hash = plan.hash_of(*(f"{pid}:{c.get('sha256', '')}" for pid, c in ready))
         key = self.p.artifact_key(CHANNEL, owner, person_item)
         force = row.get("force_run")
-        if not ready:
-            reason = (
-                f"no READY reference photo ({failed} failed, {waiting} still processing)"
-                if items
-                else "the person has no reference photos"
-            )
-            self.p.storage.delete(key)  # no vector rather than a stale one
+
+        def no_vector(error: dict[str, Any], **fields: Any) -> None:
+            """No vector rather than a stale one: the artifact goes, the channel row says why."""
+            self.p.storage.delete(key)
             self.p.ledger.put_lambda_channel(
                 owner,
                 person_item,
                 CHANNEL,
                 FAILED,
                 photos_hash,
-                {
-                    "error": {"code": "no_ready_photos", "message": reason, "retryable": False},
-                    "artifact_key": None,
-                    "photos": 0,
-                },
+                {"error": error, "artifact_key": None, **fields},
                 run_id=force,
             )
+
+        if not ready:
+            reason = (
+                f"no READY reference photo ({failed} failed, {waiting} still processing)"
+                if items
+                else "the person has no reference photos"
+            )
+            no_vector({"code": "no_ready_photos", "message": reason, "retryable": False}, photos=0)
             status = PARTIAL
         else:
             try:
@@ -169,17 +170,7 @@ class Persons:
                     )
                     return "person_error"
                 log.warning("person %s/%s failed: %s", owner, person_item, e.public_message)
-                self.p.storage.delete(key)
-                err = {"code": e.code, "message": e.public_message[:500], "retryable": False}
-                self.p.ledger.put_lambda_channel(
-                    owner,
-                    person_item,
-                    CHANNEL,
-                    FAILED,
-                    photos_hash,
-                    {"error": err, "artifact_key": None},
-                    run_id=force,
-                )
+                no_vector({"code": e.code, "message": e.public_message[:500], "retryable": False})
                 return self._written(row, owner, person_item, PARTIAL, photos_hash, 0, "failed")
             data = npy_bytes(vec)
             self.p.storage.put(key, data, "application/octet-stream")
