@@ -48,9 +48,10 @@ class Worker:
         roles = [*models.loaded(), *(["clip_image"] if models.clip is not None else [])]
         self._executors = {role: ThreadPoolExecutor(1, thread_name_prefix=f"model-{role}") for role in roles}
         self.budget = PixelBudget(settings.worker_max_pixels)
-        # jobs that may still join a CLIP batch; with BATCH_EARLY_CLOSE a batch runs once none remain
-        self.arrivals = Arrivals()
-        self._batch_arrivals = self.arrivals if settings.batch_early_close else None
+        # per batching role (text tower, image tower), the jobs that may still join one of its batches;
+        # with BATCH_EARLY_CLOSE a batch runs once none remain (an image job in its download never holds
+        # a text query's batch open: it can only join an image batch)
+        self.arrivals = {"clip": Arrivals(), "clip_image": Arrivals()}
         self._image_batchers: dict[bool, MicroBatcher] = {}
         self.text_batcher: MicroBatcher | None = None
         if models.clip is not None:
@@ -70,7 +71,7 @@ class Worker:
             max_batch=self.settings.max_batch,
             executor=self._executors[role],
             name=name,
-            arrivals=self._batch_arrivals,
+            arrivals=self.arrivals[role] if self.settings.batch_early_close else None,
         )
 
     def image_batcher(self, tta: bool) -> MicroBatcher:
@@ -93,20 +94,20 @@ class Worker:
         started = time.perf_counter()
         self.jobs += 1
         task = "job"
-        with self.arrivals.job():
-            try:
-                request = parse_job(job.get("input") if isinstance(job, dict) else None, self.settings)
-                task = request.task
-                self._check_task(request)
-                handler = JOBS[task]
-                if not handler.may_batch(request):
-                    self.arrivals.release()  # never joins a CLIP batch: do not hold batches open for it
+        try:
+            request = parse_job(job.get("input") if isinstance(job, dict) else None, self.settings)
+            task = request.task
+            self._check_task(request)
+            handler = JOBS[task]
+            role = handler.batch_role(request)
+            # counted from here (nothing awaited since the job arrived) by the batcher it may join only
+            with self.arrivals[role].job() if role else contextlib.nullcontext():
                 out = await handler.run(self, request)
-            except Exception as e:  # the job's fault boundary: nothing escapes as a traceback
-                payload, refresh = failure(e, task)
-                seconds = time.perf_counter() - started
-                log.info("job %s failed in %.2fs: %s", job_id, seconds, payload["message"])
-                return {"error": payload, "refresh_worker": True} if refresh else {"error": payload}
+        except Exception as e:  # the job's fault boundary: nothing escapes as a traceback
+            payload, refresh = failure(e, task)
+            seconds = time.perf_counter() - started
+            log.info("job %s failed in %.2fs: %s", job_id, seconds, payload["message"])
+            return {"error": payload, "refresh_worker": True} if refresh else {"error": payload}
         log.info("job %s %s done in %.2fs", job_id, task, time.perf_counter() - started)
         return out
 

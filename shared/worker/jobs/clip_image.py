@@ -26,8 +26,8 @@ from shared.worker.jobs.clip_text import vectors_output
 from shared.worker.requests import ClipImageRequest
 
 
-def may_batch(request: ClipImageRequest) -> bool:
-    return True
+def batch_role(request: ClipImageRequest) -> str | None:
+    return "clip_image"
 
 
 async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:

@@ -14,8 +14,8 @@ from shared.worker.batching import BatchInfo
 from shared.worker.requests import ClipTextRequest
 
 
-def may_batch(request: ClipTextRequest) -> bool:
-    return True
+def batch_role(request: ClipTextRequest) -> str | None:
+    return "clip"
 
 
 def vectors_output(clip: Any, rows: np.ndarray, info: BatchInfo, what: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from shared.worker.requests import EmbedItemRequest
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FRAME_MAX_SIDE", "decode", "may_batch", "run"]
+__all__ = ["FRAME_MAX_SIDE", "batch_role", "decode", "run"]
 
 
 class SpecMismatch(InvalidInput):
@@ -49,8 +49,8 @@ class ChannelDisabled(InvalidInput):
     code = "channel_disabled"
 
 
-def may_batch(request: EmbedItemRequest) -> bool:
-    return any(RUNNERS[name].needs == "image" for name in request.channels)
+def batch_role(request: EmbedItemRequest) -> str | None:
+    return "clip_image" if any(RUNNERS[name].needs == "image" for name in request.channels) else None
 
 
 async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 DETERMINISTIC_VERSION = "deterministic"
 
 
-def may_batch(request: EmbedVideoRequest) -> bool:
-    return False
+def batch_role(request: EmbedVideoRequest) -> str | None:
+    return None
 
 
 async def run(worker: Any, req: EmbedVideoRequest) -> dict[str, Any]:

@@ -24,8 +24,8 @@ from shared.worker.requests import Qwen3VLTextRequest
 log = logging.getLogger(__name__)
 
 
-def may_batch(request: Qwen3VLTextRequest) -> bool:
-    return False
+def batch_role(request: Qwen3VLTextRequest) -> str | None:
+    return None
 
 
 async def run(worker: Any, req: Qwen3VLTextRequest) -> dict[str, Any]:

@@ -17,8 +17,8 @@ from shared.worker.faults import rescrubbed
 from shared.worker.requests import TranscribeRequest
 
 
-def may_batch(request: TranscribeRequest) -> bool:
-    return False
+def batch_role(request: TranscribeRequest) -> str | None:
+    return None
 
 
 async def run(worker: Any, req: TranscribeRequest) -> dict[str, Any]:

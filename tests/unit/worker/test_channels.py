@@ -32,7 +32,7 @@ def test_every_runpod_channel_is_one_module_with_one_runner():
 def test_every_task_is_one_job_module():
     assert set(JOBS) == set(TASKS)
     for module in JOBS.values():
-        assert callable(module.run) and callable(module.may_batch)
+        assert callable(module.run) and callable(module.batch_role)
 
 
 def test_the_pixel_budget_makes_a_second_hold_wait():
