@@ -66,8 +66,133 @@ def install() -> None:
             return
         generic(self, serialized, value, shape, key)
 
+    generic_map = BaseJSONSerializer._serialize_type_map
+
+    def _serialize_type_map(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
+        # an item ({name: AttributeValue}): every value encoded in one pass, not one dispatch each
+        if (
+            getattr(shape.value, "name", None) == "AttributeValue"
+            and self.operation_model.service_model.service_name in _DYNAMODB
+        ):
+            try:
+                encoded = {k: encode_attribute(v) for k, v in value.items()}
+            except (ValueError, AttributeError, TypeError):
+                pass  # not plain attribute values: moto's own path (and its errors)
+            else:
+                self._default_serialize(serialized, encoded, shape, key)
+                return
+        generic_map(self, serialized, value, shape, key)
+
     BaseJSONSerializer._serialize_type_structure = _serialize_type_structure  # type: ignore[method-assign]
+    BaseJSONSerializer._serialize_type_map = _serialize_type_map  # type: ignore[method-assign]
+    _fast_results()
+    _fast_queries()
     _installed = True
+
+
+def _fast_results() -> None:
+    """moto turns a DynamoDB result's DynamoType values into plain attribute values with a generic
+    recursive walk (isinstance checks and a to_json() probe at every level): ~27% of an index query's
+    server time. The same conversion, DynamoType first."""
+    import moto.dynamodb.responses as responses
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    generic = responses.dynamo_to_dict
+
+    def attribute(obj: Any) -> dict[str, Any]:
+        kind, value = obj.type, obj.value
+        if kind == "M":
+            return {"M": {k: to_dict(v) for k, v in value.items()}}
+        if kind == "L":
+            return {"L": [to_dict(v) for v in value]}
+        if kind in ("B", "BS"):
+            return generic(obj)  # base64-decoded for the serializer, as moto does
+        return {kind: list(value) if isinstance(value, list) else value}
+
+    def to_dict(obj: Any) -> Any:
+        if type(obj) is DynamoType:
+            return attribute(obj)
+        if isinstance(obj, dict) and not hasattr(obj, "to_json"):  # items are a dict subclass
+            return {k: to_dict(v) for k, v in obj.items()}
+        if type(obj) is list:
+            return [to_dict(v) for v in obj]
+        return generic(obj)
+
+    responses.dynamo_to_dict = to_dict
+
+
+_partition = threading.local()
+
+
+def _same(have: Any, want: Any) -> bool:
+    """DynamoType's equality (same type, same cast value), the common case (same string) first."""
+    return have is not None and have.type == want.type and (have.value == want.value or have == want)
+
+
+def _fast_queries() -> None:
+    """moto's Table.query reads the whole table for every query: `all_items()` sorts every row by
+    DynamoType comparisons (each a Python call computing `cast_value`), then a table query keeps the
+    rows of its one partition and an index query sorts its matches the same way again. On a 7,000-row
+    ledger that made one `rows()` (a query of one item's partition) ~190 ms of server CPU and every
+    owner-index page ~0.3 s before its first row. Same results, in the same order, cheaper:
+    - a table query reads only its partition (moto keeps rows by partition: `Table.items[hash]`);
+    - both sorts use the keys' cast values (what DynamoType's own comparisons compare; key
+      attributes have one type, so the order is the same)."""
+    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.table import Table
+
+    query, all_items, item_copy, item_size = Table.query, Table.all_items, Item.__deepcopy__, Item.size
+
+    def fast_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
+        # DynamoDBBackend.query passes index_name as the 8th positional argument
+        index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
+        one_partition = not index_name and hash_key is not None and self.range_key_attr
+        _partition.key = hash_key if one_partition else None
+        # an index query keeps the rows whose index hash keys equal these (moto checks each row with
+        # DynamoType comparisons, then sorts the matches by index and table keys: a total order)
+        _partition.index_keys = (kwargs.get("hash_key_conditions") or None) if index_name else None
+        _partition.sizes = {}
+        try:
+            return query(self, hash_key, *args, **kwargs)
+        finally:
+            _partition.key = _partition.index_keys = _partition.sizes = None
+
+    def fast_copy(self: Any, memo: Any) -> Any:
+        # a query deep-copies its page before projecting it; the page is only read from there on
+        # (projections build new items), so inside a query the stored item stands for its copy
+        return self if getattr(_partition, "sizes", None) is not None else item_copy(self, memo)
+
+    def fast_size(self: Any) -> int:
+        sizes = getattr(_partition, "sizes", None)  # a query sizes each row twice (page limit, total)
+        if sizes is None:
+            return item_size(self)
+        size = sizes.get(id(self))
+        if size is None:
+            size = sizes[id(self)] = item_size(self)
+        return size
+
+    def fast_all_items(self: Any) -> list[Any]:
+        key = getattr(_partition, "key", None)
+        if key is not None:  # inside a table query of one partition: only its rows can match
+            return sorted(self.items.get(key, {}).values(), key=lambda x: x.range_key.cast_value)
+        if not self.range_key_attr:
+            return all_items(self)
+        items = [item for part in self.items.values() for item in part.values()]
+        wanted = getattr(_partition, "index_keys", None)
+        if wanted is not None:  # inside an index query: its matches are sorted again, by the index
+            return [item for item in items if all(_same(item.attrs.get(a), v) for a, v in wanted)]
+        return sorted(items, key=lambda x: (x.hash_key.cast_value, x.range_key.cast_value))
+
+    def sorted_items(self: Any, hash_attrs: list[str], range_attrs: list[Any], items: list[Any]) -> list:
+        attrs = self._generate_attr_to_sort_by(hash_attrs, range_attrs)
+        items.sort(key=lambda x: tuple(x.attrs[a].cast_value for a in attrs))
+        return items
+
+    Table.query = fast_query  # type: ignore[method-assign]
+    Item.__deepcopy__ = fast_copy  # type: ignore[method-assign]
+    Item.size = fast_size  # type: ignore[method-assign]
+    Table.all_items = fast_all_items  # type: ignore[method-assign]
+    Table.sorted_items = sorted_items  # type: ignore[method-assign]
 
 
 def serve(host: str, port: int, threads: int = 16) -> None:

@@ -3,6 +3,8 @@ attribute type reads back exactly as written, through query pages, get, update a
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import boto3
 import pytest
 from moto import mock_aws
@@ -94,6 +96,111 @@ def test_every_type_reads_back_as_written(monkeypatch):
         with pytest.raises(db.exceptions.ConditionalCheckFailedException):  # errors: moto's own path
             db.put_item(TableName="t", Item=written["p1"], ConditionExpression="attribute_not_exists(pk)")
     assert calls, "the direct encoding was not used"
+
+
+def _pages(db, **kw):
+    out, start = [], None
+    for _ in range(50):  # a page order that loses its place would page forever
+        page = db.query(TableName="q", **kw, **({"ExclusiveStartKey": start} if start else {}))
+        out += page["Items"]
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return out
+    raise AssertionError("more than 50 pages")
+
+
+def test_queries_read_only_what_matches_in_dynamodbs_order():
+    """The query fast path (one partition for a table query; index matches picked by their hash key,
+    sorts by cast values): same rows, same order, pages and all, and the stored rows stay whole."""
+    from moto.dynamodb.models.table import Table
+
+    moto_fast.install()
+    assert Table.query.__module__ == Table.sorted_items.__module__ == "shared.dev.moto_fast"
+    with mock_aws():
+        db = boto3.client(
+            "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+        )
+        db.create_table(
+            TableName="q",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+                {"AttributeName": "o", "AttributeType": "S"},
+                {"AttributeName": "r", "AttributeType": "N"},
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": "by-o",
+                    "KeySchema": [
+                        {"AttributeName": "o", "KeyType": "HASH"},
+                        {"AttributeName": "r", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
+                {
+                    "IndexName": "keys",
+                    "KeySchema": [{"AttributeName": "o", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "KEYS_ONLY"},
+                },
+            ],
+        )
+        rows = []
+        for p in range(5):
+            for k in range(7):
+                row = {
+                    "pk": {"S": f"p{p}"},
+                    "sk": {"S": f"s{(k * 5) % 7:02d}"},  # written out of order
+                    "r": {"N": str((p * 7 + k * 3) % 11 - 5) + (".50" if k == 3 else "")},  # negatives, 1.50
+                    "x": {"L": [{"N": str(k)}, {"M": {"b": {"B": b"\x00"}}}]},
+                }
+                if k != 6:
+                    row["o"] = {"S": f"o{(p + k) % 2}"}  # one row per partition is in no index
+                db.put_item(TableName="q", Item=row)
+                rows.append(row)
+
+        def num(row):
+            return Decimal(row["r"]["N"])
+
+        part = sorted((r for r in rows if r["pk"]["S"] == "p2"), key=lambda r: r["sk"]["S"])
+        table_q = {"KeyConditionExpression": "pk = :p", "ExpressionAttributeValues": {":p": {"S": "p2"}}}
+        assert _pages(db, **table_q, Limit=3) == part
+        assert _pages(db, **table_q, ScanIndexForward=False) == part[::-1]
+        o1 = sorted(
+            (r for r in rows if r.get("o") == {"S": "o1"}), key=lambda r: (num(r), r["pk"]["S"], r["sk"]["S"])
+        )
+        index_q = {
+            "IndexName": "by-o",
+            "KeyConditionExpression": "o = :o",
+            "ExpressionAttributeValues": {":o": {"S": "o1"}},
+        }
+        assert _pages(db, **index_q, Limit=4) == o1
+        between = _pages(
+            db,
+            IndexName="by-o",
+            KeyConditionExpression="o = :o AND r BETWEEN :a AND :b",
+            ExpressionAttributeValues={":o": {"S": "o1"}, ":a": {"N": "-2"}, ":b": {"N": "1.5"}},
+            Limit=2,
+        )
+        assert between == [r for r in o1 if -2 <= num(r) <= Decimal("1.5")] and between
+        keys = _pages(
+            db,
+            IndexName="keys",
+            KeyConditionExpression="o = :o",
+            ExpressionAttributeValues={":o": {"S": "o0"}},
+        )
+        assert {(r["pk"]["S"], r["sk"]["S"]) for r in keys} == {
+            (r["pk"]["S"], r["sk"]["S"]) for r in rows if r.get("o") == {"S": "o0"}
+        }
+        assert all(set(r) == {"pk", "sk", "o"} for r in keys)
+        projected = _pages(db, **table_q, ProjectionExpression="sk")
+        assert projected == [{"sk": r["sk"]} for r in part]
+        for r in part:  # projections built new rows: the stored ones are whole
+            assert db.get_item(TableName="q", Key={"pk": r["pk"], "sk": r["sk"]})["Item"] == r
 
 
 def test_the_local_stacks_server_keeps_connections_and_exact_s3_keys():
