@@ -224,10 +224,20 @@ class Ledger:
             yield _row(raw)
 
     def owner_page(
-        self, owner_id: str, start: Mapping[str, Any] | None, limit: int
+        self,
+        owner_id: str,
+        start: Mapping[str, Any] | None,
+        limit: int,
+        fields: Iterable[str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
-        """One owner-index page of at most `limit` rows from after the row keyed `start`; (rows, more)."""
+        """One owner-index page of at most `limit` rows from after the row keyed `start`; (rows, more).
+        `fields`: only these attributes of each row (and its keys), e.g. what a planner reads."""
         kwargs = {**self._owner_query(owner_id), "Limit": limit}
+        if fields is not None:
+            wanted = sorted({PK, SK, OWNER_KEY, OWNER_SORT, *fields})
+            names = {f"#f{i}": f for i, f in enumerate(wanted)}
+            kwargs["ExpressionAttributeNames"] = {**kwargs["ExpressionAttributeNames"], **names}
+            kwargs["ProjectionExpression"] = ", ".join(names)
         if start:
             kwargs["ExclusiveStartKey"] = {k: _av(v) for k, v in start.items()}
         try:

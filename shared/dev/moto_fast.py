@@ -138,10 +138,11 @@ def _fast_queries() -> None:
     - a table query reads only its partition (moto keeps rows by partition: `Table.items[hash]`);
     - both sorts use the keys' cast values (what DynamoType's own comparisons compare; key
       attributes have one type, so the order is the same)."""
-    from moto.dynamodb.models.dynamo_type import Item
+    from moto.dynamodb.models.dynamo_type import Item, LimitedSizeDict
     from moto.dynamodb.models.table import Table
 
     query, all_items, item_copy, item_size = Table.query, Table.all_items, Item.__deepcopy__, Item.size
+    item_project = Item.project
 
     def fast_query(self: Any, hash_key: Any, *args: Any, **kwargs: Any) -> Any:
         # DynamoDBBackend.query passes index_name as the 8th positional argument
@@ -188,7 +189,22 @@ def _fast_queries() -> None:
         items.sort(key=lambda x: tuple(x.attrs[a].cast_value for a in attrs))
         return items
 
+    def fast_project(self: Any, projection_expressions: list[list[str]]) -> Any:
+        # top-level names only (a ProjectionExpression of plain attributes): the named attribute values
+        # as they are, instead of moto's JSON round trip of the whole row for each name
+        if not all(len(p) == 1 and isinstance(p[0], str) and "[" not in p[0] for p in projection_expressions):
+            return item_project(self, projection_expressions)
+        out = Item.__new__(Item)
+        out.hash_key, out.range_key = self.hash_key, self.range_key
+        out.attrs = LimitedSizeDict.__new__(LimitedSizeDict)
+        dict.__init__(out.attrs)
+        for (name,) in projection_expressions:
+            if name in self.attrs:
+                dict.__setitem__(out.attrs, name, self.attrs[name])
+        return out
+
     Table.query = fast_query  # type: ignore[method-assign]
+    Item.project = fast_project  # type: ignore[method-assign]
     Item.__deepcopy__ = fast_copy  # type: ignore[method-assign]
     Item.size = fast_size  # type: ignore[method-assign]
     Table.all_items = fast_all_items  # type: ignore[method-assign]

@@ -121,6 +121,13 @@ def input_hashes(inputs: ItemInputs, channels: Iterable[str]) -> dict[str, str]:
     return out
 
 
+# what decide() reads of a channel row, and what ItemInputs are built from (an item row): a reader that
+# only plans may fetch just these (tests/integration/pipeline/test_reprocess.py,
+# test_planning_from_the_fetched_fields_equals_planning_from_whole_rows, holds them to it)
+ROW_FIELDS = ("status", "input_hash", "fingerprint", "run_id", "error", "spec_version")
+INPUT_FIELDS = ("modality", "media_hash", "meta_hash")
+
+
 @dataclass(frozen=True)
 class Decision:
     channel: str

@@ -175,7 +175,25 @@ class PagePlan:
         }
 
 
+# what planning reads of the ledger's rows (the page reader fetches only these): an item row's state
+# and inputs, a channel row's decision fields and measured seconds
+PLAN_FIELDS: tuple[str, ...] = (
+    "owner_id",
+    "item_id",
+    "channel",
+    "kind",
+    "updated_at",
+    "run_counted",
+    "dispatch_state",
+    "gpu_seconds",
+    *plan.ROW_FIELDS,
+    *plan.INPUT_FIELDS,
+)
+
+
 class Reprocessor:
+    fields: tuple[str, ...] | None = PLAN_FIELDS  # None: whole rows
+
     def __init__(self, pipeline: Any, sqs: Any = None) -> None:
         self.pipeline = pipeline
         self.ledger = pipeline.ledger
@@ -218,7 +236,7 @@ class Reprocessor:
         """One owner-index page, whole items only: rows come item by item (osk "{item_id}#{sk}"); an item
         cut by the page end is read again at the start of the next page."""
         limit = max(8, self.settings.reprocess_page_rows)  # an item has at most 8 rows
-        rows, more = self.ledger.owner_page(owner, start, limit)
+        rows, more = self.ledger.owner_page(owner, start, limit, self.fields)
         by_item: dict[str, list[dict]] = {}
         for r in rows:
             by_item.setdefault(r["item_id"], []).append(r)

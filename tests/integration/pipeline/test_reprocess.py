@@ -316,3 +316,87 @@ def test_a_forced_run_recomputes_text_channels_from_the_new_transcript_once(h: H
         assert after[ch]["attempts"] == before[ch]["attempts"] + 1, ch
     # the text channel was computed from the re-run transcript, not from the one it replaced
     assert after["text_transcript"]["updated_at"] >= after["transcript"]["updated_at"]
+
+
+def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Harness) -> None:
+    """The planner's page reader fetches only PLAN_FIELDS: every state a row can be in plans exactly as
+    from the whole rows (reasons, counts, skips, estimate, work list), forced or not, with `since`."""
+    from shared.aws.ledger import _av
+    from shared.pipeline import plan
+    from shared.pipeline.reprocess import PagePlan, Reprocessor, Request
+
+    old = "2026-01-01-00000000"
+    noise = {"artifact_key": "embeddings/x.npy", "sha256": "0" * 64, "bytes": 9, "attempts": 2, "note": "n"}
+    rows = []
+
+    def item(i: int, **fields):
+        it = f"it{i:03d}"
+        base = {"pk": f"pf#{it}", "owner_id": "pf", "item_id": it, "updated_at": f"2026-11-{10 + i % 20:02d}"}
+        rows.append({**base, "sk": "ITEM", "osk": f"{it}#ITEM", "kind": "upload", **noise, **fields})
+        return base
+
+    def channel(base: dict, ch: str, **fields):
+        rows.append(
+            {**base, "sk": f"CH#{ch}", "osk": f"{base['item_id']}#CH#{ch}", "channel": ch, **noise, **fields}
+        )
+
+    states = [
+        {"status": "SUCCEEDED", "spec_version": spec.SPEC_VERSION},  # current
+        {"status": "SUCCEEDED", "spec_version": old},  # carry
+        {"status": "SUCCEEDED", "fingerprint": "stale"},  # fingerprint changed
+        {"status": "FAILED", "error": {"code": "internal_error", "retryable": True}},
+        {"status": "FAILED", "error": {"code": "media_error", "retryable": False}},
+        {"status": "QUARANTINED", "error": {"code": "timeout", "retryable": True}},
+        {"status": "DISPATCHED"},
+        {"status": "PENDING", "gpu_seconds": 0.5},
+        {"status": "SUCCEEDED", "run_id": "r1", "gpu_seconds": 1.25},
+    ]
+    n = 0
+    for modality in ("image", "video"):
+        inputs = plan.ItemInputs(modality, f"h{modality}", None)
+        chans = plan.applicable(inputs, spec.CHANNELS)
+        hashes = plan.input_hashes(inputs, chans)
+        for state in states:
+            for item_fields in (
+                {},
+                {"dispatch_state": "SUBMITTED"},
+                {"status": "QUARANTINED"},
+                {"run_id": "r1"},
+                {"run_counted": "r1"},
+            ):
+                base = item(
+                    n, modality=modality, media_hash=f"h{modality}", **{"status": "COMPLETE", **item_fields}
+                )
+                n += 1
+                for k, ch in enumerate(chans):
+                    fields = {"status": "SUCCEEDED", "spec_version": spec.SPEC_VERSION, "gpu_seconds": 0.25}
+                    if k == n % len(chans):
+                        fields = {"spec_version": spec.SPEC_VERSION, **state}
+                    ident = {"input_hash": hashes[ch], "fingerprint": spec.CHANNELS[ch].fingerprint}
+                    channel(base, ch, **{**ident, **fields})
+    item(n, status="REMOVED", modality="image", media_hash="himage")
+    person = item(n + 1, kind="person", status="COMPLETE")
+    channel(person, "person_query", status="SUCCEEDED", spec_version=old)
+    rows.append({"pk": "pf#~", "sk": "MANIFEST", "manifest_owner": "pf", "directory": "owners"})  # scope all
+    for r in rows:
+        h.ledger.db.put_item(TableName=h.settings.table, Item={k: _av(v) for k, v in r.items()})
+
+    r = Reprocessor(h.pipeline, h.sqs)
+    assert r.fields is not None
+    for req in (Request("all"), Request("owner", "pf", force=True), Request("all", since="2026-11-20")):
+        for force in (False, True, "r1"):
+            got = []
+            for fields in (r.fields, None):
+                r.fields = fields
+                total, work = PagePlan(), []
+                for groups, _ in r.pages(req):
+                    page = r.plan_page(req, groups, force, run_id="r1" if force == "r1" else None)
+                    total.add(page)
+                    work += page.work
+                got.append((total.counts(), total.channels, total.reasons, round(total.gpu_seconds, 6), work))
+                r.fields = Reprocessor.fields
+            assert got[0] == got[1], (req, force)
+            assert got[0][0]["planned"] > 0
+    dry = r.dry_run(Request("all"))
+    r.fields = None
+    assert r.dry_run(Request("all")) == dry
