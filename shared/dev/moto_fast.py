@@ -1,4 +1,4 @@
-"""moto's server with one emulator cost removed: DynamoDB attribute values encoded directly.
+"""moto's server with its DynamoDB emulator costs removed (dev-only: the local stack and the tests).
 
 moto 5.2 encodes every response through a generic, botocore-model-driven serializer. For DynamoDB that
 walks each attribute value as a 10-member structure (S, N, B, SS, NS, BS, M, L, NULL, BOOL), looking
@@ -7,8 +7,10 @@ each member up through alias providers: about 0.5 ms per attribute, so a 2,000-r
 ledger read of the local stack is bound by it. An attribute value already is its wire form once its
 binary members are base64-encoded (DynamoDB's JSON protocol), so `install()` encodes the
 `AttributeValue` shape in one recursive pass and leaves every other shape, every error and every
-other service to moto's serializer. tests/unit/pipeline/test_moto_fast.py checks that responses parse to
-the same values with and without it.
+other service to moto's serializer. Queries read only the rows that can match, and results are
+converted in one pass (`_fast_queries`, `_fast_results`: same rows, same order). `install()` patches
+moto for the whole process, for good. tests/unit/pipeline/test_moto_fast.py checks that responses read
+back the same values, rows and order as moto's own.
 
     python -m shared.dev.moto_fast -H 127.0.0.1 -p 5000     # moto.server's own arguments
 """
@@ -122,6 +124,7 @@ def _fast_results() -> None:
 
 
 _partition = threading.local()
+_serialized = False  # True once serve() runs DynamoDB requests one at a time
 
 
 def _same(have: Any, want: Any) -> bool:
@@ -160,8 +163,11 @@ def _fast_queries() -> None:
 
     def fast_copy(self: Any, memo: Any) -> Any:
         # a query deep-copies its page before projecting it; the page is only read from there on
-        # (projections build new items), so inside a query the stored item stands for its copy
-        return self if getattr(_partition, "sizes", None) is not None else item_copy(self, memo)
+        # (projections build new items), so inside a query the stored item stands for its copy, where
+        # no write can run meanwhile (serve(): one DynamoDB request at a time)
+        if _serialized and getattr(_partition, "sizes", None) is not None:
+            return self
+        return item_copy(self, memo)
 
     def fast_size(self: Any) -> int:
         sizes = getattr(_partition, "sizes", None)  # a query sizes each row twice (page limit, total)
@@ -226,6 +232,8 @@ def serve(host: str, port: int, threads: int = 16) -> None:
     moto_app.debug = True  # type: ignore[attr-defined]
 
     dynamodb = threading.Lock()
+    global _serialized
+    _serialized = True
 
     def app(environ: dict[str, Any], start_response: Any) -> Any:
         # moto reads the undecoded request target from werkzeug's RAW_URI (S3 keys with %XX or "?"

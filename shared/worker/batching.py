@@ -36,6 +36,15 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 
 T = TypeVar("T")
+
+TEXT_BATCH = "clip_text"  # CLIP's text tower
+
+
+def image_batch(tta: bool) -> str:
+    """The name of CLIP's image batcher for one TTA setting (TTA and plain never share a pass)."""
+    return f"clip_image{'_tta' if tta else ''}"
+
+
 log = logging.getLogger(__name__)
 
 

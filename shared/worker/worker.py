@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import InvalidInput
-from shared.worker.batching import Arrivals, MicroBatcher
+from shared.worker.batching import TEXT_BATCH, Arrivals, MicroBatcher, image_batch
 from shared.worker.budget import PixelBudget
 from shared.worker.faults import failure
 from shared.worker.jobs import JOBS
@@ -48,14 +48,14 @@ class Worker:
         roles = [*models.loaded(), *(["clip_image"] if models.clip is not None else [])]
         self._executors = {role: ThreadPoolExecutor(1, thread_name_prefix=f"model-{role}") for role in roles}
         self.budget = PixelBudget(settings.worker_max_pixels)
-        # per batching role (text tower, image tower), the jobs that may still join one of its batches;
-        # with BATCH_EARLY_CLOSE a batch runs once none remain (an image job in its download never holds
-        # a text query's batch open: it can only join an image batch)
-        self.arrivals = {"clip": Arrivals(), "clip_image": Arrivals()}
+        # per batcher, the jobs that may still join one of its batches; with BATCH_EARLY_CLOSE a batch
+        # runs once none remain (an image job in its download never holds a text query's batch open,
+        # nor a TTA image job a plain one's: each can join one batcher only)
+        self.arrivals = {name: Arrivals() for name in (TEXT_BATCH, image_batch(True), image_batch(False))}
         self._image_batchers: dict[bool, MicroBatcher] = {}
         self.text_batcher: MicroBatcher | None = None
         if models.clip is not None:
-            self.text_batcher = self._batcher(models.clip.embed_texts, "clip_text", "clip")
+            self.text_batcher = self._batcher(models.clip.embed_texts, TEXT_BATCH, "clip")
         self._media_slots: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self.jobs = 0
 
@@ -71,16 +71,15 @@ class Worker:
             max_batch=self.settings.max_batch,
             executor=self._executors[role],
             name=name,
-            arrivals=self.arrivals[role] if self.settings.batch_early_close else None,
+            arrivals=self.arrivals[name] if self.settings.batch_early_close else None,
         )
 
     def image_batcher(self, tta: bool) -> MicroBatcher:
         """The CLIP batcher of prepared images for one TTA setting (TTA and plain never share a pass)."""
         batcher = self._image_batchers.get(tta)
         if batcher is None:
-            name = f"clip_image{'_tta' if tta else ''}"
             batcher = self._image_batchers[tta] = self._batcher(
-                self.models.clip.embed_prepared, name, "clip_image"
+                self.models.clip.embed_prepared, image_batch(tta), "clip_image"
             )
         return batcher
 
@@ -99,9 +98,9 @@ class Worker:
             task = request.task
             self._check_task(request)
             handler = JOBS[task]
-            role = handler.batch_role(request)
+            batch = handler.batch_role(request, self.settings)
             # counted from here (nothing awaited since the job arrived) by the batcher it may join only
-            with self.arrivals[role].job() if role else contextlib.nullcontext():
+            with self.arrivals[batch].job() if batch else contextlib.nullcontext():
                 out = await handler.run(self, request)
         except Exception as e:  # the job's fault boundary: nothing escapes as a traceback
             payload, refresh = failure(e, task)

@@ -1,6 +1,6 @@
-"""One module per task: `run(worker, request) -> output dict` and `batch_role(request) -> str | None`
-(the model role whose micro-batcher the job may submit to: "clip" for the text tower, "clip_image"
-for the image tower, None for none). `JOBS` is keyed by the parser's task names."""
+"""One module per task: `run(worker, request) -> output dict` and `batch_role(request,
+settings) -> str | None` (the name of the one micro-batcher the job may submit to: batching.TEXT_BATCH,
+batching.image_batch(tta), or None). `JOBS` is keyed by the parser's task names."""
 
 from __future__ import annotations
 

@@ -20,14 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import EmbeddingError, PayloadTooLarge
+from shared.worker.batching import image_batch
 from shared.worker.channels.image_clip import decode_plan, prepare_views
 from shared.worker.faults import rescrubbed
 from shared.worker.jobs.clip_text import vectors_output
 from shared.worker.requests import ClipImageRequest
 
 
-def batch_role(request: ClipImageRequest) -> str | None:
-    return "clip_image"
+def batch_role(request: ClipImageRequest, settings: Any) -> str | None:
+    return image_batch(settings.tta if request.tta is None else request.tta)
 
 
 async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 
 from shared.models.backend import check_unit_rows
-from shared.worker.batching import BatchInfo
+from shared.worker.batching import TEXT_BATCH, BatchInfo
 from shared.worker.requests import ClipTextRequest
 
 
-def batch_role(request: ClipTextRequest) -> str | None:
-    return "clip"
+def batch_role(request: ClipTextRequest, settings: Any) -> str | None:
+    return TEXT_BATCH
 
 
 def vectors_output(clip: Any, rows: np.ndarray, info: BatchInfo, what: str) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from typing import Any
 
 from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError
+from shared.worker.batching import image_batch
 from shared.worker.channels import RUNNERS
 from shared.worker.channels.base import FRAME_MAX_SIDE, SAMPLE_RATE, ChannelRunner, Decoded
 from shared.worker.channels.image_clip import decode_plan
@@ -49,8 +50,9 @@ class ChannelDisabled(InvalidInput):
     code = "channel_disabled"
 
 
-def batch_role(request: EmbedItemRequest) -> str | None:
-    return "clip_image" if any(RUNNERS[name].needs == "image" for name in request.channels) else None
+def batch_role(request: EmbedItemRequest, settings: Any) -> str | None:
+    images = any(RUNNERS[name].needs == "image" for name in request.channels)
+    return image_batch(settings.tta) if images else None  # image_clip batches at the worker's setting
 
 
 async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DETERMINISTIC_VERSION = "deterministic"
 
 
-def batch_role(request: EmbedVideoRequest) -> str | None:
+def batch_role(request: EmbedVideoRequest, settings: Any) -> str | None:
     return None
 
 

@@ -24,7 +24,7 @@ from shared.worker.requests import Qwen3VLTextRequest
 log = logging.getLogger(__name__)
 
 
-def batch_role(request: Qwen3VLTextRequest) -> str | None:
+def batch_role(request: Qwen3VLTextRequest, settings: Any) -> str | None:
     return None
 
 

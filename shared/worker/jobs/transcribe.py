@@ -17,7 +17,7 @@ from shared.worker.faults import rescrubbed
 from shared.worker.requests import TranscribeRequest
 
 
-def batch_role(request: TranscribeRequest) -> str | None:
+def batch_role(request: TranscribeRequest, settings: Any) -> str | None:
     return None
 
 

@@ -352,8 +352,8 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
         {"status": "SUCCEEDED", "run_id": "r1", "gpu_seconds": 1.25},
     ]
     n = 0
-    for modality in ("image", "video"):
-        inputs = plan.ItemInputs(modality, f"h{modality}", None)
+    for modality, meta in (("image", None), ("video", None), ("image", "hmeta"), ("video", "hmeta")):
+        inputs = plan.ItemInputs(modality, f"h{modality}", meta)
         chans = plan.applicable(inputs, spec.CHANNELS)
         hashes = plan.input_hashes(inputs, chans)
         for state in states:
@@ -365,7 +365,11 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
                 {"run_counted": "r1"},
             ):
                 base = item(
-                    n, modality=modality, media_hash=f"h{modality}", **{"status": "COMPLETE", **item_fields}
+                    n,
+                    modality=modality,
+                    media_hash=f"h{modality}",
+                    **({"meta_hash": meta} if meta else {}),
+                    **{"status": "COMPLETE", **item_fields},
                 )
                 n += 1
                 for k, ch in enumerate(chans):
@@ -383,6 +387,16 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
 
     r = Reprocessor(h.pipeline, h.sqs)
     assert r.fields is not None
+    fetched = [
+        row
+        for groups, _ in r.pages(Request("owner", "pf"))
+        for i, chans in groups
+        for row in (i, *chans.values())
+    ]
+    assert fetched and not any(
+        "artifact_key" in row or "note" in row for row in fetched
+    )  # only what plans read
+    assert any(row.get("channel") == "text_meta" for row in fetched)
     for req in (Request("all"), Request("owner", "pf", force=True), Request("all", since="2026-11-20")):
         for force in (False, True, "r1"):
             got = []

@@ -109,12 +109,14 @@ def _pages(db, **kw):
     raise AssertionError("more than 50 pages")
 
 
-def test_queries_read_only_what_matches_in_dynamodbs_order():
+@pytest.mark.parametrize("serialized", [True, False], ids=["one-request-at-a-time", "threaded"])
+def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serialized):
     """The query fast path (one partition for a table query; index matches picked by their hash key,
     sorts by cast values): same rows, same order, pages and all, and the stored rows stay whole."""
     from moto.dynamodb.models.table import Table
 
     moto_fast.install()
+    monkeypatch.setattr(moto_fast, "_serialized", serialized)  # (this test is single-threaded)
     assert Table.query.__module__ == Table.sorted_items.__module__ == "shared.dev.moto_fast"
     with mock_aws():
         db = boto3.client(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from pathlib import Path
 
 from shared.errors import FetchError, PayloadTooLarge
@@ -32,11 +33,14 @@ class Harness:
         self.uploads: dict[str, tuple[bytes, str]] = {}
         self.fail_upload: set[str] = set()
         self.downloads: list[str] = []
+        self.gate: threading.Event | None = None  # when set: downloads wait for it to open
         self.worker.download = self._download
         self.worker.upload = self._upload
 
     def _download(self, source_url: str, dest: Path, max_bytes: int) -> Path:
         self.downloads.append(source_url)
+        if self.gate is not None and not self.gate.wait(30):
+            raise FetchError("the test's download gate never opened")
         name = source_url.split("?")[0].rsplit("/", 1)[-1]
         src = self.files[name]
         if src.stat().st_size > max_bytes:

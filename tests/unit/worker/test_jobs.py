@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import io
+import threading
 
 import numpy as np
 import pytest
@@ -256,17 +257,23 @@ def test_concurrent_clip_text_jobs_share_a_pass_and_other_tasks_do_not_hold_it(
 ):
     """Eight clip_text jobs and another job arrive together. The queries share one pass; with early
     close (default) that pass closes early (counted, not timed), even though the other job is still
-    in the worker (in its download: it never joins a text batch); without it the window runs out."""
+    in the worker (held in its download until the queries have answered: it never joins a text
+    batch); without it the window runs out."""
     h = Harness(media, {"BATCH_WINDOW_MS": "300", "BATCH_EARLY_CLOSE": early_close})
     texts = [f"query {i}" for i in range(8)]
+    h.gate = threading.Event()
 
     async def main():
-        jobs = [
-            h.worker.handle({"id": f"q{i}", "input": {"task": "clip_text", "texts": [t]}})
-            for i, t in enumerate(texts)
-        ]
-        jobs.append(h.worker.handle({"id": "o", "input": OTHER_JOBS[other]}))
-        return await asyncio.gather(*jobs)
+        other_job = asyncio.ensure_future(h.worker.handle({"id": "o", "input": OTHER_JOBS[other]}))
+        queries = await asyncio.gather(
+            *(
+                h.worker.handle({"id": f"q{i}", "input": {"task": "clip_text", "texts": [t]}})
+                for i, t in enumerate(texts)
+            )
+        )
+        assert not other_job.done()  # still in its download while the queries' pass ran
+        h.gate.set()
+        return [*queries, await other_job]
 
     *queries, done = asyncio.run(main())
     assert {q["batch"]["size"] for q in queries} == {8}
@@ -274,3 +281,31 @@ def test_concurrent_clip_text_jobs_share_a_pass_and_other_tasks_do_not_hold_it(
     assert h.worker.text_batcher.stats.passes == 1
     assert h.worker.text_batcher.stats.early_closes == (1 if early_close == "1" else 0)
     assert all(a.pending == 0 for a in h.worker.arrivals.values())
+
+
+def test_a_tta_image_job_does_not_hold_a_plain_image_batch_open(media, temp_root):
+    """TTA and plain images never share a pass, so a TTA job still in its download must not keep the
+    plain batch waiting out its window (early close is counted per batcher)."""
+    h = Harness(media, {"BATCH_WINDOW_MS": "2000"})
+    h.gate = threading.Event()
+    b64 = base64.b64encode(make_image_bytes((8, 8))).decode()
+
+    async def main():
+        held = asyncio.ensure_future(
+            h.worker.handle(
+                {
+                    "id": "t",
+                    "input": {"task": "clip_image", "images": [{"url": url("photo.png")}], "tta": True},
+                }
+            )
+        )
+        plain = await h.worker.handle(
+            {"id": "p", "input": {"task": "clip_image", "images": [{"base64": b64}], "tta": False}}
+        )
+        assert not held.done()
+        h.gate.set()
+        return plain, await held
+
+    plain, tta = asyncio.run(main())
+    assert plain["tta"] is False and tta["tta"] is True and "error" not in tta
+    assert h.worker.image_batcher(False).stats.early_closes == 1
