@@ -27,6 +27,13 @@ ITEM = {
 }
 
 
+def _dynamodb():
+    """A DynamoDB client of the in-process moto (inside `mock_aws()`)."""
+    return boto3.client(
+        "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
+
+
 def test_encode_attribute_base64s_binary_members_at_any_depth():
     out = moto_fast.encode_attribute({"M": {"k": {"L": [{"B": b"\xff"}, {"BS": [b"a"]}, {"S": "x"}]}}})
     assert out == {"M": {"k": {"L": [{"B": "/w=="}, {"BS": ["YQ=="]}, {"S": "x"}]}}}
@@ -42,9 +49,7 @@ def test_every_type_reads_back_as_written(monkeypatch):
     real = moto_fast.encode_attribute
     monkeypatch.setattr(moto_fast, "encode_attribute", lambda v: calls.append(1) or real(v))
     with mock_aws():
-        db = boto3.client(
-            "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
+        db = _dynamodb()
         db.create_table(
             TableName="t",
             BillingMode="PAY_PER_REQUEST",
@@ -119,9 +124,7 @@ def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serializ
     monkeypatch.setattr(moto_fast, "_serialized", serialized)  # (this test is single-threaded)
     assert Table.query.__module__ == Table.sorted_items.__module__ == "shared.dev.moto_fast"
     with mock_aws():
-        db = boto3.client(
-            "dynamodb", region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key="testing"
-        )
+        db = _dynamodb()
         db.create_table(
             TableName="q",
             BillingMode="PAY_PER_REQUEST",
