@@ -47,6 +47,11 @@ def encode_attribute(value: Any) -> Any:
     return {kind: inner}
 
 
+def _dynamodb(serializer: Any) -> bool:
+    """Whether a moto serializer is answering DynamoDB (other services have shapes named alike)."""
+    return serializer.operation_model.service_model.service_name in _DYNAMODB
+
+
 def install() -> None:
     """Encode DynamoDB's AttributeValue shape directly in moto's JSON serializer (idempotent)."""
     global _installed
@@ -62,7 +67,7 @@ def install() -> None:
             and key
             and isinstance(value, dict)
             and len(value) == 1
-            and self.operation_model.service_model.service_name in _DYNAMODB
+            and _dynamodb(self)
         ):
             self._default_serialize(serialized, encode_attribute(value), shape, key)
             return
@@ -72,10 +77,7 @@ def install() -> None:
 
     def _serialize_type_map(self: Any, serialized: Any, value: Any, shape: Any, key: str) -> None:
         # an item ({name: AttributeValue}): every value encoded in one pass, not one dispatch each
-        if (
-            getattr(shape.value, "name", None) == "AttributeValue"
-            and self.operation_model.service_model.service_name in _DYNAMODB
-        ):
+        if getattr(shape.value, "name", None) == "AttributeValue" and _dynamodb(self):
             try:
                 encoded = {k: encode_attribute(v) for k, v in value.items()}
             except (ValueError, AttributeError, TypeError):
@@ -123,7 +125,7 @@ def _fast_results() -> None:
     responses.dynamo_to_dict = to_dict
 
 
-_partition = threading.local()
+_query = threading.local()  # the current thread's query: its partition, index keys, row sizes
 _serialized = False  # True once serve() runs DynamoDB requests one at a time
 
 
@@ -138,9 +140,12 @@ def _fast_queries() -> None:
     rows of its one partition and an index query sorts its matches the same way again. On a 7,000-row
     ledger that made one `rows()` (a query of one item's partition) ~190 ms of server CPU and every
     owner-index page ~0.3 s before its first row. Same results, in the same order, cheaper:
-    - a table query reads only its partition (moto keeps rows by partition: `Table.items[hash]`);
-    - both sorts use the keys' cast values (what DynamoType's own comparisons compare; key
-      attributes have one type, so the order is the same)."""
+    - a table query reads only its partition (moto keeps rows by partition: `Table.items[hash]`),
+      an index query only the rows of its hash key (moto sorts both kinds of matches itself);
+    - sorts use the keys' cast values (what DynamoType's own comparisons compare; key attributes
+      have one type, so the order is the same);
+    - a query's page is not deep-copied under serve()'s lock, each row is sized once, and a
+      projection of plain names takes the values as they are instead of a JSON round trip."""
     from moto.dynamodb.models.dynamo_type import Item, LimitedSizeDict
     from moto.dynamodb.models.table import Table
 
@@ -151,26 +156,26 @@ def _fast_queries() -> None:
         # DynamoDBBackend.query passes index_name as the 8th positional argument
         index_name = args[6] if len(args) > 6 else kwargs.get("index_name")
         one_partition = not index_name and hash_key is not None and self.range_key_attr
-        _partition.key = hash_key if one_partition else None
+        _query.key = hash_key if one_partition else None
         # an index query keeps the rows whose index hash keys equal these (moto checks each row with
         # DynamoType comparisons, then sorts the matches by index and table keys: a total order)
-        _partition.index_keys = (kwargs.get("hash_key_conditions") or None) if index_name else None
-        _partition.sizes = {}
+        _query.index_keys = (kwargs.get("hash_key_conditions") or None) if index_name else None
+        _query.sizes = {}
         try:
             return query(self, hash_key, *args, **kwargs)
         finally:
-            _partition.key = _partition.index_keys = _partition.sizes = None
+            _query.key = _query.index_keys = _query.sizes = None
 
     def fast_copy(self: Any, memo: Any) -> Any:
         # a query deep-copies its page before projecting it; the page is only read from there on
         # (projections build new items), so inside a query the stored item stands for its copy, where
         # no write can run meanwhile (serve(): one DynamoDB request at a time)
-        if _serialized and getattr(_partition, "sizes", None) is not None:
+        if _serialized and getattr(_query, "sizes", None) is not None:
             return self
         return item_copy(self, memo)
 
     def fast_size(self: Any) -> int:
-        sizes = getattr(_partition, "sizes", None)  # a query sizes each row twice (page limit, total)
+        sizes = getattr(_query, "sizes", None)  # a query sizes each row twice (page limit, total)
         if sizes is None:
             return item_size(self)
         size = sizes.get(id(self))
@@ -179,13 +184,13 @@ def _fast_queries() -> None:
         return size
 
     def fast_all_items(self: Any) -> list[Any]:
-        key = getattr(_partition, "key", None)
+        key = getattr(_query, "key", None)
         if key is not None:  # inside a table query of one partition: only its rows can match
-            return sorted(self.items.get(key, {}).values(), key=lambda x: x.range_key.cast_value)
+            return list(self.items.get(key, {}).values())  # (moto sorts them by range key)
         if not self.range_key_attr:
             return all_items(self)
         items = [item for part in self.items.values() for item in part.values()]
-        wanted = getattr(_partition, "index_keys", None)
+        wanted = getattr(_query, "index_keys", None)
         if wanted is not None:  # inside an index query: its matches are sorted again, by the index
             return [item for item in items if all(_same(item.attrs.get(a), v) for a, v in wanted)]
         return sorted(items, key=lambda x: (x.hash_key.cast_value, x.range_key.cast_value))
