@@ -13,7 +13,7 @@ during a pass have already waited, so under load the next pass starts as soon as
   exception reaches only the callers whose items cause it; the others still get their rows.
 - Works under any running loop (state is per loop), e.g. the SDK's API server or its job loop.
 - Early close (optional `Arrivals`): the worker counts jobs that have entered it and may still
-  submit to this batcher (one count per model role: an image job never holds a text batch open).
+  submit to this batcher (one count per batcher: an image job never holds a text batch open).
   When that count is 0, every job the worker knows of is already in the batch (or will never
   join one), so waiting out the window can only add latency: the batch runs at once. A lone query
   then pays no window; a burst of concurrent requests runs as soon as its last member has submitted.

@@ -27,15 +27,20 @@ from shared.worker.jobs.clip_text import vectors_output
 from shared.worker.requests import ClipImageRequest
 
 
+def _tta(request: ClipImageRequest, settings: Any) -> bool:
+    """The job's own `tta`, else the worker's setting."""
+    return settings.tta if request.tta is None else request.tta
+
+
 def batch_role(request: ClipImageRequest, settings: Any) -> str | None:
-    return image_batch(settings.tta if request.tta is None else request.tta)
+    return image_batch(_tta(request, settings))
 
 
 async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
     from shared.media import decode_image, open_image, temp_workdir
 
     settings, clip = worker.settings, worker.models.clip
-    tta = settings.tta if req.tta is None else req.tta
+    tta = _tta(req, settings)
     prepared = []
     with temp_workdir("clip-image-") as workdir:
         headers = []
