@@ -7,6 +7,8 @@ import json
 import pytest
 
 from shared import spec
+from shared.pipeline import keys
+from shared.pipeline.manifests import read_parquet
 from tests.integration.pipeline.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -150,14 +152,9 @@ def test_removal_marks_the_item(h: Harness) -> None:
 
 
 def test_a_removed_item_leaves_the_owners_manifest(h: Harness) -> None:
-    import io
-
-    import pyarrow.parquet as pq
-
     def manifest_items() -> set[str]:
-        key = f"manifests/{spec.SPEC_VERSION}/o7/manifest.parquet"
-        body = h.s3.get_object(Bucket=h.bucket, Key=key)["Body"].read()
-        return set(pq.read_table(io.BytesIO(body)).column("item_id").to_pylist())
+        key = keys.manifest_key(spec.SPEC_VERSION, "o7")
+        return {r["item_id"] for r in read_parquet(h.s3.get_object(Bucket=h.bucket, Key=key)["Body"].read())}
 
     for item in ("kept", "gone"):
         h.put(f"uploads/o7/{item}/photo.jpg")
