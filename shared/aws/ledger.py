@@ -31,7 +31,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from boto3.dynamodb.types import DYNAMODB_CONTEXT, TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from shared import spec
@@ -49,6 +49,12 @@ DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
 UPLOAD, PERSON, PERSON_PHOTO = "upload", "person", "person_photo"  # item kinds
 CLAIMED, SUBMITTED, RETRY = "CLAIMED", "SUBMITTED", "RETRY"
+# An owner's osks split by their first character (an item id's, [A-Za-z0-9_-], or "@" for a person's),
+# in osk order: each character in exactly one, so their rows are the owner's rows, each once. A dry
+# run reads an owner in these slices, concurrently. (For hex or uuid ids: 0-4, 5-9, a-f.)
+OSK_SEGMENTS = (
+    ("-", "4"), ("5", "9"), ("@", "M"), ("N", "Z"), ("_", "f"), ("g", "m"), ("n", "s"), ("t", "z")
+)  # fmt: skip
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -96,11 +102,37 @@ def _av(value: Any) -> dict:
 
 
 def _row(item: Mapping[str, Any]) -> dict[str, Any]:
-    return _from_dynamo({k: _de.deserialize(v) for k, v in item.items()})
+    """A row as plain values: what `_from_dynamo(TypeDeserializer)` makes of it, strings, numbers,
+    booleans and nulls (nearly every ledger attribute) converted in place (a planner reads thousands)."""
+    out: dict[str, Any] = {}
+    for k, v in item.items():
+        if "S" in v:
+            out[k] = v["S"]
+        elif "N" in v:
+            out[k] = _from_dynamo(DYNAMODB_CONTEXT.create_decimal(v["N"]))
+        elif "BOOL" in v:
+            out[k] = v["BOOL"]
+        elif "NULL" in v:
+            out[k] = None
+        else:
+            out[k] = _from_dynamo(_de.deserialize(v))
+    return out
 
 
 def item_pk(owner_id: str, item_id: str) -> str:
     return f"{owner_id}#{item_id}"
+
+
+_IMPLIED_BY_OSK = frozenset({PK, SK, OWNER_KEY, "item_id", "channel"})
+
+
+def _implied_by_osk(owner_id: str, osk: str) -> dict[str, str]:
+    """The attributes an owner-index row's osk ("{item_id}#{sk}", item ids have no "#") fixes."""
+    item_id, _, sk = osk.partition("#")
+    out = {PK: item_pk(owner_id, item_id), SK: sk, OWNER_KEY: owner_id, "item_id": item_id}
+    if sk.startswith("CH#"):
+        out["channel"] = sk[3:]
+    return out
 
 
 def channel_sk(channel: str) -> str:
@@ -203,8 +235,11 @@ class Ledger:
     def item(self, owner_id: str, item_id: str) -> dict[str, Any] | None:
         return self._get(item_pk(owner_id, item_id), ITEM_SK)
 
-    def _owner_query(self, owner_id: str, prefix: str | None = None) -> dict[str, Any]:
-        """An owner-index query of one owner's rows (those whose osk starts with `prefix`)."""
+    def _owner_query(
+        self, owner_id: str, prefix: str | None = None, segment: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
+        """An owner-index query of one owner's rows (those whose osk starts with `prefix`, or whose
+        first character is in `segment`, one of OSK_SEGMENTS)."""
         kwargs: dict[str, Any] = {
             "TableName": self.table,
             "IndexName": OWNER_INDEX,
@@ -216,6 +251,13 @@ class Ledger:
             kwargs["KeyConditionExpression"] += " AND begins_with(#s, :p)"
             kwargs["ExpressionAttributeNames"]["#s"] = OWNER_SORT
             kwargs["ExpressionAttributeValues"][":p"] = _av(prefix)
+        elif segment is not None:
+            first, last = segment
+            kwargs["KeyConditionExpression"] += " AND #s BETWEEN :lo AND :hi"
+            kwargs["ExpressionAttributeNames"]["#s"] = OWNER_SORT
+            # every osk character is printable ASCII, below "\x7f": "{last}\x7f" is above every osk
+            # that starts with `last`
+            kwargs["ExpressionAttributeValues"].update({":lo": _av(first), ":hi": _av(last + "\x7f")})
         return kwargs
 
     def owner_rows(self, owner_id: str) -> Iterator[dict[str, Any]]:
@@ -229,12 +271,16 @@ class Ledger:
         start: Mapping[str, Any] | None,
         limit: int,
         fields: Iterable[str] | None = None,
+        segment: tuple[str, str] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         """One owner-index page of at most `limit` rows from after the row keyed `start`; (rows, more).
-        `fields`: only these attributes of each row (and its keys), e.g. what a planner reads."""
-        kwargs = {**self._owner_query(owner_id), "Limit": limit}
+        `segment`: only rows whose osk's first character is in it (one of OSK_SEGMENTS).
+        `fields`: only these attributes of each row (and its keys), e.g. what a planner reads. What
+        `osk` implies is not fetched but rebuilt from it (every owner-index row is written by `_base`):
+        pk, sk, owner_id, item_id and a channel row's channel, 5 of a planned channel row's 12."""
+        kwargs = {**self._owner_query(owner_id, segment=segment), "Limit": limit}
         if fields is not None:
-            wanted = sorted({PK, SK, OWNER_KEY, OWNER_SORT, *fields})
+            wanted = sorted({OWNER_SORT, *fields} - _IMPLIED_BY_OSK)
             names = {f"#f{i}": f for i, f in enumerate(wanted)}
             kwargs["ExpressionAttributeNames"] = {**kwargs["ExpressionAttributeNames"], **names}
             kwargs["ProjectionExpression"] = ", ".join(names)
@@ -244,7 +290,11 @@ class Ledger:
             resp = self.db.query(**kwargs)
         except ClientError as e:
             raise translate(e, "ledger query") from e
-        return [_row(r) for r in resp.get("Items", [])], "LastEvaluatedKey" in resp
+        rows = [_row(r) for r in resp.get("Items", [])]
+        if fields is not None:
+            for row in rows:
+                row.update(_implied_by_osk(owner_id, row[OWNER_SORT]))
+        return rows, "LastEvaluatedKey" in resp
 
     def due(self, now: float, limit: int) -> list[dict[str, Any]]:
         """Item rows whose open dispatch or retry is due (sweep-index; never a scan), oldest first."""

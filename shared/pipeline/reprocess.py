@@ -25,15 +25,19 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared import spec
 from shared.aws.ledger import (
     ITEM_SK,
+    OSK_SEGMENTS,
     OWNER_KEY,
     PERSON,
     PK,
@@ -232,11 +236,14 @@ class Reprocessor:
                 state = {"owner": following, "start": None} if following else None
             yield groups, (json.dumps(state, sort_keys=True) if state else None)
 
-    def _owner_page(self, owner: str, start: dict | None) -> tuple[list[tuple[dict, dict]], dict | None]:
+    def _owner_page(
+        self, owner: str, start: dict | None, segment: tuple[str, str] | None = None
+    ) -> tuple[list[tuple[dict, dict]], dict | None]:
         """One owner-index page, whole items only: rows come item by item (osk "{item_id}#{sk}"); an item
-        cut by the page end is read again at the start of the next page."""
+        cut by the page end is read again at the start of the next page. `segment`: one of
+        OSK_SEGMENTS (the owner's items whose ids start there)."""
         limit = max(8, self.settings.reprocess_page_rows)  # an item has at most 8 rows
-        rows, more = self.ledger.owner_page(owner, start, limit, self.fields)
+        rows, more = self.ledger.owner_page(owner, start, limit, self.fields, segment)
         by_item: dict[str, list[dict]] = {}
         for r in rows:
             by_item.setdefault(r["item_id"], []).append(r)
@@ -257,6 +264,68 @@ class Reprocessor:
             groups.append((item, chans))
         return groups, nxt
 
+    def _slices(self, req: Request) -> Iterator[Callable[[], Iterable[list[tuple[dict, dict]]]]]:
+        """The scope as slices in ledger order, each its pages when called: the item; the owner in
+        OSK_SEGMENTS (whole, when read in one stream); every owner, one slice each."""
+        if req.scope == "item":
+            yield lambda: [groups for groups, _ in self.pages(req)]
+            return
+
+        def owner_pages(owner: str, segment: tuple[str, str] | None) -> Iterator[list[tuple[dict, dict]]]:
+            start: dict | None = None
+            while True:
+                groups, start = self._owner_page(owner, start, segment)
+                yield groups
+                if start is None:
+                    return
+
+        if req.scope == "owner":
+            segments = OSK_SEGMENTS if self.settings.reprocess_read_streams > 1 else (None,)
+            for segment in segments:
+                yield lambda segment=segment: owner_pages(req.owner_id, segment)
+            return
+        owner = self.ledger.next_owner(None)
+        while owner:
+            yield lambda owner=owner: owner_pages(owner, None)
+            owner = self.ledger.next_owner(owner)
+
+    def _planned(self, req: Request) -> PagePlan:
+        """A dry run's plan of the whole scope: its slices read and planned REPROCESS_READ_STREAMS at a
+        time, and merged page by page in ledger order, so every total (the float sums and the estimate
+        included) is the one reading in order gives. At most that many slices are in flight."""
+        total = PagePlan()
+        self.measured = {}
+        stop = threading.Event()
+
+        def plan_slice(pages: Callable[[], Iterable[list[tuple[dict, dict]]]]) -> list:
+            out = []
+            for groups in pages():
+                if stop.is_set():
+                    break
+                seen: dict[str, list[float]] = {}
+                out.append((self.plan_page(req, groups, bool(req.force), collect=False, measured=seen), seen))
+            return out
+
+        def merge(planned: list) -> None:
+            for page, seen in planned:
+                total.add(page)
+                for ch, seconds in seen.items():
+                    self.measured.setdefault(ch, []).extend(seconds)
+
+        streams = self.settings.reprocess_read_streams
+        with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="dry-run") as pool:
+            pending: deque = deque()
+            try:
+                for pages in self._slices(req):
+                    pending.append(pool.submit(plan_slice, pages))
+                    if len(pending) >= streams:
+                        merge(pending.popleft().result())
+                while pending:
+                    merge(pending.popleft().result())
+            finally:
+                stop.set()  # a failed read ends the others at their next page
+        return total
+
     def plan_page(
         self,
         req: Request,
@@ -264,12 +333,14 @@ class Reprocessor:
         force: bool | str,
         run_id: str | None = None,
         collect: bool = True,
+        measured: dict[str, list[float]] | None = None,
     ) -> PagePlan:
         """Plan one page. `run_id`: the run planning it (a page planned again after a crash finds its
         items already marked by this run: they are planned again, never counted as skipped).
-        `collect`: keep the (owner, item) of what needs work (a dry run keeps only counts)."""
+        `collect`: keep the (owner, item) of what needs work (a dry run keeps only counts).
+        `measured`: where the page's measured GPU seconds go (default: this pass's, self.measured)."""
         p = PagePlan()
-        measured: dict[str, list[float]] = {}
+        seen: dict[str, list[float]] = {}
         for _item, rows in groups:
             for ch, r in rows.items():
                 if (
@@ -277,11 +348,12 @@ class Reprocessor:
                     and spec.CHANNELS.get(ch)
                     and spec.CHANNELS[ch].runs_on == spec.RUNPOD
                 ):
-                    measured.setdefault(ch, []).append(float(r["gpu_seconds"]))
+                    seen.setdefault(ch, []).append(float(r["gpu_seconds"]))
         for item, rows in groups:
             self._plan_item(req, item, rows, force, p, run_id, collect)
-        for ch, seen in measured.items():
-            self.measured.setdefault(ch, []).extend(seen)
+        target = self.measured if measured is None else measured
+        for ch, seconds in seen.items():
+            target.setdefault(ch, []).extend(seconds)
         return p
 
     def _plan_item(
@@ -361,10 +433,7 @@ class Reprocessor:
     # ------------------------------------------------------------------ the API
 
     def dry_run(self, req: Request) -> dict[str, Any]:
-        total = PagePlan()
-        self.measured = {}
-        for groups, _ in self.pages(req):
-            total.add(self.plan_page(req, groups, bool(req.force), collect=False))
+        total = self._planned(req)
         self._require_items(req, total)
         gpu = round(total.gpu_seconds + self._estimate(total), 3)
         return {

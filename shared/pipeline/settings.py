@@ -26,6 +26,8 @@
                               burst of completions (30)
     REPROCESS_QUEUE_URL       the reprocess queue (template.yaml: ReprocessQueue): plan pages and items
     REPROCESS_PAGE_ROWS       ledger rows read per planning page (1000)
+    REPROCESS_READ_STREAMS    concurrent ledger reads of a dry run, 1 to 16: owners, or one owner's
+                              slices of item ids, read side by side; totals as if read in order (2)
     REPROCESS_SYNC_S          a reprocess request plans pages itself for this long, then hands the rest to
                               the queue page by page, so no scope can time the call out (10)
     REPROCESS_MAX_RECEIVES    the reprocess queue's maxReceiveCount: an item message failing on its last
@@ -54,6 +56,13 @@ def _channels(raw: str) -> tuple[str, ...]:
     if not names or any(n not in spec.CHANNELS for n in names):
         raise ValueError(raw)
     return names
+
+
+def _streams(raw: str) -> int:
+    n = int(raw)
+    if not 1 <= n <= 16:
+        raise ValueError(raw)
+    return n
 
 
 def _url(raw: str) -> str:
@@ -90,6 +99,7 @@ class PipelineSettings:
     manifest_delay_s: float = 30.0
     reprocess_queue_url: str = ""
     reprocess_page_rows: int = 1000
+    reprocess_read_streams: int = 2
     reprocess_sync_s: float = 10.0
     reprocess_max_receives: int = 3
     gpu_price_per_s: float = 0.00116
@@ -137,6 +147,9 @@ class PipelineSettings:
             reprocess_queue_url=read(env, "REPROCESS_QUEUE_URL", _url, "", "https://sqs.../reprocess"),
             reprocess_page_rows=read(
                 env, "REPROCESS_PAGE_ROWS", positive(int), cls.reprocess_page_rows, "1000"
+            ),
+            reprocess_read_streams=read(
+                env, "REPROCESS_READ_STREAMS", _streams, cls.reprocess_read_streams, "2"
             ),
             reprocess_sync_s=read(env, "REPROCESS_SYNC_S", float, cls.reprocess_sync_s, "10"),
             reprocess_max_receives=read(

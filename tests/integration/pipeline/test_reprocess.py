@@ -329,8 +329,10 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
     noise = {"artifact_key": "embeddings/x.npy", "sha256": "0" * 64, "bytes": 9, "attempts": 2, "note": "n"}
     rows = []
 
-    def item(i: int, **fields):
-        it = f"it{i:03d}"
+    first = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"  # every first character
+
+    def item(i: int, it: str | None = None, **fields):
+        it = it or f"{first[i % len(first)]}t{i:03d}"
         base = {"pk": f"pf#{it}", "owner_id": "pf", "item_id": it, "updated_at": f"2026-11-{10 + i % 20:02d}"}
         rows.append({**base, "sk": "ITEM", "osk": f"{it}#ITEM", "kind": "upload", **noise, **fields})
         return base
@@ -379,7 +381,7 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
                     ident = {"input_hash": hashes[ch], "fingerprint": spec.CHANNELS[ch].fingerprint}
                     channel(base, ch, **{**ident, **fields})
     item(n, status="REMOVED", modality="image", media_hash="himage")
-    person = item(n + 1, kind="person", status="COMPLETE")
+    person = item(n + 1, "@person", kind="person", status="COMPLETE")
     channel(person, "person_query", status="SUCCEEDED", spec_version=old)
     rows.append({"pk": "pf#~", "sk": "MANIFEST", "manifest_owner": "pf", "directory": "owners"})  # scope all
     for r in rows:
@@ -397,6 +399,18 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
         "artifact_key" in row or "note" in row for row in fetched
     )  # only what plans read
     assert any(row.get("channel") == "text_meta" for row in fetched)
+    r.fields = None
+    whole = {
+        (row["pk"], row["sk"]): row
+        for groups, _ in r.pages(Request("owner", "pf"))
+        for i, chans in groups
+        for row in (i, *chans.values())
+    }
+    r.fields = Reprocessor.fields
+    assert len(whole) == len(fetched)
+    for row in fetched:  # what osk implies (keys, item_id, channel) is rebuilt exactly
+        assert row == {k: whole[row["pk"], row["sk"]][k] for k in row}
+        assert {"pk", "sk", "owner_id", "osk", "item_id"} <= set(row)
     for req in (Request("all"), Request("owner", "pf", force=True), Request("all", since="2026-11-20")):
         for force in (False, True, "r1"):
             got = []
@@ -414,3 +428,48 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
     dry = r.dry_run(Request("all"))
     r.fields = None
     assert r.dry_run(Request("all")) == dry
+    r.fields = Reprocessor.fields
+    # a dry run reads slices side by side (owners; one owner by its item ids' first characters) and
+    # merges them in ledger order: the same answer as one stream, and as planning the pages in order
+    for req in (
+        Request("all"),
+        Request("owner", "pf"),
+        Request("owner", "pf", force=True),
+        Request("owner", "pf", since="2026-11-20"),
+    ):
+        total = PagePlan()
+        for groups, _ in r.pages(req):
+            total.add(r.plan_page(req, groups, req.force, collect=False))
+        answers = []
+        for streams in (1, 2, 3, 16):
+            r.settings = dataclasses.replace(h.pipeline.settings, reprocess_read_streams=streams)
+            answers.append(r.dry_run(req))
+        assert all(a == answers[0] for a in answers), req
+        assert answers[0]["item_count"] == total.planned and answers[0]["items_in_scope"] == total.items > 0
+
+
+@pytest.mark.parametrize("streams", [2, 8])
+def test_a_dry_run_whose_read_fails_in_one_slice_fails_with_it(h: Harness, monkeypatch, streams) -> None:
+    """Slices are read side by side: a store error in one (here the item ids starting g-m) is the dry
+    run's error, the others stop, and nothing waits forever."""
+    from shared.aws.clients import StoreError
+    from shared.aws.ledger import _av
+    from shared.pipeline.reprocess import Reprocessor, Request
+
+    for it in ("a1", "h1", "t1"):
+        row = {"pk": f"pf#{it}", "sk": "ITEM", "osk": f"{it}#ITEM", "owner_id": "pf", "item_id": it}
+        row.update(kind="upload", modality="image", media_hash="h", status="COMPLETE")
+        h.ledger.db.put_item(TableName=h.settings.table, Item={k: _av(v) for k, v in row.items()})
+    r = Reprocessor(h.pipeline, h.sqs)
+    r.settings = dataclasses.replace(h.pipeline.settings, reprocess_read_streams=streams)
+    assert r.dry_run(Request("owner", "pf"))["items_in_scope"] == 3
+    read = r.ledger.owner_page
+
+    def failing(owner, start, limit, fields=None, segment=None):
+        if segment == ("g", "m"):
+            raise StoreError("ledger query: throttled")
+        return read(owner, start, limit, fields, segment)
+
+    monkeypatch.setattr(r.ledger, "owner_page", failing)
+    with pytest.raises(StoreError, match="throttled"):
+        r.dry_run(Request("owner", "pf"))

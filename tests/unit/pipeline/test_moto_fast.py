@@ -148,6 +148,14 @@ def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serializ
                     "Projection": {"ProjectionType": "ALL"},
                 },
                 {
+                    "IndexName": "by-o-sk",
+                    "KeySchema": [
+                        {"AttributeName": "o", "KeyType": "HASH"},
+                        {"AttributeName": "sk", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "ALL"},
+                },
+                {
                     "IndexName": "keys",
                     "KeySchema": [{"AttributeName": "o", "KeyType": "HASH"}],
                     "Projection": {"ProjectionType": "KEYS_ONLY"},
@@ -192,6 +200,26 @@ def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serializ
             Limit=2,
         )
         assert between == [r for r in o1 if -2 <= num(r) <= Decimal("1.5")] and between
+        by_sk = sorted(
+            (r for r in rows if r.get("o") == {"S": "o1"}), key=lambda r: (r["sk"]["S"], r["pk"]["S"])
+        )
+        for condition, values, keep in (
+            (
+                "sk BETWEEN :a AND :b",
+                {":a": {"S": "s01"}, ":b": {"S": "s04\x7f"}},
+                lambda s: "s01" <= s <= "s04\x7f",
+            ),
+            ("begins_with(sk, :a)", {":a": {"S": "s05"}}, lambda s: s.startswith("s05")),
+            ("sk > :a", {":a": {"S": "s03"}}, lambda s: s > "s03"),
+        ):
+            got = _pages(
+                db,
+                IndexName="by-o-sk",
+                KeyConditionExpression=f"o = :o AND {condition}",
+                ExpressionAttributeValues={":o": {"S": "o1"}, **values},
+                Limit=2,
+            )
+            assert got == [r for r in by_sk if keep(r["sk"]["S"])] and got != by_sk, condition
         keys = _pages(
             db,
             IndexName="keys",
@@ -237,3 +265,35 @@ def test_the_local_stacks_server_keeps_connections_and_exact_s3_keys():
     assert sorted(listed) == sorted(f"uploads/o/i/{n}" for n in names)
     assert bodies == [b"%d" % i for i in range(len(names))]
     assert len([p for p in opened if p == server.port]) <= 2  # 11 calls, kept-alive connections
+
+
+def test_row_sizes_and_key_equality_are_motos():
+    """A row's size (the 1 MB page limit) is moto's, strings and numbers sized in place and anything
+    else by moto; key equality casts numbers only ("1" == "1.0"), as DynamoType's does."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    moto_fast.install()
+    motos = Item.size  # outside a query the installed size is moto's own
+    flat = {"s": {"S": "caf\u00e9 \U0001f600"}, "n": {"N": "-1.5e-3"}, "k\u00e9y": {"S": ""}}
+    flat["i"] = {"N": "1" * 30}
+    for attrs, fast in ((flat, True), (ITEM, False)):
+        item = Item(DynamoType({"S": "h"}), None, attrs)
+        expected = motos(item)
+        assert moto_fast._item_size(item, lambda _: -1) == (expected if fast else -1)
+        assert moto_fast._item_size(item, motos) == expected > 0
+
+    def t(kind, value):
+        return DynamoType({kind: value})
+
+    for have, want in (
+        (t("N", "1.0"), t("N", "1")),
+        (t("N", "-2.50"), t("N", "-2.5")),
+        (t("S", "a"), t("S", "a")),
+        (t("B", b"\x00"), t("B", b"\x00")),
+    ):
+        assert moto_fast._same(have, want) and have == want
+    for have, want in ((t("S", "1"), t("N", "1")), (t("S", "a"), t("S", "b")), (t("N", "1"), t("N", "2"))):
+        assert not moto_fast._same(have, want) and have != want
+    assert not moto_fast._same(None, t("S", "a"))
+    assert moto_fast._key_value(t("N", "1.50")) == Decimal("1.5")
+    assert moto_fast._key_value(t("S", "x")) == t("S", "x").cast_value
