@@ -49,6 +49,7 @@ DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
 UPLOAD, PERSON, PERSON_PHOTO = "upload", "person", "person_photo"  # item kinds
 CLAIMED, SUBMITTED, RETRY = "CLAIMED", "SUBMITTED", "RETRY"
+MAX_ITEM_ROWS = 1 + len(spec.CHANNELS)  # an item row and at most one row per channel
 # An owner's osks split by their first character (an item id's, [A-Za-z0-9_-], or "@" for a person's),
 # in osk order: each character in exactly one, so their rows are the owner's rows, each once. A dry
 # run reads an owner in these slices, concurrently. (For hex or uuid ids: 0-4, 5-9, a-f.)

@@ -37,6 +37,7 @@ from typing import Any
 from shared import spec
 from shared.aws.ledger import (
     ITEM_SK,
+    MAX_ITEM_ROWS,
     OSK_SEGMENTS,
     OWNER_KEY,
     PERSON,
@@ -242,7 +243,9 @@ class Reprocessor:
         """One owner-index page, whole items only: rows come item by item (osk "{item_id}#{sk}"); an item
         cut by the page end is read again at the start of the next page. `segment`: one of
         OSK_SEGMENTS (the owner's items whose ids start there)."""
-        limit = max(8, self.settings.reprocess_page_rows)  # an item has at most 8 rows
+        # a page holds at least one whole item: one cut by the page end is read again on the next,
+        # which a page of only that item could never finish
+        limit = max(MAX_ITEM_ROWS, self.settings.reprocess_page_rows)
         rows, more = self.ledger.owner_page(owner, start, limit, self.fields, segment)
         by_item: dict[str, list[dict]] = {}
         for r in rows:
@@ -264,16 +267,19 @@ class Reprocessor:
             groups.append((item, chans))
         return groups, nxt
 
-    def _slices(self, req: Request) -> Iterator[Callable[[], Iterable[list[tuple[dict, dict]]]]]:
+    def _slices(
+        self, req: Request, stop: threading.Event
+    ) -> Iterator[Callable[[], Iterable[list[tuple[dict, dict]]]]]:
         """The scope as slices in ledger order, each its pages when called: the item; the owner in
-        OSK_SEGMENTS (whole, when read in one stream); every owner, one slice each."""
+        OSK_SEGMENTS (whole, when read in one stream); every owner, one slice each. Once `stop` is
+        set, no slice reads another page."""
         if req.scope == "item":
             yield lambda: [groups for groups, _ in self.pages(req)]
             return
 
         def owner_pages(owner: str, segment: tuple[str, str] | None) -> Iterator[list[tuple[dict, dict]]]:
             start: dict | None = None
-            while True:
+            while not stop.is_set():
                 groups, start = self._owner_page(owner, start, segment)
                 yield groups
                 if start is None:
@@ -291,8 +297,10 @@ class Reprocessor:
 
     def _planned(self, req: Request) -> PagePlan:
         """A dry run's plan of the whole scope: its slices read and planned REPROCESS_READ_STREAMS at a
-        time, and merged page by page in ledger order, so every total (the float sums and the estimate
-        included) is the one reading in order gives. At most that many slices are in flight."""
+        time, and merged page by page in ledger order, so the answer is the one reading in order gives
+        (counts exactly; GPU seconds up to float rounding, as one owner's slices end their pages
+        elsewhere than one read of it). At most that many slices are in flight; the first failure
+        stops the others before their next read and is the dry run's error."""
         total = PagePlan()
         self.measured = {}
         stop = threading.Event()
@@ -300,8 +308,6 @@ class Reprocessor:
         def plan_slice(pages: Callable[[], Iterable[list[tuple[dict, dict]]]]) -> list:
             out = []
             for groups in pages():
-                if stop.is_set():
-                    break
                 seen: dict[str, list[float]] = {}
                 out.append((self.plan_page(req, groups, bool(req.force), collect=False, measured=seen), seen))
             return out
@@ -316,8 +322,10 @@ class Reprocessor:
         with ThreadPoolExecutor(max_workers=streams, thread_name_prefix="dry-run") as pool:
             pending: deque = deque()
             try:
-                for pages in self._slices(req):
-                    pending.append(pool.submit(plan_slice, pages))
+                for pages in self._slices(req, stop):
+                    future = pool.submit(plan_slice, pages)
+                    future.add_done_callback(lambda f: f.exception() is not None and stop.set())
+                    pending.append(future)
                     if len(pending) >= streams:
                         merge(pending.popleft().result())
                 while pending:

@@ -25,9 +25,10 @@
     MANIFEST_DELAY_S          an owner's manifest is rebuilt this long after an item completes, once for a
                               burst of completions (30)
     REPROCESS_QUEUE_URL       the reprocess queue (template.yaml: ReprocessQueue): plan pages and items
-    REPROCESS_PAGE_ROWS       ledger rows read per planning page (1000)
-    REPROCESS_READ_STREAMS    concurrent ledger reads of a dry run, 1 to 16: owners, or one owner's
-                              slices of item ids, read side by side; totals as if read in order (2)
+    REPROCESS_PAGE_ROWS       ledger rows read per planning page, at least one whole item (1000)
+    REPROCESS_READ_STREAMS    concurrent ledger reads of a dry run, 1 to 8 (botocore keeps 10
+                              connections): owners, or one owner's slices of item ids, read side by
+                              side; the answer as if read in order (2)
     REPROCESS_SYNC_S          a reprocess request plans pages itself for this long, then hands the rest to
                               the queue page by page, so no scope can time the call out (10)
     REPROCESS_MAX_RECEIVES    the reprocess queue's maxReceiveCount: an item message failing on its last
@@ -60,7 +61,7 @@ def _channels(raw: str) -> tuple[str, ...]:
 
 def _streams(raw: str) -> int:
     n = int(raw)
-    if not 1 <= n <= 16:
+    if not 1 <= n <= 8:
         raise ValueError(raw)
     return n
 

@@ -18,7 +18,7 @@ from shared.errors import EmbeddingError
 from shared.pipeline.keys import ID_RE, is_item_id
 
 MAX_TOKEN_CHARS = 512
-_B64 = re.compile(r"^[A-Za-z0-9_-]+$")
+_B64 = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class BadToken(EmbeddingError):
@@ -60,7 +60,7 @@ def verify(key: bytes, token: object, now: float) -> Claim:
     if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
         raise BadToken("missing or malformed token")
     body, mac = token.split(".")
-    if not body or not mac or not _B64.match(body) or not _B64.match(mac):
+    if not body or not mac or not _B64.fullmatch(body) or not _B64.fullmatch(mac):
         raise BadToken("missing or malformed token")
     # Compared as text: the MAC's last base64 character carries two unused bits, so decoding would
     # accept several spellings of one MAC; only the one sign() writes is valid.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from types import MappingProxyType
 
 import numpy as np
@@ -375,7 +376,7 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
                 )
                 n += 1
                 for k, ch in enumerate(chans):
-                    fields = {"status": "SUCCEEDED", "spec_version": spec.SPEC_VERSION, "gpu_seconds": 0.25}
+                    fields = {"status": "SUCCEEDED", "spec_version": spec.SPEC_VERSION, "gpu_seconds": 0.1}
                     if k == n % len(chans):
                         fields = {"spec_version": spec.SPEC_VERSION, **state}
                     ident = {"input_hash": hashes[ch], "fingerprint": spec.CHANNELS[ch].fingerprint}
@@ -441,10 +442,16 @@ def test_planning_from_the_fetched_fields_equals_planning_from_whole_rows(h: Har
         for groups, _ in r.pages(req):
             total.add(r.plan_page(req, groups, req.force, collect=False))
         answers = []
-        for streams in (1, 2, 3, 16):
-            r.settings = dataclasses.replace(h.pipeline.settings, reprocess_read_streams=streams)
-            answers.append(r.dry_run(req))
-        assert all(a == answers[0] for a in answers), req
+        for streams in (1, 2, 3, 8):
+            for page_rows in (1000, 1):  # 1: pages of one whole item (MAX_ITEM_ROWS), items cut at page ends
+                settings = h.pipeline.settings
+                r.settings = dataclasses.replace(
+                    settings, reprocess_read_streams=streams, reprocess_page_rows=page_rows
+                )
+                answers.append(r.dry_run(req))
+        r.settings = h.pipeline.settings
+        diffs = [{k: (a[k], answers[0][k]) for k in a if a[k] != answers[0][k]} for a in answers]
+        assert not any(diffs), (req, diffs)
         assert answers[0]["item_count"] == total.planned and answers[0]["items_in_scope"] == total.items > 0
 
 
@@ -453,23 +460,31 @@ def test_a_dry_run_whose_read_fails_in_one_slice_fails_with_it(h: Harness, monke
     """Slices are read side by side: a store error in one (here the item ids starting g-m) is the dry
     run's error, the others stop, and nothing waits forever."""
     from shared.aws.clients import StoreError
-    from shared.aws.ledger import _av
+    from shared.aws.ledger import MAX_ITEM_ROWS, _av
     from shared.pipeline.reprocess import Reprocessor, Request
 
-    for it in ("a1", "h1", "t1"):
+    pages = 10  # of the slice _-f, one-row items, pages of MAX_ITEM_ROWS rows
+    ids = [f"a{i:03d}" for i in range(pages * MAX_ITEM_ROWS)] + ["h1", "t1"]
+    for it in ids:
         row = {"pk": f"pf#{it}", "sk": "ITEM", "osk": f"{it}#ITEM", "owner_id": "pf", "item_id": it}
         row.update(kind="upload", modality="image", media_hash="h", status="COMPLETE")
         h.ledger.db.put_item(TableName=h.settings.table, Item={k: _av(v) for k, v in row.items()})
     r = Reprocessor(h.pipeline, h.sqs)
-    r.settings = dataclasses.replace(h.pipeline.settings, reprocess_read_streams=streams)
-    assert r.dry_run(Request("owner", "pf"))["items_in_scope"] == 3
+    settings = h.pipeline.settings
+    r.settings = dataclasses.replace(settings, reprocess_read_streams=streams, reprocess_page_rows=1)
+    assert r.dry_run(Request("owner", "pf"))["items_in_scope"] == len(ids)
     read = r.ledger.owner_page
+    reads: list[tuple[str, str] | None] = []
 
     def failing(owner, start, limit, fields=None, segment=None):
+        reads.append(segment)
         if segment == ("g", "m"):
             raise StoreError("ledger query: throttled")
+        time.sleep(0.02)  # the slice beside it is slow: it must stop, not read all its pages
         return read(owner, start, limit, fields, segment)
 
     monkeypatch.setattr(r.ledger, "owner_page", failing)
     with pytest.raises(StoreError, match="throttled"):
         r.dry_run(Request("owner", "pf"))
+    assert ("g", "m") in reads and reads.count(("_", "f")) < pages
+    assert ("t", "z") not in reads or streams == 8  # with 2 streams, no slice starts after the failure

@@ -212,14 +212,17 @@ def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serializ
             ("begins_with(sk, :a)", {":a": {"S": "s05"}}, lambda s: s.startswith("s05")),
             ("sk > :a", {":a": {"S": "s03"}}, lambda s: s > "s03"),
         ):
-            got = _pages(
-                db,
-                IndexName="by-o-sk",
-                KeyConditionExpression=f"o = :o AND {condition}",
-                ExpressionAttributeValues={":o": {"S": "o1"}, **values},
-                Limit=2,
-            )
-            assert got == [r for r in by_sk if keep(r["sk"]["S"])] and got != by_sk, condition
+            expected = [r for r in by_sk if keep(r["sk"]["S"])]
+            for forward in (True, False):
+                got = _pages(
+                    db,
+                    IndexName="by-o-sk",
+                    KeyConditionExpression=f"o = :o AND {condition}",
+                    ExpressionAttributeValues={":o": {"S": "o1"}, **values},
+                    ScanIndexForward=forward,
+                    Limit=2,
+                )
+                assert got == (expected if forward else expected[::-1]) and got != by_sk, condition
         keys = _pages(
             db,
             IndexName="keys",

@@ -12,7 +12,7 @@ ENV = {"MEDIA_BUCKET": "b", "LEDGER_TABLE": "t"}
 
 def test_read_streams_default_and_bounds():
     assert PipelineSettings.from_env(ENV).reprocess_read_streams == 2
-    assert PipelineSettings.from_env({**ENV, "REPROCESS_READ_STREAMS": "16"}).reprocess_read_streams == 16
-    for bad in ("0", "17", "-1", "two", "1.5"):
+    assert PipelineSettings.from_env({**ENV, "REPROCESS_READ_STREAMS": "8"}).reprocess_read_streams == 8
+    for bad in ("0", "9", "-1", "two", "1.5"):
         with pytest.raises(ConfigError, match="REPROCESS_READ_STREAMS"):
             PipelineSettings.from_env({**ENV, "REPROCESS_READ_STREAMS": bad})
