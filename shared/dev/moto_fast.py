@@ -18,6 +18,7 @@ back the same values, rows and order as moto's own.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import sys
 import threading
@@ -92,6 +93,7 @@ def install() -> None:
     BaseJSONSerializer._serialize_type_map = _serialize_type_map  # type: ignore[method-assign]
     _fast_results()
     _fast_queries()
+    _fast_query_responses()
     _installed = True
 
 
@@ -124,6 +126,60 @@ def _fast_results() -> None:
         return generic(obj)
 
     responses.dynamo_to_dict = to_dict
+
+
+_QUERY_KEYS = frozenset({"Count", "ScannedCount", "Items", "LastEvaluatedKey", "ConsumedCapacity"})
+_responding = threading.local()  # set while a Query's handler runs under serve()
+
+
+def _fast_query_responses() -> None:
+    """Under serve(), a Query's answer is written as JSON in one pass from moto's values: moto converts
+    them to plain attribute values (`dynamo_to_dict`) and then walks that through its shape-driven
+    serializer, ~30% of an index page's server time. Strings, numbers, booleans and nulls are written
+    as they are; any other value goes through the same conversion and `encode_attribute` that the
+    serializer's AttributeMap shortcut uses, so the body is the one moto sends. Anything else (a
+    result with other keys, an error) takes moto's own path."""
+    import moto.dynamodb.responses as responses
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    result_init, query = responses.DynamoResult.__init__, responses.DynamoHandler.query
+
+    def deferred_init(self: Any, result: object) -> None:
+        if getattr(_responding, "query", False):
+            self._result = result  # converted by fast_response, or below if it cannot answer
+            return
+        result_init(self, result)
+
+    def value(v: Any) -> Any:
+        if type(v) is DynamoType and v.type in ("S", "N", "BOOL", "NULL"):
+            return {v.type: v.value}
+        return encode_attribute(responses.dynamo_to_dict(v))
+
+    def fast_response(self: Any) -> Any:
+        if not _serialized:
+            return query(self)
+        _responding.query = True
+        try:
+            result = query(self)
+        finally:
+            _responding.query = False
+        body = getattr(result, "result", None)
+        if isinstance(body, dict) and set(body) <= _QUERY_KEYS:
+            try:
+                out = dict(body)
+                if "Items" in out:
+                    out["Items"] = [{k: value(v) for k, v in item.items()} for item in body["Items"]]
+                if "LastEvaluatedKey" in out:
+                    out["LastEvaluatedKey"] = {k: value(v) for k, v in body["LastEvaluatedKey"].items()}
+                return json.dumps(out)
+            except (ValueError, TypeError, AttributeError):
+                pass
+        if isinstance(result, responses.DynamoResult):
+            result._result = responses.dynamo_to_dict(body)  # what its __init__ would have done
+        return result
+
+    responses.DynamoResult.__init__ = deferred_init  # type: ignore[method-assign]
+    responses.DynamoHandler.query = fast_response  # type: ignore[method-assign]
 
 
 _query = threading.local()  # the current thread's query: its partition, index keys, row sizes

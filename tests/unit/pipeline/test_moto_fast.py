@@ -300,3 +300,58 @@ def test_row_sizes_and_key_equality_are_motos():
     assert not moto_fast._same(None, t("S", "a"))
     assert moto_fast._key_value(t("N", "1.50")) == Decimal("1.5")
     assert moto_fast._key_value(t("S", "x")) == t("S", "x").cast_value
+
+
+def test_a_query_answer_written_in_one_pass_is_motos(monkeypatch):
+    """Under serve() a Query's body is written as JSON from moto's values; every kind of value, a page
+    key, consumed capacity and projections read back as moto's own serializer sends them."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    moto_fast.install()
+    bodies: list[bool] = []  # per query: answered as a JSON body (the one-pass path)
+    installed = DynamoHandler.query
+    monkeypatch.setattr(
+        DynamoHandler, "query", lambda self: (r := installed(self), bodies.append(isinstance(r, str)))[0]
+    )
+    with mock_aws():
+        db = _dynamodb()
+        db.create_table(
+            TableName="r",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "sk", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "pk", "KeyType": "HASH"},
+                {"AttributeName": "sk", "KeyType": "RANGE"},
+            ],
+        )
+        for i in range(5):
+            db.put_item(TableName="r", Item={"pk": {"S": "p"}, "sk": {"S": f"s{i}"}, **ITEM})
+        queries = [
+            {"Limit": 2},
+            {"Limit": 2, "ExclusiveStartKey": {"pk": {"S": "p"}, "sk": {"S": "s1"}}},
+            {"ReturnConsumedCapacity": "TOTAL", "ProjectionExpression": "sk, b, m, ns"},
+            {"Select": "COUNT"},
+            {"ScanIndexForward": False, "ReturnConsumedCapacity": "INDEXES"},
+        ]
+        answers = {}
+        for serialized in (False, True):
+            monkeypatch.setattr(moto_fast, "_serialized", serialized)
+            answers[serialized] = []
+            for q in queries:
+                out = db.query(
+                    TableName="r",
+                    KeyConditionExpression="pk = :p",
+                    ExpressionAttributeValues={":p": {"S": "p"}},
+                    **q,
+                )
+                out.pop("ResponseMetadata")
+                answers[serialized].append(out)
+        assert bodies == [False] * len(queries) + [True] * len(queries)  # moto's path, then one pass
+        assert answers[True] == answers[False]
+        assert (
+            answers[True][0]["Items"][0]["b"] == {"B": b"\x00\xff\x10"}
+            and "LastEvaluatedKey" in answers[True][0]
+        )
