@@ -34,6 +34,18 @@ def _dynamodb():
     )
 
 
+def _table(db, name: str, more: dict[str, str] | None = None, **kw):
+    """A table keyed pk (hash) + sk (range), strings; `more`: other key attributes (name -> type)."""
+    types = {"pk": "S", "sk": "S", **(more or {})}
+    db.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": t} for a, t in types.items()],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        **kw,
+    )
+
+
 def test_encode_attribute_base64s_binary_members_at_any_depth():
     out = moto_fast.encode_attribute({"M": {"k": {"L": [{"B": b"\xff"}, {"BS": [b"a"]}, {"S": "x"}]}}})
     assert out == {"M": {"k": {"L": [{"B": "/w=="}, {"BS": ["YQ=="]}, {"S": "x"}]}}}
@@ -50,14 +62,10 @@ def test_every_type_reads_back_as_written(monkeypatch):
     monkeypatch.setattr(moto_fast, "encode_attribute", lambda v: calls.append(1) or real(v))
     with mock_aws():
         db = _dynamodb()
-        db.create_table(
-            TableName="t",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk", "o")],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+        _table(
+            db,
+            "t",
+            {"o": "S"},
             GlobalSecondaryIndexes=[
                 {
                     "IndexName": "owner-index",
@@ -125,19 +133,10 @@ def test_queries_read_only_what_matches_in_dynamodbs_order(monkeypatch, serializ
     assert Table.query.__module__ == Table.sorted_items.__module__ == "shared.dev.moto_fast"
     with mock_aws():
         db = _dynamodb()
-        db.create_table(
-            TableName="q",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-                {"AttributeName": "o", "AttributeType": "S"},
-                {"AttributeName": "r", "AttributeType": "N"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
+        _table(
+            db,
+            "q",
+            {"o": "S", "r": "N"},
             GlobalSecondaryIndexes=[
                 {
                     "IndexName": "by-o",
@@ -315,18 +314,7 @@ def test_a_query_answer_written_in_one_pass_is_motos(monkeypatch):
     )
     with mock_aws():
         db = _dynamodb()
-        db.create_table(
-            TableName="r",
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "sk", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "pk", "KeyType": "HASH"},
-                {"AttributeName": "sk", "KeyType": "RANGE"},
-            ],
-        )
+        _table(db, "r")
         for i in range(5):
             db.put_item(TableName="r", Item={"pk": {"S": "p"}, "sk": {"S": f"s{i}"}, **ITEM})
         queries = [
