@@ -135,9 +135,7 @@ def planning(items: int, owners: int, video_share: float, repeat: int = 5) -> di
         pairs = [(timed(req, streams), timed(req, 1)) for _ in range(repeat)]
         e2e, one_stream = (statistics.median(x) for x in zip(*pairs, strict=True))
         first_owner = r.ledger.next_owner(None)
-        owner_items = sum(
-            g[0]["status"] != "REMOVED" for page, _ in r.pages(Request("owner", first_owner)) for g in page
-        )
+        owner_items = r.dry_run(Request("owner", first_owner))["items_in_scope"]
         owner_s = statistics.median(timed(Request("owner", first_owner), streams) for _ in range(repeat))
         t = time.perf_counter()
         pages = list(r.pages(req))

@@ -131,13 +131,19 @@ def _implied_by_osk(owner_id: str, osk: str) -> dict[str, str]:
     """The attributes an owner-index row's osk ("{item_id}#{sk}", item ids have no "#") fixes."""
     item_id, _, sk = osk.partition("#")
     out = {PK: item_pk(owner_id, item_id), SK: sk, OWNER_KEY: owner_id, "item_id": item_id}
-    if sk.startswith("CH#"):
-        out["channel"] = sk[3:]
+    channel = sk_channel(sk)
+    if channel is not None:
+        out["channel"] = channel
     return out
 
 
 def channel_sk(channel: str) -> str:
     return f"CH#{channel}"
+
+
+def sk_channel(sk: str) -> str | None:
+    """The channel a channel row's sort key names (channel_sk's inverse); None for any other row."""
+    return sk[3:] if sk.startswith("CH#") else None
 
 
 class _Update:
@@ -219,10 +225,10 @@ class Ledger:
             row = _row(raw)
             if row[SK] == ITEM_SK:
                 item = row
-            elif row[SK].startswith("CH#"):
+            elif (named := sk_channel(row[SK])) is not None:
                 # a row with no attributes but its keys (moto's threaded server can leave one when two
                 # writers create the same row at once) still names its channel: the planner sees it as new
-                channels[row.get("channel") or row[SK][3:]] = row
+                channels[row.get("channel") or named] = row
         return item, channels
 
     def _get(self, pk: str, sk: str) -> dict[str, Any] | None:

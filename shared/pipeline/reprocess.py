@@ -276,24 +276,27 @@ class Reprocessor:
         if req.scope == "item":
             yield lambda: [groups for groups, _ in self.pages(req)]
             return
-
-        def owner_pages(owner: str, segment: tuple[str, str] | None) -> Iterator[list[tuple[dict, dict]]]:
-            start: dict | None = None
-            while not stop.is_set():
-                groups, start = self._owner_page(owner, start, segment)
-                yield groups
-                if start is None:
-                    return
-
         if req.scope == "owner":
             segments = OSK_SEGMENTS if self.settings.reprocess_read_streams > 1 else (None,)
             for segment in segments:
-                yield lambda segment=segment: owner_pages(req.owner_id, segment)
+                yield lambda segment=segment: self._owner_pages(req.owner_id, segment, stop)
             return
         owner = self.ledger.next_owner(None)
         while owner:
-            yield lambda owner=owner: owner_pages(owner, None)
+            yield lambda owner=owner: self._owner_pages(owner, None, stop)
             owner = self.ledger.next_owner(owner)
+
+    def _owner_pages(
+        self, owner: str, segment: tuple[str, str] | None = None, stop: threading.Event | None = None
+    ) -> Iterator[list[tuple[dict, dict]]]:
+        """An owner's pages (of `segment`, one of OSK_SEGMENTS, when given) from the first, until the
+        last or until `stop` is set."""
+        start: dict | None = None
+        while stop is None or not stop.is_set():
+            groups, start = self._owner_page(owner, start, segment)
+            yield groups
+            if start is None:
+                return
 
     def _planned(self, req: Request) -> PagePlan:
         """A dry run's plan of the whole scope: its slices read and planned REPROCESS_READ_STREAMS at a
@@ -523,13 +526,7 @@ class Reprocessor:
         return self._answer(run or self.runs.get(run_id) or {"run_id": run_id}, "queued")
 
     def _owner_has_items(self, owner_id: str) -> bool:
-        start = None
-        while True:
-            groups, start = self._owner_page(owner_id, start)
-            if any(i.get("status") != REMOVED for i, _ in groups):
-                return True
-            if start is None:
-                return False
+        return any(i.get("status") != REMOVED for groups in self._owner_pages(owner_id) for i, _ in groups)
 
     def _answer(self, run: Mapping[str, Any], how: str) -> dict[str, Any]:
         planned = int(run.get("planned", 0))
