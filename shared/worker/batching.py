@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import numpy as np
+
+from shared.worker import clock
 
 T = TypeVar("T")
 
@@ -63,10 +64,12 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class BatchInfo:
-    """Which forward pass served a caller's (last) chunk, and how many items that pass held."""
+    """Which forward pass served a caller's (last) chunk, how many items that pass held and how long
+    it ran on the model's thread."""
 
     pass_id: int
     size: int
+    seconds: float = 0.0
 
 
 @dataclass
@@ -169,6 +172,8 @@ class MicroBatcher(Generic[T]):
         for entry in entries:
             state.queue.put_nowait(entry)
         parts = await asyncio.gather(*(e.future for e in entries))
+        # each pass is charged to its callers by their share of its items (shared.worker.clock)
+        clock.charge(sum(i.seconds * len(e.items) / max(1, i.size) for e in entries for i in e.info[-1:]))
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return rows, entries[-1].info[-1]
 
@@ -223,16 +228,15 @@ class MicroBatcher(Generic[T]):
 
     async def _call(self, items: list[Any]) -> tuple[np.ndarray, BatchInfo]:
         loop = asyncio.get_running_loop()
-        start = time.perf_counter()
-        out = await loop.run_in_executor(self._executor, self._fn, items)
-        self.stats.busy_s += time.perf_counter() - start
+        out, seconds = await loop.run_in_executor(self._executor, clock.timed, self._fn, items)
+        self.stats.busy_s += seconds
         self.stats.passes += 1
         self.stats.items += len(items)
         self.stats.largest = max(self.stats.largest, len(items))
         out = np.asarray(out, dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(items):
             raise RuntimeError(f"{self.name}: model returned shape {out.shape} for {len(items)} items")
-        info = BatchInfo(self.stats.passes, len(items))
+        info = BatchInfo(self.stats.passes, len(items), seconds)
         log.debug("%s pass %d: %d items", self.name, info.pass_id, info.size)
         return out, info
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import InvalidInput
+from shared.worker import clock
 from shared.worker.batching import TEXT_BATCH, Arrivals, MicroBatcher, image_batch
 from shared.worker.budget import PixelBudget
 from shared.worker.faults import failure
@@ -128,9 +129,13 @@ class Worker:
             yield
 
     async def run_model(self, role: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        """Run `fn` on the model's own thread."""
+        """Run `fn` on the model's own thread; the seconds it ran there are charged to the caller's
+        account (shared.worker.clock), its wait for the thread is not."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executors[role], partial(fn, *args, **kw))
+        timed = partial(clock.timed, fn, *args, **kw)
+        out, seconds = await loop.run_in_executor(self._executors[role], timed)
+        clock.charge(seconds)
+        return out
 
     def download(self, url: str, dest: Path, max_bytes: int) -> Path:
         from shared.media import download

@@ -4,6 +4,7 @@ covered in tests/integration/worker and tests/integration/gpu_models)."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -134,9 +135,12 @@ class FakeWhisper:
         self.calls: list[dict[str, Any]] = []
         self.result: dict[str, Any] | None = None
         self.fail: BaseException | None = None
+        self.delay = 0.0  # seconds each call takes, on the model's thread
 
     def transcribe(self, audio: np.ndarray, **kw: Any) -> dict[str, Any]:
         self.calls.append({"samples": len(audio), **kw})
+        if self.delay:
+            time.sleep(self.delay)
         if self.fail is not None:
             raise self.fail
         if self.result is not None:

@@ -324,3 +324,26 @@ def test_release_marks_a_job_that_will_never_batch():
     _, waited = run(main())
     assert waited < 0.25
     assert arrivals.pending == 0
+
+
+def test_a_pass_is_charged_to_its_callers_by_their_share_of_its_items():
+    """The model seconds of one shared pass (timed on the model's thread) are split among its callers
+    by item count, each into its own account (shared.worker.clock); nothing of the window or the
+    wait for the model is charged."""
+    from shared.worker import clock
+
+    model = CountingModel(delay=0.3)
+    batcher = MicroBatcher(model, window_ms=100, max_batch=64, executor=ThreadPoolExecutor(1))
+
+    async def caller(n: int) -> tuple[float, float]:
+        with clock.measure() as spent:
+            _, info = await batcher.submit([f"t{n}-{i}" for i in range(n)])
+        return spent(), info.seconds
+
+    async def main():
+        return await asyncio.gather(caller(1), caller(3))
+
+    (one, pass_s), (three, pass_s3) = run(main())
+    assert len(model.calls) == 1 and pass_s == pass_s3 >= 0.3
+    assert one == pytest.approx(pass_s / 4) and three == pytest.approx(pass_s * 3 / 4)
+    assert batcher.stats.busy_s == pytest.approx(pass_s)

@@ -315,3 +315,25 @@ def test_a_tta_image_job_does_not_hold_a_plain_image_batch_open(media, temp_root
     plain, tta = asyncio.run(main())
     assert plain["tta"] is False and tta["tta"] is True and "error" not in tta
     assert h.worker.image_batcher(False).stats.early_closes == 1
+
+
+def test_a_channels_seconds_are_its_model_time_not_its_wait_for_the_model(media, temp_root):
+    """Three audio items at once: their transcripts queue on Whisper's one thread. Each reports the
+    seconds Whisper ran for it (what the reprocess estimate is built from), not the wait behind the
+    others, which shows in wall_seconds only."""
+    h = Harness(media)
+    h.models.whisper.delay = 0.25
+
+    async def main():
+        jobs = [
+            h.worker.handle({"id": f"a{i}", "input": embed_job("tone.wav", "audio", ["transcript"])})
+            for i in range(3)
+        ]
+        return await asyncio.gather(*jobs)
+
+    reports = [out["channels"]["transcript"] for out in asyncio.run(main())]
+    assert all(r["status"] == "succeeded" for r in reports), reports
+    for r in reports:
+        assert 0.25 <= r["seconds"] < 0.4, reports
+        assert r["wall_seconds"] >= r["seconds"]
+    assert max(r["wall_seconds"] for r in reports) >= 0.6, reports  # the last one waited for two
