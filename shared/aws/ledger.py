@@ -155,6 +155,9 @@ class _Update:
         self.adds: list[str] = []
         self.names: dict[str, str] = {}
         self.values: dict[str, Any] = {}
+        self._literal: dict[str, Any] = {}  # attribute -> the value SET (as sent), by set()
+        self._removed: set[str] = set()
+        self._plain = 0  # how many of `sets` set() wrote (others may read the row's old values)
 
     def name(self, attr: str) -> str:
         ph = f"#n{len(self.names)}"
@@ -170,8 +173,14 @@ class _Update:
         for k, v in fields.items():
             if v is None:
                 self.removes.append(self.name(k))
+                self._removed.add(k)
+                self._literal.pop(k, None)
             else:
-                self.sets.append(f"{self.name(k)} = {self.value(v)}")
+                ph = self.value(v)
+                self.sets.append(f"{self.name(k)} = {ph}")
+                self._plain += 1
+                self._literal[k] = self.values[ph]
+                self._removed.discard(k)
         return self
 
     def add_one(self, attr: str) -> _Update:
@@ -181,12 +190,23 @@ class _Update:
 
     def remove(self, *attrs: str) -> _Update:
         self.removes.extend(self.name(a) for a in attrs)
+        self._removed.update(attrs)
         return self
 
     def add(self, attr: str, value: Any) -> _Update:
         """ADD (a number to a number, elements to a set)."""
         self.adds.append(f"{self.name(attr)} {self.value(value)}")
         return self
+
+    def post_image(self, before: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The row this update leaves when applied to `before` (as `_row` reads rows: what ReturnValues
+        ALL_NEW would answer), or None when that cannot be known here: no row before, or an expression
+        computed from the old values (any SET not made by set(), such as add_one's, or an ADD)."""
+        if before is None or self.adds or len(self.sets) != self._plain:
+            return None
+        out = {k: v for k, v in before.items() if k not in self._removed}
+        out.update(_row(self._literal))
+        return out
 
     def expression(self) -> str:
         out = []
@@ -387,6 +407,41 @@ class Ledger:
             raise translate(e, "ledger write") from e
         return _row(resp["Attributes"]) if return_new else True
 
+    def _transact(self, writes: list[tuple[dict[str, Any], _Update, str | None]]) -> list[bool] | None:
+        """UpdateItems (key, update, condition) as one TransactWriteItems: all written, or none. None when
+        all were written; when a condition was lost, which of them held (DynamoDB's cancellation reasons,
+        in order). Any other cancellation (a concurrent transaction on one of the items, throttling) is a
+        retryable StoreError. Counted as one write each (DynamoDB bills a transactional write twice)."""
+        items = []
+        for key, upd, condition in writes:
+            op: dict[str, Any] = {
+                "TableName": self.table,
+                "Key": key,
+                "UpdateExpression": upd.expression(),
+                "ExpressionAttributeNames": upd.names,
+            }
+            if upd.values:
+                op["ExpressionAttributeValues"] = upd.values
+            if condition:
+                op["ConditionExpression"] = condition
+            items.append({"Update": op})
+        self.writes += len(items)
+        try:
+            self.db.transact_write_items(TransactItems=items)
+        except ClientError as e:
+            codes = [str(r.get("Code") or "None") for r in e.response.get("CancellationReasons") or []]
+            if (
+                e.response.get("Error", {}).get("Code") == "TransactionCanceledException"
+                and len(codes) == len(items)
+                and "ConditionalCheckFailed" in codes
+                and set(codes) <= {"None", "ConditionalCheckFailed"}
+            ):
+                return [c == "None" for c in codes]
+            err = translate(e, "ledger transaction")
+            err.retryable = err.retryable or "TransactionConflict" in codes or "ThrottlingError" in codes
+            raise err from e
+        return None
+
     def _put(self, item: Mapping[str, Any], condition: str, names: Mapping[str, str], values=None) -> bool:
         """One conditional PutItem; False when the condition is lost."""
         kwargs: dict[str, Any] = {
@@ -548,11 +603,10 @@ class Ledger:
         row marked DISPATCHED with it. Returns the new dispatch id, or None when another dispatch holds
         the item.
 
-        Not a transaction, on purpose: the item row's condition alone serializes dispatches, and a claimer
-        that dies between the two steps has POSTed nothing (the POST comes after both), so the sweeper's
-        repair (after the claim's TTL, far beyond a Lambda's timeout) finds nothing running. And moto,
-        which the local stack and the tests run on, restores a whole table snapshot when a transaction is
-        cancelled, which would undo other requests' concurrent writes."""
+        One transaction (one call instead of 1 + channels; the item row's condition alone serializes
+        dispatches, and the channel rows are marked with it or not at all). moto's own transactions
+        restored a copy of the whole table when one was cancelled, undoing other requests' writes made
+        meanwhile: the local stack's moto (shared.dev.moto_fast) checks every condition before writing."""
         channels = list(channels)
         dispatch_id = uuid.uuid4().hex
         now = now_iso(self.clock())
@@ -577,8 +631,9 @@ class Ledger:
             f"AND (attribute_not_exists({d}) OR {ds} = {upd.value(RETRY)})"
         )
         upd.names["#pk"] = PK
-        if not self._update(owner_id, item_id, ITEM_SK, upd, cond):
-            return None
+        writes: list[tuple[dict[str, Any], _Update, str | None]] = [
+            (self._key(owner_id, item_id, ITEM_SK), upd, cond)
+        ]
         for ch in channels:
             cu = _Update()
             self._base(cu, owner_id, item_id, channel_sk(ch)).set(
@@ -591,8 +646,10 @@ class Ledger:
                 runs_on=spec.CHANNELS[ch].runs_on,
                 run_id=run_id,
             ).add_one("attempts")
-            self._update(owner_id, item_id, channel_sk(ch), cu)
-        return dispatch_id
+            writes.append((self._key(owner_id, item_id, channel_sk(ch)), cu, None))
+        if len(writes) == 1:
+            return dispatch_id if self._write(*writes[0]) else None
+        return dispatch_id if self._transact(writes) is None else None
 
     def mark_submitted(
         self, owner_id: str, item_id: str, dispatch_id: str, job_id: str, due_at: float
@@ -620,10 +677,13 @@ class Ledger:
     ) -> dict[str, Any] | None:
         """DISPATCHED -> SUCCEEDED | FAILED | PENDING (retryable) | QUARANTINED, for this dispatch only.
         Returns the row as written; None when the condition is lost (another writer finished it)."""
+        upd, cond = self._finish(dispatch_id, status, fields)
+        return self._update(owner_id, item_id, channel_sk(channel), upd, cond, return_new=True)  # type: ignore[return-value]
+
+    def _finish(self, dispatch_id: str, status: str, fields: Mapping[str, Any]) -> tuple[_Update, str]:
         upd = _Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
         d, st = upd.name("dispatch_id"), upd.name("status")
-        cond = f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
-        return self._update(owner_id, item_id, channel_sk(channel), upd, cond, return_new=True)  # type: ignore[return-value]
+        return upd, f"{d} = {upd.value(dispatch_id)} AND {st} = {upd.value(DISPATCHED)}"
 
     def finish_channels(
         self,
@@ -631,13 +691,29 @@ class Ledger:
         item_id: str,
         dispatch_id: str,
         results: Mapping[str, tuple[str, Mapping[str, Any]]],
+        before: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> dict[str, dict[str, Any] | None]:
-        """finish_channel for every channel of one result, each under its own condition (not one
-        transaction: see `claim`). Returns each channel's row as written (None: its condition was lost,
-        another writer finished it)."""
+        """finish_channel for every channel of one result, each under its own condition. Returns each
+        channel's row as written (None: its condition was lost, another writer finished it, or, after a
+        transaction, the row is not known here).
+
+        Two or more channels are one transaction (one call): when every condition holds, all are
+        written and each row as written is `before`'s row (the caller's read) with the update applied;
+        when one is lost, the others are written one at a time, each under its own condition, as if
+        no transaction had been tried."""
+        if len(results) < 2:
+            return {
+                ch: self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
+                for ch, (status, fields) in results.items()
+            }
+        updates = {ch: self._finish(dispatch_id, status, fields) for ch, (status, fields) in results.items()}
+        writes = [(self._key(owner_id, item_id, channel_sk(ch)), u, c) for ch, (u, c) in updates.items()]
+        held = self._transact(writes)
+        if held is None:
+            return {ch: u.post_image((before or {}).get(ch)) for ch, (u, _) in updates.items()}
         return {
-            ch: self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
-            for ch, (status, fields) in results.items()
+            ch: self._update(owner_id, item_id, channel_sk(ch), u, c, return_new=True) if ok else None  # type: ignore[misc]
+            for (ch, (u, c)), ok in zip(updates.items(), held, strict=True)
         }
 
     def put_lambda_channel(

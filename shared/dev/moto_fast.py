@@ -94,6 +94,7 @@ def install() -> None:
     _fast_results()
     _fast_queries()
     _fast_query_responses()
+    _fast_transactions()
     _installed = True
 
 
@@ -328,6 +329,109 @@ def _fast_queries() -> None:
     Item.size = fast_size  # type: ignore[method-assign]
     Table.all_items = fast_all_items  # type: ignore[method-assign]
     Table.sorted_items = sorted_items  # type: ignore[method-assign]
+
+
+def _fast_transactions() -> None:
+    """moto's transact_write_items deep-copies the whole table once per item of the transaction (its
+    rollback point), writes each item right after checking its condition, and on any failure puts the
+    copy back, which also undoes every write that other requests made meanwhile. DynamoDB checks every
+    condition, then writes all or nothing. Here: the same checks, errors and cancellation reasons, in
+    the same order, all before anything is written (keys are unique in a transaction, so no item's
+    condition can see another's write); then the writes, with a copy of only the items they touch, put
+    back if one of them raises (an error moto finds only while writing, e.g. an invalid update)."""
+    from moto.dynamodb.comparisons import get_filter_expression
+    from moto.dynamodb.exceptions import (
+        ConditionalCheckFailed,
+        MockValidationException,
+        MultipleTransactionsException,
+        TooManyTransactionsException,
+        TransactionCanceledException,
+        TransactWriteSingleOpException,
+    )
+    from moto.dynamodb.models import DynamoDBBackend
+
+    motos = DynamoDBBackend.transact_write_items
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        if len(transact_items) > 100:
+            raise TooManyTransactionsException()
+        if any(len(item) > 1 for item in transact_items):
+            raise TransactWriteSingleOpException
+        seen: set[tuple[str, str]] = set()
+        planned: list[tuple[int, str, dict[str, Any], str, dict[str, Any], Any]] = []
+        errors: list[Any] = []
+        for item in transact_items:
+            op_type, op = next(iter(item.items()))
+            original = None
+            try:
+                if op_type not in {"ConditionCheck", "Put", "Delete", "Update"}:
+                    raise ValueError("Unsupported transaction operation")
+                table_name = op["TableName"]
+                if op_type == "Put":
+                    table = self.get_table(table_name)
+                    key = {table.hash_key_attr: op["Item"][table.hash_key_attr]}
+                    if table.range_key_attr is not None:
+                        key[table.range_key_attr] = op["Item"][table.range_key_attr]
+                else:
+                    key = op["Key"]
+                unique = (str(table_name), str(dict(sorted(key.items()))))
+                if unique in seen:
+                    raise MultipleTransactionsException()
+                seen.add(unique)
+                current = self.get_item(table_name, key)
+                condition = op.get("ConditionExpression")
+                if condition is not None:
+                    check = get_filter_expression(
+                        condition, op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                    )
+                    if not check.expr(current):
+                        if op.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD" and current:
+                            original = current.to_json()["Attributes"]
+                        raise ConditionalCheckFailed(item=original)
+                planned.append((len(errors), op_type, op, table_name, key, current))
+                errors.append((None, None, None))
+            except (MultipleTransactionsException, MockValidationException):
+                raise  # nothing is written yet
+            except ConditionalCheckFailed as e:
+                errors.append(("ConditionalCheckFailed", str(e.message), original))
+            except Exception as e:  # moto reports any other failure as a reason
+                errors.append((type(e).__name__, str(e), original))
+        if any(code is not None for code, _, _ in errors):
+            raise TransactionCanceledException(errors)
+        written: list[tuple[str, dict[str, Any], Any]] = []
+        failed = -1
+        try:
+            for failed, op_type, op, table_name, key, current in planned:  # noqa: B007 (read below)
+                if op_type == "ConditionCheck":
+                    continue
+                written.append((table_name, key, current.to_json()["Attributes"] if current else None))
+                names, values = op.get("ExpressionAttributeNames"), op.get("ExpressionAttributeValues")
+                if op_type == "Put":
+                    self.put_item(table_name, op["Item"])
+                elif op_type == "Delete":
+                    self.delete_item(table_name, key)
+                else:
+                    self.update_item(
+                        table_name,
+                        key,
+                        update_expression=op["UpdateExpression"],
+                        expression_attribute_names=names,
+                        expression_attribute_values=values,
+                    )
+        except Exception as e:
+            for table_name, key, before in reversed(written):
+                if before is None:
+                    self.delete_item(table_name, key)
+                else:
+                    self.put_item(table_name, before)
+            if isinstance(e, MockValidationException):
+                raise
+            reasons = [(None, None, None)] * len(errors)
+            reasons[failed] = (type(e).__name__, str(e), None)
+            raise TransactionCanceledException(reasons) from e
+
+    transact_write_items.motos = motos  # type: ignore[attr-defined]  (the tests compare with it)
+    DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 def serve(host: str, port: int, threads: int = 16) -> None:

@@ -583,7 +583,7 @@ class Pipeline:
             if status_ == PENDING:
                 retry.append(ch)
                 last_error = fields.get("error") or last_error
-        written = self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished)
+        written = self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished, before=rows)
         # the rows as written stand for a second read, unless another writer finished one first
         known = (item, {**rows, **written}) if all(r is not None for r in written.values()) else None
         gpu_seconds = _gpu_seconds(payload, output)

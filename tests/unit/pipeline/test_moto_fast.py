@@ -343,3 +343,101 @@ def test_a_query_answer_written_in_one_pass_is_motos(monkeypatch):
             answers[True][0]["Items"][0]["b"] == {"B": b"\x00\xff\x10"}
             and "LastEvaluatedKey" in answers[True][0]
         )
+
+
+def _transaction_cases():
+    """(name, TransactItems) over a table holding a1 (n=1, s="x") and a2 (n=2)."""
+
+    def upd(sk, expr, values, cond=None, **extra):
+        op = {"TableName": "t", "Key": {"pk": {"S": "p"}, "sk": {"S": sk}}, "UpdateExpression": expr}
+        op["ExpressionAttributeValues"] = values
+        if cond:
+            op["ConditionExpression"] = cond
+        return {"Update": {**op, **extra}}
+
+    one = {":one": {"N": "1"}}
+    return [
+        (
+            "all written",
+            [
+                upd("a1", "SET n = n + :one", one, "n = :one"),
+                {"Put": {"TableName": "t", "Item": {"pk": {"S": "p"}, "sk": {"S": "new"}, "n": {"N": "9"}}}},
+                {
+                    "ConditionCheck": {
+                        "TableName": "t",
+                        "Key": {"pk": {"S": "p"}, "sk": {"S": "a2"}},
+                        "ConditionExpression": "attribute_exists(n)",
+                    }
+                },
+                upd("a3", "SET n = :one", one),
+            ],
+        ),
+        (
+            "a lost condition",
+            [
+                upd("a1", "SET n = n + :one", one),
+                upd("a2", "SET n = :one", one, "n = :one", ReturnValuesOnConditionCheckFailure="ALL_OLD"),
+                upd("a3", "SET n = :one", one, "attribute_exists(n)"),
+                upd("a4", "SET n = :one", one),
+            ],
+        ),
+        ("fails while writing", [upd("a1", "SET n = n + :one", one), upd("a2", "SET x = s + :one", one)]),
+        ("one item twice", [upd("a1", "SET n = :one", one), upd("a1", "SET s = :one", one)]),
+    ]
+
+
+def test_transactions_write_all_or_nothing_as_motos_without_copying_the_table(monkeypatch):
+    """moto_fast's TransactWriteItems: the same table afterwards, the same errors and cancellation
+    reasons as moto's own, for a transaction that writes, one whose condition is lost, one that fails
+    while writing (a string plus a number) and one naming an item twice, and never a copy of the table
+    (moto copied the whole table for each item, and put the copy back on any failure)."""
+    import copy
+
+    import moto.dynamodb.models as models
+    from botocore.exceptions import ClientError
+
+    moto_fast.install()
+    ours = models.DynamoDBBackend.transact_write_items
+    copies = []
+    real_deepcopy = copy.deepcopy
+    monkeypatch.setattr(
+        models.copy, "deepcopy", lambda x, *a: copies.append(type(x).__name__) or real_deepcopy(x, *a)
+    )
+
+    def run(items):
+        with mock_aws():
+            db = _dynamodb()
+            _table(db, "t")
+            db.put_item(
+                TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": "a1"}, "n": {"N": "1"}, "s": {"S": "x"}}
+            )
+            db.put_item(
+                TableName="t", Item={"pk": {"S": "p"}, "sk": {"S": "a2"}, "n": {"N": "2"}, "s": {"S": "x"}}
+            )
+            try:
+                db.transact_write_items(TransactItems=items)
+                error = None
+            except ClientError as e:
+                error = (e.response["Error"]["Code"], e.response.get("CancellationReasons"))
+            rows = sorted(db.scan(TableName="t")["Items"], key=lambda r: r["sk"]["S"])
+            return error, rows
+
+    for name, items in _transaction_cases():
+        copies.clear()
+        got = run(items)
+        assert "Table" not in copies, name
+        monkeypatch.setattr(models.DynamoDBBackend, "transact_write_items", ours.motos)
+        want = run(items)
+        monkeypatch.setattr(models.DynamoDBBackend, "transact_write_items", ours)
+        assert got == want, name
+        error, rows = got
+        if name == "all written":
+            assert error is None and [r["sk"]["S"] for r in rows] == ["a1", "a2", "a3", "new"]
+            assert rows[0]["n"] == {"N": "2"}
+        else:
+            assert error is not None and [r["sk"]["S"] for r in rows] == ["a1", "a2"], name
+            assert rows[0]["n"] == {"N": "1"}, name  # nothing of it written
+    reasons = run(_transaction_cases()[1][1])[0][1]
+    lost = "ConditionalCheckFailed"
+    assert [r["Code"] for r in reasons] == ["None", lost, lost, "None"]  # a3 does not exist
+    assert reasons[1]["Item"]["n"] == {"N": "2"}
