@@ -368,7 +368,8 @@ class FunctionUrls:
         return self
 
     def stop(self) -> None:
-        self.server.shutdown()
+        if self.thread.is_alive():  # shutdown() waits for serve_forever: never started, it never returns
+            self.server.shutdown()
         self.server.server_close()
 
 

@@ -372,3 +372,16 @@ def status_of(url: str, headers: dict[str, str] | None = None) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+
+
+def test_a_function_url_server_that_never_started_stops_at_once():
+    """A local stack that fails before its function-URL server starts stops its parts on the way out;
+    socketserver's shutdown() waits for a serve_forever that never ran, so that hung the stack."""
+    import threading
+
+    from shared.dev.stack import FunctionUrls
+
+    urls = FunctionUrls({})
+    done = threading.Event()
+    threading.Thread(target=lambda: (urls.stop(), done.set()), daemon=True).start()
+    assert done.wait(5)
