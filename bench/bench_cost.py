@@ -77,6 +77,7 @@ def measure(videos: int, seconds: float) -> dict[str, Any]:
                 time.sleep(1)
             rows = list(ledger.owner_rows("cost"))
             writes = sum(p.ledger.writes for p in stack.pipelines.values())
+            units = sum(p.ledger.write_units for p in stack.pipelines.values())
     per_channel: dict[str, list[float]] = collections.defaultdict(list)
     for r in rows:
         if r["sk"] != "ITEM" and r.get("status") == "SUCCEEDED":
@@ -91,6 +92,7 @@ def measure(videos: int, seconds: float) -> dict[str, Any]:
         "lambda_s": {k: v / videos for k, v in timers.seconds.items()},
         "lambda_calls": {k: v / videos for k, v in timers.calls.items()},
         "writes_per_video": writes / videos,
+        "write_units_per_video": units / videos,  # a transactional write is billed twice
     }
 
 
@@ -110,13 +112,16 @@ def main() -> int:
     # (the sweeper waits for the whole job there); on RunPod the webhook arrives and /status answers at once.
     lam = sum(v for k, v in m["lambda_s"].items() if k != "sweeper")
     print(f"Lambda wall s per video: {json.dumps({k: round(v, 3) for k, v in m['lambda_s'].items()})}")
-    print(f"DynamoDB writes per video: {m['writes_per_video']:.1f}")
+    print(
+        f"DynamoDB writes per video: {m['writes_per_video']:.1f} "
+        f"({m['write_units_per_video']:.1f} write units: a transactional write is billed as two)"
+    )
     n = 1000
     billed_job_s = math.ceil(m["job_s"])  # RunPod rounds each request up to a whole second
     lambda_gb_s = lam * LAMBDA_GB
     lambda_cost = n * (lambda_gb_s * PRICES["lambda_gb_s"] + 3 * PRICES["lambda_request"])
     aws_requests = n * (
-        m["writes_per_video"] * PRICES["dynamodb_write"]
+        m["write_units_per_video"] * PRICES["dynamodb_write"]
         + 20 * PRICES["dynamodb_read"]
         + 10 * PRICES["s3_put"]
         + 12 * PRICES["s3_get"]

@@ -16,7 +16,7 @@ each, go through the local stack with the real RunPod worker (dev models on CPU,
 time as on a GPU worker); then `--runs` times: a forced dry run estimates the GPU seconds of
 re-running every channel (each channel's seconds as the pass before measured them), and the real
 forced run measures them (the sum of the re-run channels' reported seconds: each channel's model
-time on the worker, shared.worker.clock). One row per forced run, then the median and the largest
+time on the worker, shared.worker.model_time). One row per forced run, then the median and the largest
 error. Target: within 20%.
 """
 

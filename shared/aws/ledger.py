@@ -19,7 +19,9 @@ fingerprint, spec_version, attempts, dispatch_id, job_id, artifact_key, dims, mo
 error, gpu_seconds, timestamps.
 
 Every transition is a conditional write; a lost condition means another writer got there first and
-is reported as False / None, never as an error.
+is reported as False / None, never as an error. Multi-row transitions (a claim, a result's channel
+rows) are one transaction; one that DynamoDB cancels for a conflicting concurrent write is a
+retryable error (a claim) or falls back to one conditional write per row (a result).
 """
 
 from __future__ import annotations
@@ -98,6 +100,11 @@ def _from_dynamo(value: Any) -> Any:
     return value
 
 
+# a transaction's cancellation reasons that are about its items (the others: throttling, limits)
+_ITEM_REASONS = frozenset({"None", "ConditionalCheckFailed", "TransactionConflict"})
+_RETRYABLE_REASONS = frozenset({"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"})
+
+
 def _av(value: Any) -> dict:
     return _ser.serialize(_to_dynamo(value))
 
@@ -158,6 +165,7 @@ class _Update:
         self._literal: dict[str, Any] = {}  # attribute -> the value SET (as sent), by set()
         self._removed: set[str] = set()
         self._plain = 0  # how many of `sets` set() wrote (others may read the row's old values)
+        self._plain_removes = 0  # how many of `removes` set()/remove() wrote
 
     def name(self, attr: str) -> str:
         ph = f"#n{len(self.names)}"
@@ -173,6 +181,7 @@ class _Update:
         for k, v in fields.items():
             if v is None:
                 self.removes.append(self.name(k))
+                self._plain_removes += 1
                 self._removed.add(k)
                 self._literal.pop(k, None)
             else:
@@ -190,6 +199,7 @@ class _Update:
 
     def remove(self, *attrs: str) -> _Update:
         self.removes.extend(self.name(a) for a in attrs)
+        self._plain_removes += len(attrs)
         self._removed.update(attrs)
         return self
 
@@ -201,8 +211,10 @@ class _Update:
     def post_image(self, before: Mapping[str, Any] | None) -> dict[str, Any] | None:
         """The row this update leaves when applied to `before` (as `_row` reads rows: what ReturnValues
         ALL_NEW would answer), or None when that cannot be known here: no row before, or an expression
-        computed from the old values (any SET not made by set(), such as add_one's, or an ADD)."""
-        if before is None or self.adds or len(self.sets) != self._plain:
+        computed from the old values (any SET not made by set(), such as add_one's, or an ADD), or a
+        clause appended by hand."""
+        by_hand = len(self.sets) != self._plain or len(self.removes) != self._plain_removes
+        if before is None or self.adds or by_hand:
             return None
         out = {k: v for k, v in before.items() if k not in self._removed}
         out.update(_row(self._literal))
@@ -220,13 +232,16 @@ class _Update:
 
 
 class Ledger:
-    """Transitions over an injected DynamoDB client. `writes` counts write requests (for the bench)."""
+    """Transitions over an injected DynamoDB client. `writes` counts items written (a transaction's
+    items one each) and `write_units` what DynamoDB bills for them (2 a transactional item), for the
+    benches."""
 
     def __init__(self, dynamodb: Any, table: str, *, clock: Any = time.time) -> None:
         self.db = dynamodb
         self.table = table
         self.clock = clock
         self.writes = 0
+        self.write_units = 0
 
     # ------------------------------------------------------------------ reads
 
@@ -386,19 +401,11 @@ class Ledger:
         self, key: dict[str, Any], upd: _Update, condition: str | None = None, *, return_new: bool = False
     ) -> dict[str, Any] | bool | None:
         """One UpdateItem; a lost condition is False (None with `return_new`), never an error."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": key,
-            "UpdateExpression": upd.expression(),
-            "ExpressionAttributeNames": upd.names,
-        }
-        if upd.values:
-            kwargs["ExpressionAttributeValues"] = upd.values
-        if condition:
-            kwargs["ConditionExpression"] = condition
+        kwargs = self._update_op(key, upd, condition)
         if return_new:
             kwargs["ReturnValues"] = "ALL_NEW"
         self.writes += 1
+        self.write_units += 1
         try:
             resp = self.db.update_item(**kwargs)
         except ClientError as e:
@@ -407,25 +414,29 @@ class Ledger:
             raise translate(e, "ledger write") from e
         return _row(resp["Attributes"]) if return_new else True
 
-    def _transact(self, writes: list[tuple[dict[str, Any], _Update, str | None]]) -> list[bool] | None:
+    def _update_op(self, key: dict[str, Any], upd: _Update, condition: str | None) -> dict[str, Any]:
+        """One UpdateItem's parameters (a request of its own, or an Update of a transaction)."""
+        op: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": upd.expression(),
+            "ExpressionAttributeNames": upd.names,
+        }
+        if upd.values:
+            op["ExpressionAttributeValues"] = upd.values
+        if condition:
+            op["ConditionExpression"] = condition
+        return op
+
+    def _transact(self, writes: list[tuple[dict[str, Any], _Update, str | None]]) -> list[str] | None:
         """UpdateItems (key, update, condition) as one TransactWriteItems: all written, or none. None when
-        all were written; when a condition was lost, which of them held (DynamoDB's cancellation reasons,
-        in order). Any other cancellation (a concurrent transaction on one of the items, throttling) is a
-        retryable StoreError. Counted as one write each (DynamoDB bills a transactional write twice)."""
-        items = []
-        for key, upd, condition in writes:
-            op: dict[str, Any] = {
-                "TableName": self.table,
-                "Key": key,
-                "UpdateExpression": upd.expression(),
-                "ExpressionAttributeNames": upd.names,
-            }
-            if upd.values:
-                op["ExpressionAttributeValues"] = upd.values
-            if condition:
-                op["ConditionExpression"] = condition
-            items.append({"Update": op})
+        all were written; when DynamoDB cancelled it for its items' sake, each item's reason, in order:
+        "None" (it would have been written), "ConditionalCheckFailed" (its condition was lost) or
+        "TransactionConflict" (another request was writing it). Any other failure is a StoreError
+        (retryable for throttling and 5xx)."""
+        items = [{"Update": self._update_op(key, upd, condition)} for key, upd, condition in writes]
         self.writes += len(items)
+        self.write_units += 2 * len(items)
         try:
             self.db.transact_write_items(TransactItems=items)
         except ClientError as e:
@@ -433,12 +444,12 @@ class Ledger:
             if (
                 e.response.get("Error", {}).get("Code") == "TransactionCanceledException"
                 and len(codes) == len(items)
-                and "ConditionalCheckFailed" in codes
-                and set(codes) <= {"None", "ConditionalCheckFailed"}
+                and set(codes) <= _ITEM_REASONS
+                and set(codes) != {"None"}
             ):
-                return [c == "None" for c in codes]
+                return codes
             err = translate(e, "ledger transaction")
-            err.retryable = err.retryable or "TransactionConflict" in codes or "ThrottlingError" in codes
+            err.retryable = err.retryable or bool(set(codes) & _RETRYABLE_REASONS)
             raise err from e
         return None
 
@@ -598,15 +609,12 @@ class Ledger:
         deadline: float,
         run_id: str | None = None,
     ) -> str | None:
-        """Claim the item's one dispatch before anything is POSTed: a conditional write that opens the
-        dispatch on the item row (only if none is open, and only for the current media), then each channel
-        row marked DISPATCHED with it. Returns the new dispatch id, or None when another dispatch holds
-        the item.
-
-        One transaction (one call instead of 1 + channels; the item row's condition alone serializes
-        dispatches, and the channel rows are marked with it or not at all). moto's own transactions
-        restored a copy of the whole table when one was cancelled, undoing other requests' writes made
-        meanwhile: the local stack's moto (shared.dev.moto_fast) checks every condition before writing."""
+        """Claim the item's one dispatch before anything is POSTed: one transaction of a conditional write
+        that opens the dispatch on the item row (only if none is open, and only for the current media)
+        and each channel row marked DISPATCHED with it, all or nothing (one call instead of 1 + channels;
+        the item row's condition alone serializes dispatches). Returns the new dispatch id, or None when
+        another dispatch holds the item; a transaction cancelled by a concurrent write to one of its
+        rows is a retryable StoreError (nothing was written)."""
         channels = list(channels)
         dispatch_id = uuid.uuid4().hex
         now = now_iso(self.clock())
@@ -649,7 +657,14 @@ class Ledger:
             writes.append((self._key(owner_id, item_id, channel_sk(ch)), cu, None))
         if len(writes) == 1:
             return dispatch_id if self._write(*writes[0]) else None
-        return dispatch_id if self._transact(writes) is None else None
+        codes = self._transact(writes)
+        if codes is None:
+            return dispatch_id
+        if codes[0] == "ConditionalCheckFailed":
+            return None
+        err = StoreError("ledger transaction failed: a concurrent write to the item's rows")
+        err.retryable = True
+        raise err
 
     def mark_submitted(
         self, owner_id: str, item_id: str, dispatch_id: str, job_id: str, due_at: float
@@ -698,9 +713,11 @@ class Ledger:
         transaction, the row is not known here).
 
         Two or more channels are one transaction (one call): when every condition holds, all are
-        written and each row as written is `before`'s row (the caller's read) with the update applied;
-        when one is lost, the others are written one at a time, each under its own condition, as if
-        no transaction had been tried."""
+        written and each row as written is `before`'s row (the caller's read) with the update applied
+        (so `before` must be a read made while this dispatch was open: nothing but its own result
+        changes a DISPATCHED row of the open dispatch); when one is lost, or DynamoDB cancels the
+        transaction for a concurrent write, nothing of it is written and each row whose condition
+        held is written on its own, under its own condition, as if no transaction had been tried."""
         if len(results) < 2:
             return {
                 ch: self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
@@ -708,12 +725,14 @@ class Ledger:
             }
         updates = {ch: self._finish(dispatch_id, status, fields) for ch, (status, fields) in results.items()}
         writes = [(self._key(owner_id, item_id, channel_sk(ch)), u, c) for ch, (u, c) in updates.items()]
-        held = self._transact(writes)
-        if held is None:
+        codes = self._transact(writes)
+        if codes is None:
             return {ch: u.post_image((before or {}).get(ch)) for ch, (u, _) in updates.items()}
         return {
-            ch: self._update(owner_id, item_id, channel_sk(ch), u, c, return_new=True) if ok else None  # type: ignore[misc]
-            for (ch, (u, c)), ok in zip(updates.items(), held, strict=True)
+            ch: None
+            if code == "ConditionalCheckFailed"
+            else self._update(owner_id, item_id, channel_sk(ch), u, c, return_new=True)  # type: ignore[misc]
+            for (ch, (u, c)), code in zip(updates.items(), codes, strict=True)
         }
 
     def put_lambda_channel(

@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
-from shared.worker import clock
+from shared.worker import model_time
 
 T = TypeVar("T")
 
@@ -172,8 +172,9 @@ class MicroBatcher(Generic[T]):
         for entry in entries:
             state.queue.put_nowait(entry)
         parts = await asyncio.gather(*(e.future for e in entries))
-        # each pass is charged to its callers by their share of its items (shared.worker.clock)
-        clock.charge(sum(i.seconds * len(e.items) / max(1, i.size) for e in entries for i in e.info[-1:]))
+        # each pass is charged to its callers by their share of its items (shared.worker.model_time)
+        shares = (i.seconds * len(e.items) / max(1, i.size) for e in entries for i in e.info[-1:])
+        model_time.charge(sum(shares))
         rows = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
         return rows, entries[-1].info[-1]
 
@@ -185,7 +186,11 @@ class MicroBatcher(Generic[T]):
                 del self._states[old]
             state = self._states[loop] = _LoopState()
         if state.task is None or state.task.done():
-            state.task = loop.create_task(self._consume(state), name=f"{self.name}-batcher")
+            # a context of its own: the consumer serves every caller, so it must not inherit the first
+            # one's (e.g. its model-time account)
+            state.task = loop.create_task(
+                self._consume(state), name=f"{self.name}-batcher", context=contextvars.Context()
+            )
         return state
 
     async def _consume(self, state: _LoopState) -> None:
@@ -228,7 +233,7 @@ class MicroBatcher(Generic[T]):
 
     async def _call(self, items: list[Any]) -> tuple[np.ndarray, BatchInfo]:
         loop = asyncio.get_running_loop()
-        out, seconds = await loop.run_in_executor(self._executor, clock.timed, self._fn, items)
+        out, seconds = await loop.run_in_executor(self._executor, model_time.timed, self._fn, items)
         self.stats.busy_s += seconds
         self.stats.passes += 1
         self.stats.items += len(items)

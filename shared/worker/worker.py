@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.errors import InvalidInput
-from shared.worker import clock
+from shared.worker import model_time
 from shared.worker.batching import TEXT_BATCH, Arrivals, MicroBatcher, image_batch
 from shared.worker.budget import PixelBudget
 from shared.worker.faults import failure
@@ -130,11 +130,11 @@ class Worker:
 
     async def run_model(self, role: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         """Run `fn` on the model's own thread; the seconds it ran there are charged to the caller's
-        account (shared.worker.clock), its wait for the thread is not."""
+        account (shared.worker.model_time), its wait for the thread is not."""
         loop = asyncio.get_running_loop()
-        timed = partial(clock.timed, fn, *args, **kw)
+        timed = partial(model_time.timed, fn, *args, **kw)
         out, seconds = await loop.run_in_executor(self._executors[role], timed)
-        clock.charge(seconds)
+        model_time.charge(seconds)
         return out
 
     def download(self, url: str, dest: Path, max_bytes: int) -> Path:

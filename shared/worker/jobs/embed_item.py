@@ -26,7 +26,7 @@ from typing import Any
 
 from shared import spec
 from shared.errors import EmbeddingError, InvalidInput, MediaError
-from shared.worker import clock
+from shared.worker import model_time
 from shared.worker.batching import image_batch
 from shared.worker.channels import RUNNERS
 from shared.worker.channels.base import FRAME_MAX_SIDE, SAMPLE_RATE, ChannelRunner, Decoded
@@ -177,7 +177,7 @@ async def _channel(
         if runner.needs in decoded.errors:
             raise decoded.errors[runner.needs]
         started = time.perf_counter()
-        with clock.measure() as model_seconds:
+        with model_time.measure() as model_seconds:
             artifact = await runner.compute(worker, decoded)
         computed = time.perf_counter() - started
         await asyncio.to_thread(worker.upload, req.outputs[name], artifact.data, artifact.content_type)
@@ -192,7 +192,7 @@ async def _channel(
         "bytes": len(artifact.data),
         "content_type": artifact.content_type,
         "fingerprint": runner.spec.fingerprint,
-        "seconds": round(model_seconds(), 4),  # its model's run time for this item (shared.worker.clock)
+        "seconds": round(model_seconds(), 4),  # its model's run time for this item (shared.worker.model_time)
         "wall_seconds": round(computed, 4),  # compute() end to end: preparation and waits for the model
         "upload_seconds": round(time.perf_counter() - started - computed, 4),
     }, False

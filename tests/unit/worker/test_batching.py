@@ -328,15 +328,15 @@ def test_release_marks_a_job_that_will_never_batch():
 
 def test_a_pass_is_charged_to_its_callers_by_their_share_of_its_items():
     """The model seconds of one shared pass (timed on the model's thread) are split among its callers
-    by item count, each into its own account (shared.worker.clock); nothing of the window or the
+    by item count, each into its own account (shared.worker.model_time); nothing of the window or the
     wait for the model is charged."""
-    from shared.worker import clock
+    from shared.worker import model_time
 
     model = CountingModel(delay=0.3)
     batcher = MicroBatcher(model, window_ms=100, max_batch=64, executor=ThreadPoolExecutor(1))
 
     async def caller(n: int) -> tuple[float, float]:
-        with clock.measure() as spent:
+        with model_time.measure() as spent:
             _, info = await batcher.submit([f"t{n}-{i}" for i in range(n)])
         return spent(), info.seconds
 

@@ -9,7 +9,8 @@ callers in proportion to their items (shared.worker.batching).
 
 `with measure() as spent:` opens an account in the current context; `spent()` reads it. The account
 is a context variable holding a mutable cell, so it follows the caller into the tasks it spawns
-(asyncio copies the context) and a charge made outside any account is dropped.
+(asyncio copies the context) and a charge made outside any account is dropped; an account opened
+inside another hides the outer one for its block. What a failed model call ran is charged to nobody.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def charge(seconds: float) -> None:
         cell[0] += max(0.0, float(seconds))
 
 
-def timed(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[Any, float]:
+def timed(fn: Callable[..., Any], /, *args: Any, **kw: Any) -> tuple[Any, float]:
     """`fn(*args, **kw)` and the seconds it ran; call it on the model's thread."""
     start = time.perf_counter()
     out = fn(*args, **kw)
