@@ -718,16 +718,14 @@ class Ledger:
         changes a DISPATCHED row of the open dispatch); when one is lost, or DynamoDB cancels the
         transaction for a concurrent write, nothing of it is written and each row whose condition
         held is written on its own, under its own condition, as if no transaction had been tried."""
-        if len(results) < 2:
-            return {
-                ch: self.finish_channel(owner_id, item_id, ch, dispatch_id, status, fields)
-                for ch, (status, fields) in results.items()
-            }
         updates = {ch: self._finish(dispatch_id, status, fields) for ch, (status, fields) in results.items()}
-        writes = [(self._key(owner_id, item_id, channel_sk(ch)), u, c) for ch, (u, c) in updates.items()]
-        codes = self._transact(writes)
-        if codes is None:
-            return {ch: u.post_image((before or {}).get(ch)) for ch, (u, _) in updates.items()}
+        codes = ["None"] * len(updates)  # one row: its own write
+        if len(updates) > 1:
+            writes = [(self._key(owner_id, item_id, channel_sk(ch)), u, c) for ch, (u, c) in updates.items()]
+            cancelled = self._transact(writes)
+            if cancelled is None:
+                return {ch: u.post_image((before or {}).get(ch)) for ch, (u, _) in updates.items()}
+            codes = cancelled
         return {
             ch: None
             if code == "ConditionalCheckFailed"

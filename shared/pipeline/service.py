@@ -507,8 +507,9 @@ class Pipeline:
         """The dispatch failed as a whole: its channels go back to PENDING and the item gets a RETRY
         after backoff, or is QUARANTINED once MAX_ATTEMPTS dispatches have failed."""
         item = self.ledger.item(owner_id, item_id) or {}
-        for ch in channels:
-            self.ledger.finish_channel(owner_id, item_id, ch, dispatch_id, PENDING, {"error": dict(error)})
+        self.ledger.finish_channels(
+            owner_id, item_id, dispatch_id, {ch: (PENDING, {"error": dict(error)}) for ch in channels}
+        )
         attempts = int(item.get("attempts", 0))
         if attempts >= self.settings.max_attempts:
             reason = f"{attempts} dispatches failed; last: {error.get('code')}: {error.get('message')}"
