@@ -8,11 +8,12 @@ from the config's `preprocess_cfg`, i.e. it is bound to the weights (seed 001).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,9 +33,11 @@ TTA_RESIZE = 8 / 7  # 5-crop TTA: short side resized to image_size * 8/7 (256 fo
 # decode_side: a tile's short side is decoded at >= this many times the model's resize target, so the
 # model's own (antialiased bicubic) resize still does the final downscale from a sharper bitmap
 DECODE_MARGIN = 2
-# Text before images on a CPU: an image pass runs in chunks of this many views and, between chunks,
-# waits (at most TEXT_YIELD_S) while a text pass runs, so a query shares the cores with one chunk
-# at most, not with a whole image job. On CUDA the chunk is the batch size (kernels interleave).
+# Text before images on a CPU: an image pass runs in chunks of this many views and, before each chunk
+# and each block of the vision tower, waits (at most TEXT_YIELD_S) while a text pass runs, so a query
+# shares the cores with one block of one view at most (ViT-B-32: ~1/12 of a ~75 ms view on 2 cores),
+# not with a whole image job (_TextFirst). On CUDA the chunk is the batch size and nothing waits
+# (kernels interleave).
 CPU_IMAGE_CHUNK = 1
 TEXT_YIELD_S = 0.25
 
@@ -93,8 +96,7 @@ class ClipBackend:
         self.dims = dims
         self.views_encoded = 0
         self._image_chunk = batch_size if device.startswith("cuda") else min(batch_size, CPU_IMAGE_CHUNK)
-        self._text_passes = 0
-        self._text_done = threading.Condition()
+        self._text_first = _TextFirst(model.visual if not device.startswith("cuda") else None)
         cfg = model.visual.preprocess_cfg
         size = cfg["size"]
         self.image_size = int(size if isinstance(size, int) else size[0])
@@ -249,8 +251,7 @@ class ClipBackend:
         chunks = []
         with torch.inference_mode():
             for start in range(0, len(views), self._image_chunk):
-                with self._text_done:
-                    self._text_done.wait_for(lambda: self._text_passes == 0, timeout=TEXT_YIELD_S)
+                self._text_first.wait()
                 pixels = torch.stack(views[start : start + self._image_chunk]).to(self.device, self._dtype)
                 self.views_encoded += len(pixels)
                 chunks.append(self._model.encode_image(pixels).float().cpu().numpy())
@@ -275,18 +276,57 @@ class ClipBackend:
         if not texts:
             return np.zeros((0, self.dims), dtype=np.float32)
         chunks = []
-        with self._text_done:
-            self._text_passes += 1
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(texts), self._batch_size):
-                    tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
-                    chunks.append(self._encode_text(tokens).float().cpu().numpy())
-        finally:
-            with self._text_done:
-                self._text_passes -= 1
-                self._text_done.notify_all()
+        with self._text_first.text_pass(), torch.inference_mode():
+            for start in range(0, len(texts), self._batch_size):
+                tokens = self._tokenizer(texts[start : start + self._batch_size]).to(self.device)
+                chunks.append(self._encode_text(tokens).float().cpu().numpy())
         return l2_normalize(np.concatenate(chunks))
+
+
+class _TextFirst:
+    """Text passes before image passes on a CPU, where both towers share the same cores.
+
+    A text pass runs inside `text_pass()`; the image side calls `wait()` before each chunk of views,
+    and, given the vision tower (`visual`), before each of its blocks too (forward pre-hooks on
+    open_clip's `transformer.resblocks` or a timm trunk's `blocks`; a tower with neither waits per
+    chunk only). wait() returns at once when no text pass runs, else when the last one ends or after
+    TEXT_YIELD_S, so a stream of queries slows an image job but never stops it.
+    """
+
+    def __init__(self, visual: torch.nn.Module | None) -> None:
+        self.passes = 0  # text passes running now
+        self.waits = 0  # times the image side found one running and waited
+        self._done = threading.Condition()
+        self.blocks = _vision_blocks(visual) if visual is not None else []
+        for block in self.blocks:
+            block.register_forward_pre_hook(lambda _module, _args: self.wait())
+
+    @contextlib.contextmanager
+    def text_pass(self) -> Iterator[None]:
+        with self._done:
+            self.passes += 1
+        try:
+            yield
+        finally:
+            with self._done:
+                self.passes -= 1
+                self._done.notify_all()
+
+    def wait(self) -> None:
+        if self.passes:  # read without the lock: a pass that starts just after is one block late
+            with self._done:
+                self.waits += 1
+                self._done.wait_for(lambda: self.passes == 0, timeout=TEXT_YIELD_S)
+
+
+def _vision_blocks(visual: torch.nn.Module) -> list[torch.nn.Module]:
+    for path in ("transformer.resblocks", "trunk.blocks"):
+        blocks: Any = visual
+        for attr in path.split("."):
+            blocks = getattr(blocks, attr, None)
+        if isinstance(blocks, torch.nn.Sequential | torch.nn.ModuleList):
+            return list(blocks)
+    return []
 
 
 class _TrimmedText:

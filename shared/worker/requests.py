@@ -44,7 +44,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
+    PlainValidator,
     TypeAdapter,
     ValidationError,
     ValidationInfo,
@@ -89,8 +89,39 @@ def _url(value: str) -> str:
     return value
 
 
+def _b64_image(value: Any, info: ValidationInfo) -> bytes:
+    if not isinstance(value, str):
+        raise PydanticCustomError("string_type", "Input should be a valid string")
+    return _decode_b64(value, _limits(info).max_image_bytes)
+
+
+def _decode_b64(text: str, max_bytes: int) -> bytes:
+    if text.startswith("data:"):
+        head, sep, rest = text.partition(",")
+        if not sep or not head.endswith(";base64"):
+            raise ValueError("a data: URL must be base64 encoded")
+        text = rest
+    if (len(text) // 4) * 3 > max_bytes + 2:
+        raise PydanticCustomError(
+            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
+        )
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not valid base64") from None
+    if not data:
+        raise ValueError("the image is empty")
+    if len(data) > max_bytes:
+        raise PydanticCustomError(
+            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
+        )
+    return data
+
+
 Url = Annotated[str, Field(min_length=1), AfterValidator(_url)]
 Ident = Annotated[str, Field(pattern=ID_PATTERN)]
+# a base64 image (str in the job) becomes its bytes at parse; bounded by MAX_IMAGE_BYTES first
+B64Image = Annotated[bytes, PlainValidator(_b64_image)]
 
 
 class _Strict(BaseModel):
@@ -175,19 +206,11 @@ class ClipTextRequest(_Strict):
 
 
 class ImageRef(_Strict):
-    """One image: a URL to fetch, or base64 bytes (a `data:image/...;base64,` prefix is accepted)."""
+    """One image: a URL to fetch, or base64 bytes (a `data:image/...;base64,` prefix is accepted),
+    decoded once, while the job is parsed (`base64` holds the image's bytes after that)."""
 
     url: Url | None = None
-    base64: str | None = None
-    _data: bytes | None = PrivateAttr(default=None)
-
-    @field_validator("base64")
-    @classmethod
-    def _check_b64(cls, v: str | None, info: ValidationInfo) -> str | None:
-        if v is None:
-            return None
-        _decode_b64(v, _limits(info).max_image_bytes)
-        return v
+    base64: B64Image | None = Field(default=None, repr=False)
 
     @model_validator(mode="after")
     def _one_source(self) -> ImageRef:
@@ -195,36 +218,11 @@ class ImageRef(_Strict):
             raise ValueError('give exactly one of "url" or "base64"')
         return self
 
-    def data(self, max_bytes: int) -> bytes:
-        """The decoded base64 bytes (cached); only for base64 images."""
+    def data(self) -> bytes:
+        """The decoded base64 bytes; only for base64 images."""
         if self.base64 is None:
             raise ValueError("not a base64 image")
-        if self._data is None:
-            self._data = _decode_b64(self.base64, max_bytes)
-        return self._data
-
-
-def _decode_b64(text: str, max_bytes: int) -> bytes:
-    if text.startswith("data:"):
-        head, sep, rest = text.partition(",")
-        if not sep or not head.endswith(";base64"):
-            raise ValueError("a data: URL must be base64 encoded")
-        text = rest
-    if (len(text) // 4) * 3 > max_bytes + 2:
-        raise PydanticCustomError(
-            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
-        )
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("not valid base64") from None
-    if not data:
-        raise ValueError("the image is empty")
-    if len(data) > max_bytes:
-        raise PydanticCustomError(
-            "payload_too_large", "the image is larger than {limit} bytes", {"limit": max_bytes}
-        )
-    return data
+        return self.base64
 
 
 class ClipImageRequest(_Strict):

@@ -51,7 +51,7 @@ async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
                         worker.download, ref.url, workdir, settings.max_image_bytes
                     )
                 else:
-                    src = ref.data(settings.max_image_bytes)
+                    src = ref.data()
                 headers.append(
                     await asyncio.to_thread(
                         open_image,

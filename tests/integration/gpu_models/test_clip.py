@@ -136,6 +136,7 @@ def test_eva02_is_selectable_through_the_same_loader(gpu_model_dir) -> None:
     assert (eva.dims, eva.image_size) == (entry.dims, entry.preprocessing["image_size"]) == (768, 336)
     assert eva.random and eva.name == entry.name
     assert type(eva._model.visual).__name__ == "TimmModel"  # the tower family EVA02-L uses
+    assert eva._text_first.blocks == list(eva._model.visual.trunk.blocks)  # text first per block here too
     CANARIES["clip"](eva)
     out = eva.embed_images([picture(300, 200, 9)])
     assert out.shape == (1, 768) and unit_rows(out)
@@ -230,6 +231,68 @@ def test_cpu_image_passes_run_one_view_at_a_time(clip: ClipBackend, monkeypatch)
         [picture(300, 200, seed=1), picture(900, 200, seed=2)], tta=True, panorama_max_tiles=2
     )
     assert out.shape == (2, 512) and sizes == [1] * (5 + 2 * 5)
-    assert clip._text_passes == 0
+    assert clip._text_first.passes == 0
     clip.embed_texts(["still"])
-    assert clip._text_passes == 0
+    assert clip._text_first.passes == 0
+
+
+def test_an_image_pass_stops_between_vision_blocks_while_a_text_pass_runs(clip: ClipBackend, monkeypatch):
+    """A text pass that starts during a view's forward pass stops the image side at the next block
+    (not at the next view), and the view then finishes with the same vector as an unpaused one."""
+    import threading
+
+    import shared.models.clip as clip_module
+
+    monkeypatch.setattr(clip_module, "TEXT_YIELD_S", 60.0)  # no timeout within the test: only the text
+    gate = clip._text_first
+    blocks = gate.blocks
+    assert len(blocks) >= 2  # open_clip's transformer.resblocks, found on the loaded tower
+    image = picture(300, 200, seed=7)
+    expected = clip.embed_images([image])
+    ran: list[int] = []
+    in_first_block, text_started = threading.Event(), threading.Event()
+
+    def record(index: int):
+        def hook(_module, _args):
+            ran.append(index)
+            if index == 0:
+                in_first_block.set()
+                assert text_started.wait(30)
+
+        return hook
+
+    handles = [b.register_forward_pre_hook(record(i)) for i, b in enumerate(blocks)]
+    try:
+        result: list[np.ndarray] = []
+        thread = threading.Thread(target=lambda: result.append(clip.embed_images([image])))
+        waits = gate.waits
+        thread.start()
+        assert in_first_block.wait(30)
+        with gate.text_pass():
+            text_started.set()
+            deadline = threading.Event()
+            for _ in range(3000):  # until the image side is waiting (bounded: 30 s)
+                if gate.waits > waits:
+                    break
+                deadline.wait(0.01)
+            assert gate.waits == waits + 1
+            assert ran == [0]  # stopped before block 1, mid-view
+        thread.join(30)
+        assert not thread.is_alive() and ran == list(range(len(blocks)))
+    finally:
+        for h in handles:
+            h.remove()
+    np.testing.assert_allclose(result[0], expected, atol=1e-6)
+
+
+def test_a_text_pass_that_never_ends_only_slows_an_image_pass(clip: ClipBackend, monkeypatch):
+    """Each wait is bounded by TEXT_YIELD_S: a stream of queries cannot stop an image job."""
+    import shared.models.clip as clip_module
+
+    monkeypatch.setattr(clip_module, "TEXT_YIELD_S", 0.001)
+    gate = clip._text_first
+    waits = gate.waits
+    with gate.text_pass():
+        out = clip.embed_images([picture(300, 200, seed=8)], tta=True)
+    assert out.shape == (1, 512)
+    assert gate.waits - waits == 5 * (1 + len(gate.blocks))  # before each view and each of its blocks

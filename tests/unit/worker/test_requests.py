@@ -97,10 +97,18 @@ def test_parsed_values_are_kept_byte_exact():
     assert req.item.owner_id == "owner_1"
 
 
-def test_base64_image_is_decoded_once_and_cached():
+def test_base64_image_is_decoded_once_at_parse(monkeypatch):
+    import shared.worker.requests as requests
+
+    calls = []
+    decode = requests._decode_b64
+    monkeypatch.setattr(
+        requests, "_decode_b64", lambda text, limit: calls.append(text) or decode(text, limit)
+    )
     req = parse_job({"task": "clip_image", "images": [{"base64": "data:image/png;base64,cG5n"}]})
-    assert req.images[0].data(100) == b"png"
-    assert req.images[0].data(100) is req.images[0].data(100)
+    assert req.images[0].data() == b"png" and req.images[0].data() is req.images[0].data()
+    assert len(calls) == 1  # the parser's check is the decode: the job never decodes it again
+    assert "cG5n" not in repr(req) and "png" not in repr(req.images[0])
 
 
 def _item_with(modality, channels):
