@@ -1,9 +1,9 @@
 """Adversarial images vs an ordinary photo: seconds and peak RSS per input, and clip_text latency
 while they run. Every input goes through the worker's own clip_image job (Worker.handle, TTA on,
 default settings: PANORAMA_MAX_TILES 2, MAX_IMAGE_ASPECT 8, MAX_IMAGE_PIXELS 50 MP, JOB_MAX_PIXELS
-400 MP, FULL_DECODE_MAX_PIXELS 1.5 MP, INFLATE_MAX_PIXELS 40 MP). The 50 MP input comes as a JPEG
+400 MP, FULL_DECODE_MAX_PIXELS 1.5 MP, INFLATE_MAX_PIXELS 33.2 MP). The 50 MP input comes as a JPEG
 (decoded at 1/8 straight from the DCT) and as a PNG (refused from its header: a PNG is inflated in
-full, serially); a 40 MP PNG at that limit is streamed through libvips strip by strip into the box
+full, serially); an 8K PNG at that limit is streamed through libvips strip by strip into the box
 reduce (smooth gradients, so they fit MAX_IMAGE_BYTES); formats only Pillow decodes, at full size,
 come as a BMP at the 1.5 MP limit and a GIF of 4 MP (refused from its header).
 
@@ -60,8 +60,8 @@ def inputs(folder: Path) -> dict[str, list[Path]]:
         "2x2": [one("2x2.png", lambda: make_image_bytes((2, 2)))],
         "50 MP 8656x5776": [one("50mp.jpg", lambda: make_jpegs(1, 8656, 5776)[0])],
         "50 MP PNG 8656x5776": [one("50mp.png", lambda: gradient_image(8656, 5776, "PNG"))],
-        "40 MP PNG 7744x5163 (at INFLATE_MAX_PIXELS)": [
-            one("40mp.png", lambda: gradient_image(7744, 5163, "PNG"))
+        "8K PNG 7680x4320 (at INFLATE_MAX_PIXELS)": [
+            one("8k.png", lambda: gradient_image(7680, 4320, "PNG"))
         ],
         "panorama 8:1 8000x1000": [one("pano8.jpg", lambda: make_jpegs(1, 8000, 1000)[0])],
         "BMP 1224x1224 (full decode, at the limit)": [
@@ -70,7 +70,7 @@ def inputs(folder: Path) -> dict[str, list[Path]]:
         "GIF 2000x2000 (full decode)": [one("4mp.gif", lambda: gradient_image(2000, 2000, "GIF"))],
         "panorama 9:1 9000x1000": [one("pano9.jpg", lambda: make_jpegs(1, 9000, 1000)[0])],
         "claims 20000x20000": [one("claims.png", lambda: png_with_claimed_size(20000, 20000))],
-        "32 x claims 49 MP": [one("claims49.png", lambda: png_with_claimed_size(7000, 7000))] * 32,
+        "32 x claims 30 MP": [one("claims30.png", lambda: png_with_claimed_size(6000, 5000))] * 32,
         "32 x photo 4000x3000": [photo] * 32,
     }
 

@@ -42,9 +42,11 @@ _REDUCE_FIRST = ("RGB", "RGBA", "L", "LA", "CMYK")  # modes Image.reduce average
 FULL_DECODE_MAX_PIXELS = 1_500_000
 # A streamed format without scaled decode (PNG, WebP, TIFF: every pixel goes through the decompressor,
 # serially, even though no full-size bitmap is kept) is refused above this many pixels from its header:
-# the inflate costs ~linear time in pixels, and 40 MP keeps it within 2x of the ordinary photo's whole
-# job (bench/bench_adversarial.py). JPEG is DCT-scaled at load, so only MAX_IMAGE_PIXELS bounds it.
-INFLATE_MAX_PIXELS = 40_000_000
+# the inflate costs ~linear time in pixels (~11 ms per MP on this 2-core CPU: a 40 MP PNG's job was
+# 1.35-2.11x the ordinary photo's, over the 2x target), so the limit is an 8K UHD frame (7680x4320,
+# 33.2 MP: the largest common PNG, a screenshot), ~1.7x (bench/bench_adversarial.py). JPEG is
+# DCT-scaled at load, so only MAX_IMAGE_PIXELS bounds it.
+INFLATE_MAX_PIXELS = 7680 * 4320
 # Formats libvips decodes here, streamed, in these Pillow header modes (others: Pillow).
 # MPO (a JPEG followed by more pictures: multi-picture and Ultra HDR gain-map photos) is its first
 # picture, a JPEG, to both Pillow and libvips.

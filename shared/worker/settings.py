@@ -47,6 +47,10 @@ Every variable (all optional; the defaults are the production values):
     MAX_IMAGES                images per clip_image job            (32)
     MAX_IMAGE_BYTES           bytes per clip_image image           (20000000)
     MAX_IMAGE_PIXELS          decoded pixels per image             (50000000)
+    FULL_DECODE_MAX_PIXELS    pixels of an image only Pillow decodes, at full size (GIF, BMP, odd
+                              TIFF...), refused from its header above it (1500000)
+    INFLATE_MAX_PIXELS        pixels of a PNG/WebP/TIFF, inflated whole though streamed, refused from
+                              its header above it (33177600: an 8K UHD frame; JPEG is DCT-scaled)
     JOB_MAX_PIXELS            decoded image pixels per job, summed from the headers before any
                               image is decoded (400000000: 32 twelve-megapixel photos)
     WORKER_MAX_PIXELS         image pixels decoded at once in the whole worker, all jobs together
@@ -69,6 +73,7 @@ from pathlib import Path
 
 from shared import spec
 from shared.errors import ConfigError
+from shared.media.image import FULL_DECODE_MAX_PIXELS, INFLATE_MAX_PIXELS
 from shared.models import registry
 from shared.settings import DEFAULT_MODEL_DIR, choice, model_dir_from, positive, read, read_bool
 from shared.worker.requests import TASKS
@@ -177,6 +182,8 @@ class WorkerSettings:
     max_images: int = 32
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 50_000_000
+    full_decode_max_pixels: int = FULL_DECODE_MAX_PIXELS
+    inflate_max_pixels: int = INFLATE_MAX_PIXELS
     job_max_pixels: int = 400_000_000
     worker_max_pixels: int = 150_000_000
     max_video_pixels: int = 8192 * 4320
@@ -248,6 +255,12 @@ class WorkerSettings:
             max_images=read(env, "MAX_IMAGES", positive(int), cls.max_images, "32"),
             max_image_bytes=read(env, "MAX_IMAGE_BYTES", positive(int), cls.max_image_bytes, "20000000"),
             max_image_pixels=read(env, "MAX_IMAGE_PIXELS", positive(int), cls.max_image_pixels, "50000000"),
+            full_decode_max_pixels=read(
+                env, "FULL_DECODE_MAX_PIXELS", positive(int), cls.full_decode_max_pixels, "1500000"
+            ),
+            inflate_max_pixels=read(
+                env, "INFLATE_MAX_PIXELS", positive(int), cls.inflate_max_pixels, "33177600"
+            ),
             job_max_pixels=read(env, "JOB_MAX_PIXELS", positive(int), cls.job_max_pixels, "400000000"),
             worker_max_pixels=read(
                 env, "WORKER_MAX_PIXELS", positive(int), cls.worker_max_pixels, "150000000"
@@ -304,6 +317,15 @@ class WorkerSettings:
                 f"QWEN3VL_MAX_TEXT_TOKENS={self.qwen3vl_max_text_tokens} does not fit the model's "
                 f"{pp['max_length']}-token context beside a video; example: QWEN3VL_MAX_TEXT_TOKENS={room}"
             )
+
+    def image_header_limits(self) -> dict[str, int | float]:
+        """open_image's limits (checked from the header, before any decode) for every image job."""
+        return {
+            "max_pixels": self.max_image_pixels,
+            "max_aspect": self.max_image_aspect,
+            "max_full_decode_pixels": self.full_decode_max_pixels,
+            "max_inflate_pixels": self.inflate_max_pixels,
+        }
 
     def check_budgets(self) -> None:
         """One image must fit each budget, or a job could wait for room that never comes."""

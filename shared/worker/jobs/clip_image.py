@@ -1,7 +1,9 @@
 """clip_image: CLIP image vectors, with work bounded before anything is decoded.
 
-1. Each image is fetched (URL) or taken from base64, and its header checked: MAX_IMAGE_PIXELS and an
-   aspect ratio of at most MAX_IMAGE_ASPECT:1 (media_error naming `input.images[i]`).
+1. Each image is fetched (URL) or taken from base64, and its header checked
+   (`WorkerSettings.image_header_limits`): MAX_IMAGE_PIXELS, an aspect ratio of at most
+   MAX_IMAGE_ASPECT:1, FULL_DECODE_MAX_PIXELS and INFLATE_MAX_PIXELS by format (media_error naming
+   `input.images[i]`).
 2. The job's pixels, summed from the headers, must fit JOB_MAX_PIXELS (payload_too_large).
 3. One image at a time, under the worker-wide pixel budget: decode at the size the model needs
    (`decode_plan`: JPEG/PNG/WebP/TIFF streamed through libvips straight to that size, a capped
@@ -52,14 +54,7 @@ async def run(worker: Any, req: ClipImageRequest) -> dict[str, Any]:
                     )
                 else:
                     src = ref.data()
-                headers.append(
-                    await asyncio.to_thread(
-                        open_image,
-                        src,
-                        max_pixels=settings.max_image_pixels,
-                        max_aspect=settings.max_image_aspect,
-                    )
-                )
+                headers.append(await asyncio.to_thread(open_image, src, **settings.image_header_limits()))
             except EmbeddingError as e:
                 raise rescrubbed(e, str(workdir), field=f"input.images[{i}]") from None
         total = sum(h.width * h.height for h in headers)

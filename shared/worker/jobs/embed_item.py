@@ -109,9 +109,7 @@ async def decode(
     out = Decoded(facts={"bytes": size, "sha256": digest, "duration": None})
     needs = {r.needs for r in runners}
     if modality == "image":
-        header = await asyncio.to_thread(
-            open_image, path, max_pixels=settings.max_image_pixels, max_aspect=settings.max_image_aspect
-        )
+        header = await asyncio.to_thread(open_image, path, **settings.image_header_limits())
         width, height = upright_size(header)  # the source's, not the reduced decode's
         plan = decode_plan(worker.models.clip, settings, header)
         await held.enter_async_context(worker.budget.hold(plan.pixels))

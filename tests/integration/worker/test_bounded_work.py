@@ -47,11 +47,12 @@ def images() -> dict[str, bytes]:
         "8to1": make_image_bytes((1600, 200), fmt="JPEG"),
         "9to1": make_image_bytes((1800, 200), fmt="JPEG"),
         "50mp": make_image_bytes((8660, 5773), fmt="JPEG"),
-        "40mp-png": make_image_bytes((7744, 5163), fmt="PNG"),  # at INFLATE_MAX_PIXELS
+        "8k-png": make_image_bytes((7680, 4320), fmt="PNG"),  # at INFLATE_MAX_PIXELS
         "2mp": make_image_bytes((1600, 1250), fmt="PNG"),
+        "1mp-bmp": make_image_bytes((1200, 1000), fmt="BMP"),
         "2mp-jpeg": make_image_bytes((1600, 1250), fmt="JPEG"),
         "claims-50mp": png_with_claimed_size(7000, 7000),
-        "claims-36mp": png_with_claimed_size(6000, 6000),
+        "claims-30mp": png_with_claimed_size(6000, 5000),  # under INFLATE_MAX_PIXELS, 32 over JOB_MAX_PIXELS
     }
 
 
@@ -120,15 +121,31 @@ def test_extreme_shapes_cost_bounded_views_or_a_clean_refusal(clip, images, tmp_
     assert worker.budget.stats.peak <= WORKER_BUDGET and worker.budget.stats.in_use == 0
 
 
-def test_a_40mp_png_is_streamed_straight_to_the_reduced_size(clip, images, tmp_path):
+def test_an_8k_png_is_streamed_straight_to_the_reduced_size(clip, images, tmp_path):
     """libvips reads the PNG strip by strip through the box reduce: the budget holds the reduced
-    bitmap only (7744x5163 // 10 -> 774x516), the views are 5."""
-    worker = make_worker(clip, tmp_path, MAX_IMAGE_BYTES=str(len(images["40mp-png"]) + 1))
+    bitmap only (7680x4320 // 8 -> 960x540), the views are 5."""
+    worker = make_worker(clip, tmp_path, MAX_IMAGE_BYTES=str(len(images["8k-png"]) + 1))
     views_before = clip.views_encoded
-    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["40mp-png"])}))
+    out = asyncio.run(worker.handle({"id": "png", "input": clip_image(images["8k-png"])}))
     assert len(out["vectors"]) == 1
-    assert worker.budget.stats.decoded == 774 * 516
+    assert worker.budget.stats.decoded == 960 * 540
     assert clip.views_encoded - views_before == TTA_VIEWS
+
+
+@pytest.mark.parametrize(
+    ("setting", "image", "pixels"),
+    [("INFLATE_MAX_PIXELS", "2mp", 1600 * 1250), ("FULL_DECODE_MAX_PIXELS", "1mp-bmp", 1200 * 1000)],
+)
+def test_the_header_limits_are_the_workers_settings(clip, images, tmp_path, setting, image, pixels):
+    """The format limits are settings (WorkerSettings.image_header_limits, what every job that opens
+    an image passes to open_image): one pixel under the image's size refuses it from its header."""
+    views_before = clip.views_encoded
+    tight = make_worker(clip, tmp_path, **{setting: str(pixels - 1)})
+    out = asyncio.run(tight.handle({"id": "lim", "input": clip_image(images[image])}))
+    assert out["error"]["code"] == "media_error" and setting in out["error"]["message"]
+    assert tight.budget.stats.decoded == 0 and clip.views_encoded == views_before
+    at = make_worker(clip, tmp_path, **{setting: str(pixels)})
+    assert len(asyncio.run(at.handle({"id": "ok", "input": clip_image(images[image])}))["vectors"]) == 1
 
 
 def test_a_png_beyond_the_inflate_limit_is_refused_from_its_header(clip, images, tmp_path):
@@ -163,7 +180,7 @@ def test_panoramas_cost_one_view_per_tile(clip, tmp_path):
 def test_32_large_images_in_one_job_are_refused_from_their_headers(clip, images, tmp_path):
     worker = make_worker(clip, tmp_path)
     views_before = clip.views_encoded
-    out = asyncio.run(worker.handle({"id": "big", "input": clip_image([images["claims-36mp"]] * 32)}))
+    out = asyncio.run(worker.handle({"id": "big", "input": clip_image([images["claims-30mp"]] * 32)}))
     assert out["error"]["code"] == "payload_too_large" and out["error"]["field"] == "input.images"
     assert "JOB_MAX_PIXELS" in out["error"]["message"]
     assert worker.budget.stats.decoded == 0 and clip.views_encoded == views_before

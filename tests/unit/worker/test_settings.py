@@ -56,9 +56,17 @@ def test_explicit_values_are_read():
             "JOB_MAX_PIXELS": "60000000",
             "WORKER_MAX_PIXELS": "70000000",
             "MAX_VIDEO_PIXELS": "2073600",
+            "FULL_DECODE_MAX_PIXELS": "1000000",
+            "INFLATE_MAX_PIXELS": "20000000",
         },
         cuda=True,
     )
+    assert s.image_header_limits() == {
+        "max_pixels": 50_000_000,
+        "max_aspect": 8.0,
+        "max_full_decode_pixels": 1_000_000,
+        "max_inflate_pixels": 20_000_000,
+    }
     assert (s.panorama_max_tiles, s.job_max_pixels, s.worker_max_pixels) == (4, 60_000_000, 70_000_000)
     assert s.max_video_pixels == 1920 * 1080
     assert s.model_dir == Path("/opt/models")
@@ -92,6 +100,8 @@ def test_explicit_values_are_read():
         ("WORKER_CONCURRENCY", "x"),
         ("MAX_TEXTS", "0"),
         ("MAX_IMAGE_BYTES", "1.5"),
+        ("INFLATE_MAX_PIXELS", "0"),
+        ("FULL_DECODE_MAX_PIXELS", "8K"),
         ("TRANSCRIPT_MAX_SECONDS", "nan"),
     ],
 )
@@ -160,3 +170,9 @@ def test_defaults_are_the_dataclass_defaults():
 
     from_env = build()
     assert dataclasses.replace(WorkerSettings(), device=from_env.device) == from_env
+    from shared.media import image
+
+    assert (from_env.full_decode_max_pixels, from_env.inflate_max_pixels) == (  # open_image's own defaults
+        image.FULL_DECODE_MAX_PIXELS,
+        image.INFLATE_MAX_PIXELS,
+    )
