@@ -394,7 +394,11 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str) -> dict[str, Any]:
 
 
 class Pump:
-    """Delivers upload-queue batches to on_upload and runs the sweeper, in background threads."""
+    """Delivers queue batches to a function (on_upload, reprocess) and runs the sweeper, in background
+    threads, as Lambda's SQS event source mapping does: a received batch stays invisible for the
+    queue's own VisibilityTimeout (template.yaml) while its invocation runs, so a slow batch is never
+    handed to a second invocation; what failed or crashed comes back after `retry_after_s` (a local
+    shortcut: SQS itself would wait out the visibility timeout)."""
 
     def __init__(
         self,
@@ -404,7 +408,8 @@ class Pump:
         on_upload: Callable[[Any, Any], dict],
         sweeper: Callable[[Any, Any], dict] | None,
         *,
-        visibility_s: int = 2,
+        visibility_s: int | None = None,
+        retry_after_s: int = 1,
         sweep_every_s: float = 0.5,
         batch_size: int = 10,
         workers: int = 1,
@@ -414,13 +419,18 @@ class Pump:
         self.queue_arn = queue_arn
         self.on_upload = on_upload
         self.sweeper = sweeper
+        if visibility_s is None:
+            attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["VisibilityTimeout"])
+            visibility_s = int(attrs["Attributes"]["VisibilityTimeout"])
         self.visibility_s = visibility_s
+        self.retry_after_s = min(retry_after_s, visibility_s)
         self.sweep_every_s = sweep_every_s
         self.batch_size = batch_size
         self.stopping = threading.Event()
         self.batches = 0
         self.failures = 0
         self.crashes = 0
+        self.redelivered = 0  # messages received again (ApproximateReceiveCount > 1)
         # `workers` concurrent invocations, as Lambda's event source mapping runs several at once
         self.threads = [
             threading.Thread(target=self._pump, name=f"sqs-pump-{i}", daemon=True) for i in range(workers)
@@ -448,6 +458,9 @@ class Pump:
         if not got:
             return 0
         self.batches += 1
+        self.redelivered += sum(
+            int(m.get("Attributes", {}).get("ApproximateReceiveCount", 1)) > 1 for m in got
+        )
         try:
             out = self.on_upload(sqs_event(got, self.queue_arn), _Context("on_upload"))
         except Exception as e:  # like Lambda: a crashed invocation deletes nothing; SQS redelivers
@@ -457,6 +470,7 @@ class Pump:
                 type(e).__name__,
                 len(got),
             )
+            self._retry(got)
             return len(got)
         failed = {f["itemIdentifier"] for f in out.get("batchItemFailures", [])}
         self.failures += len(failed)
@@ -467,7 +481,18 @@ class Pump:
         ]
         if done:
             self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=done)
+        self._retry([m for m in got if m["MessageId"] in failed])
         return len(got)
+
+    def _retry(self, messages: list[dict[str, Any]]) -> None:
+        """What failed becomes visible again after retry_after_s, not after the whole visibility timeout."""
+        if not messages or self.retry_after_s >= self.visibility_s:
+            return
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": self.retry_after_s}
+            for i, m in enumerate(messages)
+        ]
+        self.sqs.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
 
     def _pump(self) -> None:
         while not self.stopping.is_set():
@@ -617,6 +642,19 @@ class LocalStack:
             if part is not None:
                 with contextlib.suppress(Exception):
                     part.stop()
+
+    def queued(self) -> int:
+        """Messages in the queues the stack pumps (waiting, being handled or delayed): 0 when the
+        uploads and reprocess messages sent so far have all been handled."""
+        assert self.resources is not None and self.moto is not None
+        sqs = self.moto.client("sqs")
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+        names.append("ApproximateNumberOfMessagesDelayed")
+        total = 0
+        for queue in ("UploadQueue", "ReprocessQueue"):
+            attrs = sqs.get_queue_attributes(QueueUrl=self.resources.physical[queue], AttributeNames=names)
+            total += sum(int(v) for v in attrs["Attributes"].values())
+        return total
 
     def write_endpoints(self, path: Path = ENDPOINTS_FILE) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
