@@ -212,15 +212,16 @@ def _key_value(v: Any) -> Any:
 
 
 def _item_size(item: Any, size: Any) -> int:
-    """moto's Item.size (`size`), strings and numbers sized in place: for those DynamoType.size is the
-    UTF-8 length of a string and the length of a number's text."""
+    """moto's Item.size (`size`), a row of strings and numbers summed in place: a string is its UTF-8
+    length (DynamoType.size's), a number what moto's own DynamoType.size says (5.2.6 sizes it as
+    DynamoDB stores it, no longer as its text's length)."""
     total = 0
     for key, value in item.attrs.items():
         kind, v = value.type, value.value
         if kind == "S" and type(v) is str:
             total += len(key.encode()) + len(v.encode())
         elif kind == "N" and type(v) is str:
-            total += len(key.encode()) + len(v)
+            total += len(key.encode()) + value.size()
         else:
             return size(item)
     return total
