@@ -648,8 +648,7 @@ class LocalStack:
         uploads and reprocess messages sent so far have all been handled."""
         assert self.resources is not None and self.moto is not None
         sqs = self.moto.client("sqs")
-        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
-        names.append("ApproximateNumberOfMessagesDelayed")
+        names = [f"ApproximateNumberOfMessages{k}" for k in ("", "NotVisible", "Delayed")]
         total = 0
         for queue in ("UploadQueue", "ReprocessQueue"):
             attrs = sqs.get_queue_attributes(QueueUrl=self.resources.physical[queue], AttributeNames=names)

@@ -53,7 +53,7 @@ def test_reprocess_200_items_switches_the_owner_once(tmp_path, monkeypatch) -> N
         wait(lambda: (ledger.owner_state("big") or {}).get("current_version") == old, 60, "no first version")
         # the new spec is deployed once the ingest is quiet: an upload event handled after it would
         # (rightly) dispatch its item under the new spec, outside the run
-        wait(lambda: st.queued() == 0, 60, "upload messages still queued")
+        wait(lambda: st.queued() == 0, 60, "messages still queued")
         jobs_before = len(standin.jobs)
 
         ch = spec.CHANNELS["image_clip"]
