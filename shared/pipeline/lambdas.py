@@ -2,7 +2,11 @@
 the real one at init; tests build theirs on moto).
 
 on_upload (SQS event source, ReportBatchItemFailures): Powertools' BatchProcessor; each message is
-one S3 notification (shared.pipeline.events). A retryable failure fails that message only.
+one S3 notification (shared.pipeline.events). A retryable failure fails that message only. A failed
+message is always returned in `batchItemFailures`, also when it is the whole batch (Powertools would
+raise BatchProcessingError then: an invocation error, the Errors alarm, for one poison message), and its
+reason is logged (code, message id, receive count; never its body). SQS delivers it again and, after
+the queue's maxReceiveCount, moves it to the dead-letter queue (template.yaml's RedrivePolicy).
 
 on_job_done (function URL, payload 2.0; RunPod's webhook):
 
@@ -55,16 +59,53 @@ def metric_sink(metrics: Metrics) -> Callable[[str, float], None]:
     return emit
 
 
+def sqs_processor() -> BatchProcessor:
+    """Powertools' SQS BatchProcessor that reports every failed message in `batchItemFailures`, also
+    when every message of the batch failed (not BatchProcessingError: see the module's docstring)."""
+    return BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def logging_failures(
+    record_handler: Callable[[Any], Any], logger: Logger, metrics: Metrics, what: str
+) -> Callable[[Any], Any]:
+    """`record_handler`, with each failure logged before it fails its message: the error's code (its
+    class for an unexpected one, with the traceback), the message id and receive count. Never the
+    message body (an EmbeddingError's public_message names no more than the failure)."""
+
+    def handle(record: Any) -> Any:
+        try:
+            return record_handler(record)
+        except Exception as e:
+            attrs = getattr(record, "attributes", None)
+            extra = {
+                "message_id": record.message_id,
+                "receive_count": getattr(attrs, "approximate_receive_count", None) if attrs else None,
+            }
+            metrics.add_metric(name="MessagesFailed", unit=MetricUnit.Count, value=1)
+            if isinstance(e, EmbeddingError):
+                extra.update(code=e.code, retryable=e.retryable, reason=e.public_message)
+                logger.warning(f"{what} message failed", extra=extra)
+            else:
+                logger.exception(
+                    f"{what} message failed: internal fault", extra={**extra, "code": type(e).__name__}
+                )
+            raise
+
+    return handle
+
+
 def build_on_upload(
     pipeline: Pipeline, logger: Logger, metrics: Metrics, *, cold_start: bool = True
 ) -> Handler:
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = sqs_processor()
 
-    def record_handler(record: Any) -> list[str]:
+    def handle_record(record: Any) -> list[str]:
         outcomes = handle_message(pipeline, record.body)
         for out in outcomes:
             metrics.add_metric(name=f"Records_{out.action}", unit=MetricUnit.Count, value=1)
         return [o.action for o in outcomes]
+
+    record_handler = logging_failures(handle_record, logger, metrics, "upload")
 
     def handle(event: Any, context: Any) -> dict:
         return process_partial_response(
@@ -158,9 +199,9 @@ def build_reprocess(
         sqs = client("sqs")
     reprocessor = Reprocessor(pipeline, sqs)
     admin = Admin(reprocessor)
-    processor = BatchProcessor(event_type=EventType.SQS)
+    processor = sqs_processor()
 
-    def record_handler(record: Any) -> str:
+    def handle_record(record: Any) -> str:
         try:
             body = json.loads(record.body)
         except ValueError:
@@ -173,6 +214,8 @@ def build_reprocess(
         except InvalidInput as e:  # not retryable: consumed with its reason, never retried forever
             logger.warning("reprocess message refused", extra={"code": e.code, "reason": e.public_message})
             return "refused"
+
+    record_handler = logging_failures(handle_record, logger, metrics, "reprocess")
 
     def api(event: Any, context: Any) -> dict:
         try:
