@@ -465,7 +465,30 @@ def serve(host: str, port: int, threads: int = 16) -> None:
                 return list(moto_app(environ, start_response))
         return moto_app(environ, start_response)
 
+    _continue_keeps_complete_requests()
     waitress.serve(app, host=host, port=port, threads=threads, connection_limit=1000, ident=None, _quiet=True)
+
+
+def _continue_keeps_complete_requests() -> None:
+    """waitress (3.0.2) answers `Expect: 100-continue` as soon as a request's headers are in, and then
+    marks the request incomplete (to wait for its body). A request with no body (Content-Length: 0:
+    botocore sends the header with every PutObject, an empty file's too) is complete at its headers,
+    so it was never handed to the app: the client got "100 Continue" and then nothing until its read
+    timeout. Here the 100 is still sent (as werkzeug's server does), and a request that was complete
+    stays complete. Patched in the process that runs serve() only."""
+    from waitress.channel import HTTPChannel
+
+    send_continue = HTTPChannel.send_continue
+    if getattr(send_continue, "keeps_complete", False):
+        return
+
+    def keeping(self: Any) -> None:
+        complete = self.request.completed
+        send_continue(self)
+        self.request.completed = complete
+
+    keeping.keeps_complete = True  # type: ignore[attr-defined]
+    HTTPChannel.send_continue = keeping  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -269,6 +269,31 @@ def test_the_local_stacks_server_keeps_connections_and_exact_s3_keys():
     assert len([p for p in opened if p == server.port]) <= 2  # 11 calls, kept-alive connections
 
 
+def test_the_local_stacks_server_answers_an_empty_put_at_once():
+    """An empty file's PutObject (Content-Length: 0 and botocore's `Expect: 100-continue`) is answered,
+    not left waiting for the client's read timeout (waitress marked the bodiless request incomplete
+    after its 100 Continue), and the object is there, empty; the connection serves the next call."""
+    from botocore.config import Config
+
+    from shared.dev.localstack import _MOTO_KEYS, REGION, MotoServer
+
+    with MotoServer() as server:
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=server.endpoint,
+            region_name=REGION,
+            # a hang fails as ReadTimeoutError after 5 s, once (no retries)
+            config=Config(read_timeout=5, retries={"total_max_attempts": 1}, s3={"addressing_style": "path"}),
+            **_MOTO_KEYS,
+        )
+        s3.create_bucket(Bucket="empty")
+        s3.put_object(Bucket="empty", Key="uploads/o/i/zero.txt", Body=b"")
+        assert s3.head_object(Bucket="empty", Key="uploads/o/i/zero.txt")["ContentLength"] == 0
+        assert s3.get_object(Bucket="empty", Key="uploads/o/i/zero.txt")["Body"].read() == b""
+        s3.put_object(Bucket="empty", Key="uploads/o/i/one.txt", Body=b"1")
+        assert s3.get_object(Bucket="empty", Key="uploads/o/i/one.txt")["Body"].read() == b"1"
+
+
 def test_row_sizes_and_key_equality_are_motos():
     """A row's size (the 1 MB page limit) is moto's, strings and numbers sized in place and anything
     else by moto; key equality casts numbers only ("1" == "1.0"), as DynamoType's does."""
