@@ -3,12 +3,18 @@
 The same client reaches production (`https://api.runpod.ai/v2/{endpoint_id}`) and the local worker
 under the SDK's local API (its base URL); status is a POST, which both serve.
 
-- Retries with exponential backoff and full jitter on 429, 502, 503, 504 and connection errors
-  (a Retry-After header is honoured); RUNPOD_RETRIES bounds them.
-- /run is not idempotent (RunPod has no idempotency key), so a /run whose request may have reached
-  RunPod (a read timeout, a 500) is NOT retried: it raises `AmbiguousSubmit` and the caller leaves
-  its claimed dispatch for the sweeper, which waits out the job's TTL before dispatching again.
-- A client-side token bucket per operation keeps under RunPod's documented limits.
+- /status and /cancel are retried with exponential backoff and full jitter on 429, 502, 503, 504 and
+  connection errors; RUNPOD_RETRIES bounds them.
+- /run is not idempotent (RunPod has no idempotency key). It is retried only where the request
+  provably created no job: the connection was never made, or RunPod answered 429 (its rate limit and
+  its full-queue refusal). Anything else that may have reached RunPod (a 5xx, 502/503/504 from its
+  edge included, a read timeout, a broken or id-less 2xx) raises `AmbiguousSubmit`, and the caller
+  leaves its claimed dispatch for the sweeper, which waits out the job's TTL before dispatching again.
+- A token bucket per operation paces this process. RunPod's limits are per endpoint, so the deployed
+  rates are each function's share: template.yaml bounds how many containers can dispatch and gives
+  them RUNPOD_RUN_PER_S / RUNPOD_STATUS_PER_S (docs/runpod-limits.md holds the inequality).
+- A 429 pauses the operation's bucket for the whole process (every thread of the container) for
+  Retry-After seconds, or for the retry's backoff ceiling when RunPod sends none.
 - The API key travels only in the Authorization header and never appears in an error or a log.
 """
 
@@ -27,6 +33,9 @@ import urllib3
 from shared.errors import EmbeddingError
 
 RETRY_STATUSES = {429, 502, 503, 504}
+# /run: only what RunPod answers before it queues anything. A 502/503/504 may come from the edge in
+# front of RunPod after the origin took the job, so it is ambiguous like a read timeout.
+RUN_RETRY_STATUSES = {429}
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
 
@@ -43,7 +52,7 @@ class AmbiguousSubmit(RunPodError):
 
 
 class RateLimiter:
-    """A token bucket: `rate` requests per second, bursts up to `burst`."""
+    """A token bucket: `rate` requests per second, bursts up to `burst`; `pause` stops it for everyone."""
 
     def __init__(
         self,
@@ -61,19 +70,31 @@ class RateLimiter:
         self.last = clock()
         self.lock = threading.Lock()
         self.waited = 0.0
+        self.resume_at = float("-inf")
 
     def acquire(self) -> None:
         while True:
             with self.lock:
                 now = self.clock()
-                self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate)
-                self.last = now
-                if self.tokens >= 1 - 1e-9:  # float error must not leave a token just short of 1
-                    self.tokens = max(0.0, self.tokens - 1)
-                    return
-                wait = (1 - self.tokens) / self.rate
+                if now < self.resume_at:
+                    wait = self.resume_at - now
+                else:
+                    self.tokens = min(self.burst, self.tokens + max(0.0, now - self.last) * self.rate)
+                    self.last = now
+                    if self.tokens >= 1 - 1e-9:  # float error must not leave a token just short of 1
+                        self.tokens = max(0.0, self.tokens - 1)
+                        return
+                    wait = (1 - self.tokens) / self.rate
             self.waited += wait
             self.sleep(wait)
+
+    def pause(self, seconds: float) -> None:
+        """No request leaves for `seconds` (a later pause never shortens an earlier one); then the bucket
+        starts empty, so the threads that waited go out one token at a time, not as a burst."""
+        with self.lock:
+            self.resume_at = max(self.resume_at, self.clock() + max(0.0, seconds))
+            self.tokens = 0.0
+            self.last = self.resume_at
 
 
 @dataclass
@@ -87,16 +108,19 @@ class RunPodClient:
     backoff_base_s: float = 0.5
     backoff_max_s: float = 8.0
     sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
     calls: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.base_url = self.base_url.rstrip("/")
         self.http = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False)
+        pace = {"clock": self.clock, "sleep": self.sleep}
         self.limits = {
-            "run": RateLimiter(self.run_per_s, sleep=self.sleep),
-            "status": RateLimiter(self.status_per_s, sleep=self.sleep),
-            "cancel": RateLimiter(min(5.0, self.run_per_s), sleep=self.sleep),
+            "run": RateLimiter(self.run_per_s, **pace),
+            "status": RateLimiter(self.status_per_s, **pace),
+            # RunPod allows /cancel a tenth of /run (100 vs 1,000 per 10 s)
+            "cancel": RateLimiter(self.run_per_s / 10, burst=1, **pace),
         }
 
     def run(self, job_input: Mapping[str, Any], *, webhook: str, policy: Mapping[str, int]) -> str:
@@ -105,7 +129,8 @@ class RunPodClient:
         out = self._call("run", "/run", body, idempotent=False)
         job_id = out.get("id") if isinstance(out, dict) else None
         if not isinstance(job_id, str) or not job_id or len(job_id) > 200:
-            raise RunPodError("RunPod /run answered without a job id")
+            # a 2xx: RunPod took the request, and a job may exist that this answer does not name
+            raise AmbiguousSubmit("RunPod /run answered without a job id; the job may exist")
         return job_id
 
     def status(self, job_id: str) -> dict[str, Any]:
@@ -120,11 +145,13 @@ class RunPodClient:
     def _call(self, op: str, path: str, body: Any, *, idempotent: bool) -> Any:
         data = json.dumps(body).encode() if body is not None else b"{}"
         headers = {"Authorization": f"Bearer {self.api_key}", "Content-Type": "application/json"}
+        retry_statuses = RETRY_STATUSES if idempotent else RUN_RETRY_STATUSES
         attempt = 0
         while True:
             self.limits[op].acquire()
             self.calls[op] = self.calls.get(op, 0) + 1
             retry_after: float | None = None
+            throttled = False
             try:
                 resp = self.http.request(
                     "POST",
@@ -134,45 +161,57 @@ class RunPodClient:
                     timeout=urllib3.Timeout(connect=min(5.0, self.timeout_s), read=self.timeout_s),
                     preload_content=False,
                 )
-            except (urllib3.exceptions.ConnectTimeoutError, urllib3.exceptions.NewConnectionError) as e:
-                reason = f"cannot connect to RunPod ({type(e).__name__})"
-            except urllib3.exceptions.MaxRetryError as e:
-                if isinstance(e.reason, urllib3.exceptions.ReadTimeoutError) and not idempotent:
-                    raise AmbiguousSubmit("RunPod did not answer /run in time; the job may exist") from None
-                reason = f"cannot reach RunPod ({type(e.reason).__name__})"
-            except urllib3.exceptions.ReadTimeoutError:
-                if not idempotent:
-                    raise AmbiguousSubmit("RunPod did not answer /run in time; the job may exist") from None
-                reason = "RunPod did not answer in time"
-            except urllib3.exceptions.HTTPError as e:
-                if not idempotent:
-                    raise AmbiguousSubmit(f"the /run call broke off ({type(e).__name__})") from None
-                reason = f"RunPod call failed ({type(e).__name__})"
-            else:
                 try:
                     raw = resp.read(MAX_RESPONSE_BYTES + 1, decode_content=True)
                 finally:
                     resp.release_conn()
+            except urllib3.exceptions.HTTPError as e:
+                cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) else e
+                # a connection that was never made carried no request (NewConnectionError, a refused
+                # or unresolvable host, is a ConnectTimeoutError too): safe to send again, /run included
+                if not isinstance(cause, urllib3.exceptions.ConnectTimeoutError):
+                    if not idempotent:
+                        raise AmbiguousSubmit(
+                            f"the /run call broke off ({type(cause).__name__}); the job may exist"
+                        ) from None
+                    if isinstance(cause, urllib3.exceptions.ReadTimeoutError):
+                        reason = "RunPod did not answer in time"
+                    else:
+                        reason = f"RunPod call failed ({type(cause).__name__})"
+                else:
+                    reason = f"cannot connect to RunPod ({type(cause).__name__})"
+            else:
                 status = resp.status
                 if 200 <= status < 300:
+                    # RunPod took the request: an answer the client cannot read leaves /run ambiguous
+                    unreadable = AmbiguousSubmit if not idempotent else RunPodError
                     if len(raw) > MAX_RESPONSE_BYTES:
-                        raise RunPodError("RunPod's answer is larger than the client accepts")
+                        raise unreadable("RunPod's answer is larger than the client accepts")
                     try:
                         return json.loads(raw or b"{}")
                     except ValueError:
-                        raise RunPodError("RunPod answered with something that is not JSON") from None
-                if status not in RETRY_STATUSES:
+                        raise unreadable("RunPod answered with something that is not JSON") from None
+                if status not in retry_statuses:
                     err_cls = AmbiguousSubmit if (status >= 500 and not idempotent) else RunPodError
-                    err = err_cls(f"RunPod {op} answered HTTP {status}")
+                    more = "; the job may exist" if err_cls is AmbiguousSubmit else ""
+                    err = err_cls(f"RunPod {op} answered HTTP {status}{more}")
                     err.retryable = status >= 500 or status in (408, 409)
                     raise err
                 reason = f"RunPod {op} answered HTTP {status}"
                 retry_after = _retry_after(resp.headers.get("Retry-After"))
+                throttled = status == 429
             attempt += 1
+            ceiling = min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1))
+            if throttled:
+                # RunPod's limit is the endpoint's, not this call's: every thread of the process waits in
+                # acquire() until the pause ends, this one included (even when it gives up now). Without
+                # Retry-After, equal jitter: containers refused together do not come back together.
+                pause = retry_after if retry_after is not None else ceiling * self.rng.uniform(0.5, 1.0)
+                self.limits[op].pause(pause)
             if attempt > self.retries:
                 raise RunPodError(f"{reason}, after {self.retries} retries")
-            delay = self.rng.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** (attempt - 1)))
-            self.sleep(max(delay, retry_after or 0.0))
+            if not throttled:
+                self.sleep(max(self.rng.uniform(0, ceiling), retry_after or 0.0))
 
 
 def _path_id(job_id: str) -> str:
