@@ -26,7 +26,6 @@ retryable error (a claim) or falls back to one conditional write per row (a resu
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
@@ -39,6 +38,8 @@ from botocore.exceptions import ClientError
 from shared import spec
 from shared.aws.clients import StoreError, translate
 from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED
+from shared.pipeline.policy import CLAIMED, RETRY, SUBMITTED
+from shared.timestamps import now_iso
 
 PK, SK = "pk", "sk"
 OWNER_INDEX, OWNER_KEY, OWNER_SORT = "owner-index", "owner_id", "osk"
@@ -50,7 +51,6 @@ MANIFEST_SK = "MANIFEST"  # one row per owner, pk "{owner_id}#~" ("~" is outside
 DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
 UPLOAD, PERSON, PERSON_PHOTO = "upload", "person", "person_photo"  # item kinds
-CLAIMED, SUBMITTED, RETRY = "CLAIMED", "SUBMITTED", "RETRY"
 MAX_ITEM_ROWS = 1 + len(spec.CHANNELS)  # an item row and at most one row per channel
 # An owner's osks split by their first character (an item id's, [A-Za-z0-9_-], or "@" for a person's),
 # in osk order: each character in exactly one, so their rows are the owner's rows, each once. A dry
@@ -61,21 +61,6 @@ OSK_SEGMENTS = (
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
-
-
-def now_iso(t: float | None = None) -> str:
-    t = time.time() if t is None else t
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int((t % 1) * 1000):03d}Z"
-
-
-def iso_epoch(iso: Any) -> float | None:
-    """now_iso's inverse (any ISO-8601 time); None for what is not one."""
-    if not isinstance(iso, str):
-        return None
-    try:
-        return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def _to_dynamo(value: Any) -> Any:
@@ -631,6 +616,8 @@ class Ledger:
             due_at=float(deadline),
             updated_at=now,
             job_id=None,
+            dispatch_error=None,
+            poll_failures=None,
             status=PROCESSING,
         ).add_one("attempts")
         d, h, st, ds = (upd.name(a) for a in ("dispatch_id", "media_hash", "status", "dispatch_state"))
@@ -676,8 +663,10 @@ class Ledger:
         cond = f"{d} = {upd.value(dispatch_id)} AND {ds} = {upd.value(CLAIMED)}"
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, cond))
 
-    def push_due(self, owner_id: str, item_id: str, dispatch_id: str, due_at: float) -> bool:
-        upd = _Update().set(due_at=float(due_at))
+    def push_due(self, owner_id: str, item_id: str, dispatch_id: str, due_at: float, **fields: Any) -> bool:
+        """The open dispatch is due again at `due_at`; `fields`: what the sweeper learnt of it meanwhile
+        (dispatch_error: why its /run or /status failed; poll_failures: /status failures in a row)."""
+        upd = _Update().set(due_at=float(due_at), **fields)
         d = upd.name("dispatch_id")
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, f"{d} = {upd.value(dispatch_id)}"))
 
@@ -817,7 +806,16 @@ class Ledger:
         upd = _Update().set(updated_at=now_iso(self.clock()), last_error=dict(error) if error else None)
         if status is not None:
             upd.set(status=status, **(fields or {}))
-        upd.remove("dispatch_id", "dispatch_channels", "job_id", "claimed_at", "submitted_at", "dispatch_run")
+        upd.remove(
+            "dispatch_id",
+            "dispatch_channels",
+            "job_id",
+            "claimed_at",
+            "submitted_at",
+            "dispatch_run",
+            "dispatch_error",
+            "poll_failures",
+        )
         if retry_at is not None:
             upd.set(dispatch_state=RETRY, sweep=DUE, due_at=float(retry_at))
         else:
@@ -912,7 +910,16 @@ class Ledger:
             st = cu.name("status")
             self._update(owner_id, item_id, channel_sk(ch), cu, f"{st} <> {cu.value(SUCCEEDED)}")
         upd = _Update().set(status=QUARANTINED, quarantine_reason=reason, updated_at=now_iso(self.clock()))
-        upd.remove("dispatch_id", "dispatch_channels", "job_id", "dispatch_state", "sweep", "due_at")
+        upd.remove(
+            "dispatch_id",
+            "dispatch_channels",
+            "job_id",
+            "dispatch_state",
+            "sweep",
+            "due_at",
+            "dispatch_error",
+            "poll_failures",
+        )
         return bool(self._update(owner_id, item_id, ITEM_SK, upd))
 
 

@@ -8,6 +8,7 @@ each channel's dims, a small transcript) to its presigned PUT URLs, exactly as t
 (sha256, bytes, shape), and then POSTs the webhook with RunPod's body.
 
 Faults, each a probability drawn from a seeded RNG: `run_5xx` (503 before anything is created),
+`run_500` (500 before anything is created: the client cannot know that, so the submit is ambiguous),
 `run_429`, `lost_webhook` (the job completes, the webhook is never sent), `fail_retryable` (the job
 FAILS with a retryable worker error), `run_timeout_s` (the /run answer is delayed). `jobs_by_item`
 counts created jobs per (owner, item): the GPU jobs per item.
@@ -38,6 +39,7 @@ from shared.dev.localstack import free_port
 @dataclass
 class Faults:
     run_5xx: float = 0.0
+    run_500: float = 0.0
     run_429: float = 0.0
     lost_webhook: float = 0.0
     fail_retryable: float = 0.0
@@ -138,6 +140,8 @@ class RunPodStandIn:
                 time.sleep(self.faults.run_timeout_s)
             if self._draw(self.faults.run_5xx):
                 return 503, {"error": "service unavailable"}
+            if self._draw(self.faults.run_500):
+                return 500, {"error": "internal server error"}
             if self._draw(self.faults.run_429):
                 return 429, {"error": "too many requests"}
             req = json.loads(body or b"{}")

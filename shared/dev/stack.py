@@ -57,6 +57,10 @@ LOCAL_OVERRIDES = {
     "BACKOFF_BASE_S": "1",
     "BACKOFF_MAX_S": "5",
     "RUNPOD_TIMEOUT_S": "300",
+    # one process per function here: each may use the endpoint's whole budget (template.yaml splits it
+    # between the containers of a deployed stack, docs/runpod-limits.md)
+    "RUNPOD_RUN_PER_S": "50",
+    "RUNPOD_STATUS_PER_S": "100",
     "MANIFEST_DELAY_S": "0.5",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
     "POWERTOOLS_METRICS_DISABLED": "true",

@@ -74,6 +74,19 @@ def decode_event_key(raw: object) -> str:
     return unquote_plus(raw)
 
 
+SEQUENCER_RE = re.compile(r"^[0-9A-Fa-f]{1,64}$")
+SEQUENCER_CHARS = 64
+
+
+def sequencer(raw: object) -> str | None:
+    """An S3 event's sequencer in a form whose string order is S3's order of events on one key: S3
+    compares sequencers as hex strings after right-padding the shorter with zeros, so every one is
+    right-padded to one width (and upper-cased). None for what is not a sequencer."""
+    if not isinstance(raw, str) or not SEQUENCER_RE.fullmatch(raw):
+        return None
+    return raw.upper().ljust(SEQUENCER_CHARS, "0")
+
+
 def check_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
         raise InvalidKey(f"{what} must match [A-Za-z0-9_-]{{1,64}}", field=what)

@@ -108,19 +108,17 @@ class Persons:
                 items[pid] = item
                 if "image_clip" in chans:
                     clip[pid] = chans["image_clip"]
-        fp = spec.CHANNELS["image_clip"].fingerprint
         ready, failed, waiting = [], 0, 0
         for pid, item in sorted(items.items()):
             if item.get("status") == REMOVED:
                 continue
             c = clip.get(pid) or {}
-            current = c.get("input_hash") == item.get("media_hash") and c.get("fingerprint") == fp
-            if current and c.get("status") == SUCCEEDED and c.get("artifact_key"):
-                ready.append((pid, c))
-            elif current and c.get("status") in plan.TERMINAL:
-                failed += 1
-            else:
+            if not plan.current(c, "image_clip", item.get("media_hash")):
                 waiting += 1
+            elif c.get("status") == SUCCEEDED and c.get("artifact_key"):
+                ready.append((pid, c))
+            else:
+                failed += 1
         photos_hash = plan.hash_of(*(f"{pid}:{c.get('sha256', '')}" for pid, c in ready))
         key = self.p.artifact_key(CHANNEL, owner, person_item)
         force = row.get("force_run")

@@ -121,6 +121,17 @@ def input_hashes(inputs: ItemInputs, channels: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def current(row: Mapping[str, Any] | None, channel: str, input_hash: str | None) -> bool:
+    """The row holds a final result (SUCCEEDED, FAILED or QUARANTINED) for the channel's current inputs
+    (`input_hash`) and recipe (its fingerprint)."""
+    return bool(
+        row
+        and row.get("status") in TERMINAL
+        and row.get("input_hash") == input_hash
+        and row.get("fingerprint") == spec.CHANNELS[channel].fingerprint
+    )
+
+
 # what decide() reads of a channel row, and what ItemInputs are built from (an item row): a reader that
 # only plans may fetch just these (tests/integration/pipeline/test_reprocess.py,
 # test_planning_from_the_fetched_fields_equals_planning_from_whole_rows, holds them to it)

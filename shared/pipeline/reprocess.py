@@ -13,8 +13,9 @@ not change are carried (copied beside the new version), not recomputed.
 - A real run records a run row (ledger.Runs), plans pages itself for REPROCESS_SYNC_S, then chains the
   remaining pages through the reprocess queue; every item that needs work becomes one queue message,
   handled on its own (`run_item`), so one item's failure never stops the run. Items with a dispatch
-  in flight are skipped and counted. Each item counts once in its run (`Runs.mark_item` /
-  `count_item`); the run finishes when planning is done and every item is counted.
+  in flight are skipped and counted; one whose dispatch is past its deadline (no job of it can still
+  run on RunPod) is freed by its item message and dispatched again. Each item counts once in its run
+  (`Runs.mark_item` / `count_item`); the run finishes when planning is done and every item is counted.
 - The same request again while its run is open returns that run (resuming its planning if it
   stalled), so a double submit or a restart after a crash makes no second GPU job.
 """
@@ -46,11 +47,10 @@ from shared.aws.ledger import (
     REMOVED,
     SK,
     Runs,
-    iso_epoch,
-    now_iso,
 )
 from shared.errors import EmbeddingError, InvalidInput
 from shared.pipeline import keys, plan
+from shared.timestamps import iso_epoch, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -190,6 +190,8 @@ PLAN_FIELDS: tuple[str, ...] = (
     "updated_at",
     "run_counted",
     "dispatch_state",
+    "claimed_at",
+    "submitted_at",
     "gpu_seconds",
     *plan.ROW_FIELDS,
     *plan.INPUT_FIELDS,
@@ -390,8 +392,14 @@ class Reprocessor:
                 p.work.append((item["owner_id"], item["item_id"]))
             return
         if item.get("dispatch_state") in ("CLAIMED", "SUBMITTED"):
-            p.skipped_in_flight += 1
-            return
+            if not self.pipeline.policy.overdue(item, self.clock()):
+                p.skipped_in_flight += 1
+                return
+            # past its deadline: the item's message frees it (run_item), its channels then run again
+            rows = {
+                c: {**r, "status": plan.PENDING} if r.get("status") == plan.DISPATCHED else r
+                for c, r in rows.items()
+            }
         if item.get("kind") == PERSON:
             stale = (rows.get("person_query") or {}).get("spec_version") != spec.SPEC_VERSION
             if req.force or stale or item.get("status") == QUARANTINED:
@@ -621,6 +629,10 @@ class Reprocessor:
             self.runs.count_other(run_id, owner_id, item_id)  # another open run holds it and does the work
             return "skipped"
         try:
+            if self.pipeline.free_overdue(owner_id, item_id):
+                log.info(
+                    "reprocess %s: %s/%s's dispatch was past its deadline: freed", run_id, owner_id, item_id
+                )
             item = self.ledger.item(owner_id, item_id)
             if item is not None and item.get("status") == QUARANTINED:
                 self.ledger.reopen(owner_id, item_id)  # a replay starts with fresh attempts

@@ -39,24 +39,22 @@ from shared.aws.ledger import (
     SUBMITTED,
     Ledger,
     Runs,
-    iso_epoch,
-    now_iso,
 )
 from shared.aws.storage import Storage
 from shared.errors import ConfigError, EmbeddingError, InvalidInput, PayloadTooLarge
 from shared.pipeline import keys, manifests, plan, tokens
 from shared.pipeline.persons import Persons
 from shared.pipeline.plan import DISPATCHED, FAILED, PENDING, QUARANTINED, SUCCEEDED, ItemInputs
+from shared.pipeline.policy import RetryPolicy, quarantine_reason
+from shared.pipeline.results import MAX_ARTIFACT_BYTES, ChannelReport, parse_result
 from shared.pipeline.runpod_client import AmbiguousSubmit, RunPodClient, RunPodError
 from shared.pipeline.settings import PipelineSettings
 from shared.text import channels as text_channels
+from shared.timestamps import now_iso
 from shared.vectors import BadVector, check_vector, load_npy, npy_bytes
 
 log = logging.getLogger(__name__)
 
-FINAL_JOB_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-MAX_RESULT_BYTES = 1024 * 1024
-MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 PARQUET = "application/vnd.apache.parquet"
 
 
@@ -76,23 +74,6 @@ def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str | 
     if spec.CHANNELS[channel].artifact == "json":
         return keys.transcript_key(spec_version, owner_id, item_id)
     return keys.embedding_key(spec_version, channel, owner_id, item_id)
-
-
-def parse_job_error(raw: Any) -> dict[str, Any]:
-    """A worker's error (a JSON string from the SDK, or a dict) as {"code", "message", "retryable"};
-    anything unrecognised is an internal fault, retryable. Messages are cut short."""
-    err: Any = raw
-    if isinstance(raw, str):
-        try:
-            err = json.loads(raw)
-        except ValueError:
-            err = {"code": "worker_error", "message": raw}
-    if not isinstance(err, dict):
-        err = {"code": "worker_error", "message": "the worker failed"}
-    code = str(err.get("code") or "worker_error")[:64]
-    message = str(err.get("message") or "the worker failed")[:500]
-    retryable = err.get("retryable")
-    return {"code": code, "message": message, "retryable": True if retryable is None else bool(retryable)}
 
 
 class Pipeline:
@@ -124,6 +105,7 @@ class Pipeline:
         self.webhook_key = webhook_key
         self.clock = clock
         self.rng = rng or random.Random()
+        self.policy = RetryPolicy.from_settings(settings)
         self.metric = metric
         self._manifest_due: dict[str, float] = {}  # owner -> its pending rebuild's due time (_mark_manifest)
         self.persons = Persons(self)
@@ -140,8 +122,7 @@ class Pipeline:
         obj = (record.get("s3") or {}).get("object") or {}
         key = keys.decode_event_key(obj.get("key"))
         ref = keys.parse_key(key)
-        seq = obj.get("sequencer")
-        seq = seq.rjust(32, "0") if isinstance(seq, str) and seq.isalnum() and len(seq) <= 32 else None
+        seq = keys.sequencer(obj.get("sequencer"))
         if name.startswith("ObjectRemoved"):
             return self.on_removed(ref)
         if not name.startswith("ObjectCreated"):
@@ -326,7 +307,8 @@ class Pipeline:
                 continue
             deps = [rows.get(dep) for dep in ch.depends_on]
             if any(
-                not _current(dep_row, dep, hashes) for dep_row, dep in zip(deps, ch.depends_on, strict=True)
+                not plan.current(dep_row, dep, hashes.get(dep))
+                for dep_row, dep in zip(deps, ch.depends_on, strict=True)
             ):
                 continue  # a dependency has no final result for the current inputs yet
             if any(dep_row["status"] != SUCCEEDED for dep_row in deps if dep_row):
@@ -434,9 +416,7 @@ class Pipeline:
     # ------------------------------------------------------------------ 3. dispatch
 
     def backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: between half and all of base * 2**(attempt-1), capped."""
-        cap = min(self.settings.backoff_max_s, self.settings.backoff_base_s * 2 ** max(0, attempt - 1))
-        return cap / 2 + self.rng.uniform(0, cap / 2)
+        return self.policy.backoff(attempt, self.rng)
 
     def dispatch(
         self,
@@ -461,7 +441,7 @@ class Pipeline:
             channels=channels,
             input_hashes=hashes,
             dispatch_hash=item["media_hash"],
-            deadline=now + ttl + 60,
+            deadline=self.policy.claim_deadline(now),
             run_id=run_id,
         )
         if dispatch_id is None:
@@ -487,6 +467,10 @@ class Pipeline:
             log.warning(
                 "dispatch %s of %s/%s: %s; left for the sweeper", dispatch_id, owner_id, item_id, e.message
             )
+            # the claim stays until its deadline; the error it met is its reason if no job reports back
+            self.ledger.push_due(
+                owner_id, item_id, dispatch_id, self.policy.claim_deadline(now), dispatch_error=_err(e)
+            )
             return Outcome("claimed", e.message, {"dispatch_id": dispatch_id})
         except RunPodError as e:
             log.warning("dispatch %s of %s/%s failed: %s", dispatch_id, owner_id, item_id, e.message)
@@ -511,10 +495,10 @@ class Pipeline:
             owner_id, item_id, dispatch_id, {ch: (PENDING, {"error": dict(error)}) for ch in channels}
         )
         attempts = int(item.get("attempts", 0))
-        if attempts >= self.settings.max_attempts:
-            reason = f"{attempts} dispatches failed; last: {error.get('code')}: {error.get('message')}"
+        if self.policy.exhausted(attempts):
+            reason = quarantine_reason(attempts, error)
             if item.get("dispatch_id") == dispatch_id:
-                self.ledger.quarantine(owner_id, item_id, reason[:500], channels)
+                self.ledger.quarantine(owner_id, item_id, reason, channels)
                 self.metric("ItemsQuarantined", 1)
                 log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
                 self._mark_manifest(owner_id)
@@ -533,50 +517,42 @@ class Pipeline:
     def apply_result(
         self, owner_id: str, item_id: str, dispatch_id: str, payload: Mapping[str, Any]
     ) -> Outcome:
-        """Apply a job's result (webhook body or /status answer) to the dispatch it belongs to.
-        Idempotent: a result for a dispatch that is no longer the item's open one changes nothing."""
+        """Apply a job's answer (webhook body or /status answer) to the dispatch it belongs to.
+        Idempotent: a result for a dispatch that is no longer the item's open one changes nothing
+        ("stale"), and so does one whose job id or item is not that dispatch's ("stale", detail
+        "mismatch"). The answer is parsed and checked before anything is written; nothing in it can
+        make this raise."""
+        result = parse_result(payload, max_seconds=float(self.settings.job_ttl_s))
         item, rows = self.ledger.rows(owner_id, item_id)  # one consistent read serves the whole apply
         if item is None or item.get("dispatch_id") != dispatch_id:
             return Outcome("stale", "not the item's open dispatch (already applied or superseded)")
-        status = payload.get("status")
-        if status is None and "output" in payload:
-            status = "COMPLETED"  # the SDK's local API posts {"output": ...} without a status
-        if status not in FINAL_JOB_STATES:
-            return Outcome("pending", f"job is {str(status)[:20]}")
-        output = payload.get("output")
-        job_error: dict[str, Any] | None = None
-        if status != "COMPLETED":
-            job_error = parse_job_error(payload.get("error") or f"job {status}")
-            if status in ("CANCELLED", "TIMED_OUT"):
-                job_error["retryable"] = True
-        elif not isinstance(output, dict):
-            job_error = {
-                "code": "worker_error",
-                "message": "the job's output is not an object",
-                "retryable": True,
-            }
-        elif "error" in output:
-            job_error = parse_job_error(output["error"])
+        if result.job_id is not None and item.get("job_id") and result.job_id != item["job_id"]:
+            return Outcome("stale", "the job is not the one this dispatch submitted", {"mismatch": True})
+        if result.item is not None and (
+            result.item.get("owner_id") != owner_id or result.item.get("item_id") != item_id
+        ):
+            return Outcome("stale", "the job's output is for another item", {"mismatch": True})
+        if not result.final:
+            return Outcome("pending", f"job is {result.status}")
         channels = list(item.get("dispatch_channels") or [])
         superseded = item.get("dispatch_hash") != item.get("media_hash")
-        reported = (output or {}).get("channels") if isinstance(output, dict) else None
-        reported = reported if isinstance(reported, dict) else {}
         retry: list[str] = []
         results: dict[str, str] = {}
         finished: dict[str, tuple[str, dict[str, Any]]] = {}
         cache: dict[str, bytes] = {}
-        last_error: dict[str, Any] | None = job_error
+        last_error: dict[str, Any] | None = result.error
         for ch in channels:
             if superseded:
                 status_, fields = (
                     PENDING,
                     {"error": {"code": "superseded", "message": "the source changed", "retryable": True}},
                 )
-            elif job_error is not None:
-                status_, fields = (PENDING if job_error["retryable"] else FAILED), {"error": job_error}
+            elif result.error is not None:
+                err = dict(result.error)
+                status_, fields = (PENDING if err["retryable"] else FAILED), {"error": err}
             else:
                 status_, fields = self._check_channel(
-                    owner_id, item_id, ch, reported.get(ch), cache, item.get("dispatch_version")
+                    owner_id, item_id, ch, result.report(ch), cache, item.get("dispatch_version")
                 )
             fields["job_id"] = item.get("job_id")
             finished[ch] = (status_, fields)
@@ -587,7 +563,7 @@ class Pipeline:
         written = self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished, before=rows)
         # the rows as written stand for a second read, unless another writer finished one first
         known = (item, {**rows, **written}) if all(r is not None for r in written.values()) else None
-        gpu_seconds = _gpu_seconds(payload, output)
+        gpu_seconds = result.gpu_seconds
         # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
         # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
         forced_by = item.get("dispatch_run") or False  # a forced run's dependents are forced too, once
@@ -596,10 +572,9 @@ class Pipeline:
         )
         if retry and not superseded:
             attempts = int(item.get("attempts", 0))
-            if attempts >= self.settings.max_attempts:
-                err = last_error or {}
-                reason = f"{attempts} dispatches failed; last: {err.get('code')}: {err.get('message')}"
-                self.ledger.quarantine(owner_id, item_id, reason[:500], retry)
+            if self.policy.exhausted(attempts):
+                reason = quarantine_reason(attempts, last_error)
+                self.ledger.quarantine(owner_id, item_id, reason, retry)
                 self.metric("ItemsQuarantined", 1)
                 log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
                 self._mark_manifest(owner_id)
@@ -631,30 +606,22 @@ class Pipeline:
         owner_id: str,
         item_id: str,
         channel: str,
-        report: Any,
+        report: ChannelReport | dict[str, Any],
         cache: dict[str, bytes],
         version: str | None = None,
     ) -> tuple[str, dict[str, Any]]:
-        """A reported channel result, checked against the artifact in S3 before it counts. `version`:
-        the spec version the dispatch presigned its outputs for (a deploy may come in between)."""
-        if not isinstance(report, dict):
-            return PENDING, {
-                "error": {
-                    "code": "missing",
-                    "message": "the worker did not report this channel",
-                    "retryable": True,
-                }
-            }
-        if report.get("status") != "succeeded":
-            err = parse_job_error(report.get("error"))
-            return (PENDING if err["retryable"] else FAILED), {"error": err}
+        """A reported channel result (or the error it stands for), checked against the artifact in S3
+        before it counts. `version`: the spec version the dispatch presigned its outputs for (a deploy
+        may come in between)."""
+        if not isinstance(report, ChannelReport):
+            return (PENDING if report["retryable"] else FAILED), {"error": dict(report)}
         key = artifact_key(channel, owner_id, item_id, version)
         try:
             data = self.storage.get(key, MAX_ARTIFACT_BYTES)
             if data is None:
                 raise _Retry("the artifact the worker reported is not in S3")
             cache[key] = data
-            if len(data) != report.get("bytes") or hashlib.sha256(data).hexdigest() != report.get("sha256"):
+            if len(data) != report.bytes or hashlib.sha256(data).hexdigest() != report.sha256:
                 raise _Retry("the artifact in S3 does not match what the worker reported")
             dims = _check_artifact(channel, data)
         except _Retry as e:
@@ -665,12 +632,12 @@ class Pipeline:
         return SUCCEEDED, {
             "artifact_key": key,
             "dims": dims,
-            "model": str(report.get("model", ""))[:200],
-            "model_name": str(report.get("model_name", ""))[:100],
-            "random": bool(report.get("random", False)),
-            "sha256": report["sha256"],
+            "model": report.model,
+            "model_name": report.model_name[:100],
+            "random": report.random,
+            "sha256": report.sha256,
             "bytes": len(data),
-            "gpu_seconds": float(report.get("seconds") or 0.0),
+            "gpu_seconds": round(min(report.seconds, float(self.settings.job_ttl_s)), 4),
             "error": None,
         }
 
@@ -768,7 +735,7 @@ class Pipeline:
         inputs = self._inputs(item)
         chans = plan.applicable(inputs, self.settings.channels)
         hashes = plan.input_hashes(inputs, chans)
-        if not chans or not all(_current(rows.get(c), c, hashes) for c in chans):
+        if not chans or not all(plan.current(rows.get(c), c, hashes.get(c)) for c in chans):
             return None
         statuses = {rows[c]["status"] for c in chans}
         return QUARANTINED if QUARANTINED in statuses else COMPLETE if statuses == {SUCCEEDED} else PARTIAL
@@ -850,7 +817,7 @@ class Pipeline:
             chans = self._chans(item)
             hashes = plan.input_hashes(self._inputs(item), chans)
         return all(
-            _current(rows.get(c), c, hashes) and rows[c].get("spec_version") == spec.SPEC_VERSION
+            plan.current(rows.get(c), c, hashes.get(c)) and rows[c].get("spec_version") == spec.SPEC_VERSION
             for c in chans
         )
 
@@ -908,33 +875,75 @@ class Pipeline:
                 self._complete(owner_id, item_id)
             return f"retry:{out.action}"
         if state == CLAIMED:
-            err = {
-                "code": "lost_dispatch",
-                "message": "claimed but never submitted (the dispatcher stopped)",
-                "retryable": True,
-            }
+            # due at the claim's deadline: no job it may have made can still report back
+            unconfirmed = row.get("dispatch_error")
+            if isinstance(unconfirmed, dict):
+                err = {
+                    "code": "submit_unconfirmed",
+                    "message": f"no job reported back after /run failed: {unconfirmed.get('message')}",
+                    "retryable": True,
+                }
+            else:
+                err = {
+                    "code": "lost_dispatch",
+                    "message": "claimed but never submitted (the dispatcher stopped)",
+                    "retryable": True,
+                }
             return "claimed:" + self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
         if state != SUBMITTED or not row.get("job_id"):
             return "skipped"
         if self.runpod is None:
             raise InvalidInput("the sweeper has no RunPod client")
+        job_id = row["job_id"]
         try:
-            st = self.runpod.status(row["job_id"])
+            st = self.runpod.status(job_id)
         except RunPodError as e:
-            log.info("status of %s failed: %s; polled again later", row["job_id"], e.message)
-            self.ledger.push_due(owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s)
+            failures = int(row.get("poll_failures") or 0) + 1
+            if self.policy.lost(row, failures, now):
+                with contextlib.suppress(RunPodError):
+                    self.runpod.cancel(job_id)
+                err = {
+                    "code": "job_lost",
+                    "message": f"RunPod's /status failed {failures} times in a row, past the job's deadline; "
+                    f"last: {e.message}",
+                    "retryable": True,
+                }
+                return "lost:" + self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
+            log.info("status of %s failed (%d in a row): %s; polled again later", job_id, failures, e.message)
+            self.ledger.push_due(
+                owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s, poll_failures=failures
+            )
             return "poll_error"
-        status = st.get("status")
-        if status in FINAL_JOB_STATES:
-            return "polled:" + self.apply_result(owner_id, item_id, dispatch_id, st).action
-        submitted = iso_epoch(row.get("submitted_at")) or now
-        if now > submitted + self.settings.job_ttl_s:
+        outcome = self.apply_result(owner_id, item_id, dispatch_id, st)
+        if outcome.action != "pending" and not outcome.detail.get("mismatch"):
+            return "polled:" + outcome.action
+        if self.policy.overdue(row, now):
             with contextlib.suppress(RunPodError):
-                self.runpod.cancel(row["job_id"])
+                self.runpod.cancel(job_id)
             err = {"code": "job_expired", "message": "the job outlived its TTL", "retryable": True}
             return "expired:" + self._retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
-        self.ledger.push_due(owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s)
+        self.ledger.push_due(
+            owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s, poll_failures=None
+        )
         return "waiting"
+
+    def free_overdue(self, owner_id: str, item_id: str) -> bool:
+        """Replay or a forced reprocess of an item whose open dispatch is past its deadline: the dispatch
+        is closed (its job, if RunPod still knows it, cancelled; its channels PENDING), so the caller can
+        dispatch the item again. A late answer of the old job is then stale. False: nothing to free."""
+        item = self.ledger.item(owner_id, item_id)
+        if item is None or not self.policy.overdue(item, self.clock()):
+            return False
+        if item.get("job_id") and self.runpod is not None:
+            with contextlib.suppress(RunPodError):
+                self.runpod.cancel(item["job_id"])
+        dispatch_id = item["dispatch_id"]
+        err = {"code": "job_lost", "message": "freed past its deadline by a replay", "retryable": True}
+        channels = list(item.get("dispatch_channels") or [])
+        self.ledger.finish_channels(
+            owner_id, item_id, dispatch_id, {ch: (PENDING, {"error": err}) for ch in channels}
+        )
+        return self.ledger.release(owner_id, item_id, dispatch_id, retry_at=None, error=err)
 
 
 class _Retry(Exception):
@@ -966,16 +975,6 @@ def _upstream(channel: str) -> set[str]:
     return out
 
 
-def _current(row: Mapping[str, Any] | None, channel: str, hashes: Mapping[str, str]) -> bool:
-    """The row holds a final result for the channel's current inputs and fingerprint."""
-    return bool(
-        row
-        and row.get("status") in plan.TERMINAL
-        and row.get("input_hash") == hashes.get(channel)
-        and row.get("fingerprint") == spec.CHANNELS[channel].fingerprint
-    )
-
-
 def _hash_rows(rows: Mapping[str, Mapping[str, Any]], chans: tuple[str, ...]) -> str:
     return plan.hash_of(*(f"{c}:{rows[c].get('status')}:{rows[c].get('sha256', '')}" for c in chans))
 
@@ -994,13 +993,4 @@ def _err(e: EmbeddingError) -> dict[str, Any]:
     return {"code": e.code, "message": e.public_message[:500], "retryable": bool(e.retryable)}
 
 
-def _gpu_seconds(payload: Mapping[str, Any], output: Any) -> float:
-    ms = payload.get("executionTime")
-    if isinstance(ms, int | float) and ms >= 0:
-        return round(float(ms) / 1000.0, 3)
-    if isinstance(output, dict) and isinstance(output.get("seconds"), int | float):
-        return round(float(output["seconds"]), 3)
-    return 0.0
-
-
-__all__ = ["DISPATCHED", "PROCESSING", "Outcome", "Pipeline", "artifact_key", "parse_job_error"]
+__all__ = ["DISPATCHED", "PROCESSING", "Outcome", "Pipeline", "artifact_key"]

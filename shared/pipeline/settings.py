@@ -12,6 +12,8 @@
     JOB_TTL_S                 RunPod policy.ttl: a job's whole life, queue included (3600)
     POLL_AFTER_S              no webhook by then: /status is polled (EXECUTION_TIMEOUT_S + 60)
     POLL_INTERVAL_S           how often an unfinished job is polled again (60)
+    MAX_POLL_FAILURES         /status failures in a row, past the job's deadline (its TTL), after which
+                              the job is lost and its item dispatched again (3)
     BACKOFF_BASE_S / BACKOFF_MAX_S   retry delay: base * 2**(attempt-1), full jitter, capped (30 / 1800)
     MAX_SOURCE_BYTES          sources over this are refused before any GPU work (2147483648)
     MAX_META_BYTES            meta.json over this is refused (65536)
@@ -86,6 +88,7 @@ class PipelineSettings:
     job_ttl_s: int = 3600
     poll_after_s: float = 960.0
     poll_interval_s: float = 60.0
+    max_poll_failures: int = 3
     backoff_base_s: float = 30.0
     backoff_max_s: float = 1800.0
     max_source_bytes: int = 2_147_483_648
@@ -131,6 +134,7 @@ class PipelineSettings:
             job_ttl_s=ttl,
             poll_after_s=read(env, "POLL_AFTER_S", positive(float), float(timeout + 60), "960"),
             poll_interval_s=read(env, "POLL_INTERVAL_S", positive(float), cls.poll_interval_s, "60"),
+            max_poll_failures=read(env, "MAX_POLL_FAILURES", positive(int), cls.max_poll_failures, "3"),
             backoff_base_s=read(env, "BACKOFF_BASE_S", positive(float), cls.backoff_base_s, "30"),
             backoff_max_s=read(env, "BACKOFF_MAX_S", positive(float), cls.backoff_max_s, "1800"),
             max_source_bytes=read(env, "MAX_SOURCE_BYTES", positive(int), cls.max_source_bytes, "2147483648"),
