@@ -30,7 +30,7 @@ from shared.lambda_text.proxy import (
     read_json_body,
 )
 from shared.lambda_text.request import parse_request
-from shared.settings import TextSettings, read
+from shared.settings import STRING, TextSettings, read_settings, setting
 
 BATCH_STARTED = "embedding.batch_started.v1"
 BATCH_COMPLETED = "embedding.batch_completed.v1"
@@ -47,15 +47,22 @@ Handler = Callable[[Any, Any], dict]
 class ObservabilitySettings:
     """Powertools' own variables, read here too so the defaults hold outside Lambda (CLI, tests)."""
 
-    service: str = "embed-text"
-    namespace: str = "ServerlessEmbeddings"
+    service: str = setting(
+        "POWERTOOLS_SERVICE_NAME",
+        STRING,
+        "the service named in every log line and metric",
+        default="embed-text",
+    )
+    namespace: str = setting(
+        "POWERTOOLS_METRICS_NAMESPACE",
+        STRING,
+        "the CloudWatch namespace of the metrics",
+        default="ServerlessEmbeddings",
+    )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ObservabilitySettings:
-        return cls(
-            service=read(env, "POWERTOOLS_SERVICE_NAME", str, cls.service, "embed-text"),
-            namespace=read(env, "POWERTOOLS_METRICS_NAMESPACE", str, cls.namespace, "ServerlessEmbeddings"),
-        )
+        return cls(**read_settings(cls, env))
 
 
 def build_handler(

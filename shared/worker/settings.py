@@ -1,62 +1,7 @@
 """RunPod worker settings, read once at start from a mapping (normally os.environ) and frozen.
 
-Every variable (all optional; the defaults are the production values):
-
-    MODEL_DIR                 baked model folder (image: /models; dev: <repo>/.models)
-    DEVICE                    auto | cpu | cuda | cuda:N          (auto: cuda when available; the GPU
-                              image sets cuda, and a worker told cuda that finds none refuses to start)
-    PRECISION                 fp16 | bf16 | fp32                  (CPU always runs fp32)
-    CLIP_MODEL                registry name of the CLIP model      (clip-vit-b-32; clip-eva02-l-14-336)
-    WORKER_TASKS              tasks served  (embed_item,transcribe,clip_text,clip_image; embed_video and
-                              qwen3vl_text are opt-in: they load Qwen3-VL-Embedding-2B)
-    WORKER_CHANNELS           embed_item channels it serves        (the RunPod channels of shared.spec
-                              that are on by default: all but video_qwen3vl)
-    EMBEDDING_BACKEND         qwen3_vl | deterministic             (qwen3_vl) what embed_video/qwen3vl_text
-                              run; deterministic is a hash-seeded placeholder for callers' integration
-                              tests, labelled so in every output, refused for the video_qwen3vl channel
-    EMBEDDING_DIMS            embed_video/qwen3vl_text dims when a job names none (2048; one of the
-                              model's Matryoshka sizes: 2048,1536,1024,768,512,256,128,64)
-    QWEN3VL_MAX_TEXT_TOKENS   tokens of a caption or query text     (512)
-    QWEN3VL_TEXT_OVERFLOW     truncate | refuse: a longer caption/text is cut at a token boundary
-                              (the output says so) or refused      (truncate)
-    WHISPER_BACKEND           faster_whisper | transformers        (faster_whisper) what the transcribe
-                              task and embed_video's transcript run; the spec's transcript channel is
-                              faster-whisper, so embed_item's transcript needs faster_whisper
-    WHISPER_MODEL             registry name of the transformers Whisper checkpoint
-                              (distil-whisper-large-v3; only read with WHISPER_BACKEND=transformers)
-    WHISPER_MAX_NEW_TOKENS    tokens a transformers Whisper may generate per 30 s window (0: derived
-                              from the checkpoint: its max_target_positions minus the prompt, whenever
-                              its generation config's max_length would cut transcripts shorter)
-    ENABLE_TTA                5-crop TTA for image_clip / clip_image (1)
-    PANORAMA_MAX_RATIO        tile images wider than this ratio    (2.6)
-    PANORAMA_MAX_TILES        most panorama tiles per image; a wider image is cut into N tiles, each
-                              squeezed to a square and one view (no 5-crop TTA per tile), so an
-                              image costs at most max(5, N) views (2)
-    MAX_IMAGE_ASPECT          an image whose aspect ratio is beyond N:1 is refused from its header
-                              with media_error (8)
-    MAX_DOWNLOAD_BYTES        source size cap                      (2147483648)
-    DOWNLOAD_TIMEOUT_S        download/upload time limit, seconds  (300)
-    ALLOW_PRIVATE_URLS        allow loopback/private addresses     (0; only the local stack sets it)
-    BATCH_WINDOW_MS           clip_text/clip_image batching window (15)
-    BATCH_EARLY_CLOSE         run a batch once no job in the worker can still join it (1)
-    MAX_BATCH                 items per batched forward pass       (64)
-    WORKER_CONCURRENCY        jobs RunPod hands this worker at once (8)
-    MEDIA_CONCURRENCY         embed_item/transcribe jobs decoding at once (2)
-    MAX_TEXTS                 texts per clip_text job              (256)
-    MAX_TEXT_CHARS            characters per text                  (2000)
-    MAX_IMAGES                images per clip_image job            (32)
-    MAX_IMAGE_BYTES           bytes per clip_image image           (20000000)
-    MAX_IMAGE_PIXELS          decoded pixels per image             (50000000)
-    FULL_DECODE_MAX_PIXELS    pixels of an image only Pillow decodes, at full size (GIF, BMP, odd
-                              TIFF...), refused from its header above it (1500000)
-    INFLATE_MAX_PIXELS        pixels of a PNG/WebP/TIFF, inflated whole though streamed, refused from
-                              its header above it (33177600: an 8K UHD frame; JPEG is DCT-scaled)
-    JOB_MAX_PIXELS            decoded image pixels per job, summed from the headers before any
-                              image is decoded (400000000: 32 twelve-megapixel photos)
-    WORKER_MAX_PIXELS         image pixels decoded at once in the whole worker, all jobs together
-                              (150000000, ~0.5 GB of RGB); a decode waits for room
-    MAX_VIDEO_PIXELS          pixels per coded video frame, read from the stream header (35389440, 8K)
-    TRANSCRIPT_MAX_SECONDS    audio transcribed per item/job       (1800)
+Every variable is optional (the defaults are the production values) and declared once, on its field
+below; docs/configuration.md is rendered from the declarations (`python -m shared.dev.settings_doc`).
 
 The embed_item channels are the spec's contract: each channel's runner (shared.worker.channels)
 checks that the settings produce what `shared.spec` records for it (its fingerprint says so), e.g.
@@ -75,7 +20,7 @@ from shared import spec
 from shared.errors import ConfigError
 from shared.media.image import FULL_DECODE_MAX_PIXELS, INFLATE_MAX_PIXELS
 from shared.models import registry
-from shared.settings import DEFAULT_MODEL_DIR, choice, model_dir_from, positive, read, read_bool
+from shared.settings import BOOL, Parser, choice, model_dir_setting, parser, positive, read_settings, setting
 from shared.worker.requests import TASKS
 
 PRECISIONS = ("fp16", "bf16", "fp32")
@@ -90,16 +35,17 @@ DEFAULT_TASKS = tuple(t for t in TASKS if t not in QWEN3VL_TASKS)
 DEFAULT_CHANNELS = tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].default_on)
 
 
-def _csv(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+def _csv(allowed: tuple[str, ...]) -> Parser:
     def inner(raw: str) -> tuple[str, ...]:
         names = tuple(dict.fromkeys(p.strip() for p in raw.split(",") if p.strip()))
         if not names or any(n not in allowed for n in names):
             raise ValueError(raw)
         return names
 
-    return inner
+    return Parser(inner, f"comma list of: {', '.join(allowed)}")
 
 
+@parser("auto | cpu | cuda | cuda:N")
 def _device(raw: str) -> str:
     low = raw.strip().lower()
     if low in ("auto", "cpu", "cuda") or (low.startswith("cuda:") and low[5:].isdigit()):
@@ -107,13 +53,18 @@ def _device(raw: str) -> str:
     raise ValueError(raw)
 
 
-def _clip_name(raw: str) -> str:
-    entry = registry.REGISTRY.get(raw)
-    if entry is None or entry.kind != "open_clip":
-        raise ValueError(raw)
-    return raw
+def _registry_name(kind: str) -> Parser:
+    names = [n for n, e in registry.REGISTRY.items() if e.kind == kind]
+
+    def inner(raw: str) -> str:
+        if raw not in names:
+            raise ValueError(raw)
+        return raw
+
+    return Parser(inner, " | ".join(names))
 
 
+@parser("float >= 1")
 def _ratio(raw: str) -> float:
     value = float(raw)
     if not value >= 1.0 or value == float("inf"):
@@ -121,13 +72,7 @@ def _ratio(raw: str) -> float:
     return value
 
 
-def _whisper_name(raw: str) -> str:
-    entry = registry.REGISTRY.get(raw)
-    if entry is None or entry.kind != "whisper-transformers":
-        raise ValueError(raw)
-    return raw
-
-
+@parser(" | ".join(map(str, MRL_DIMS)))
 def _mrl_dims(raw: str) -> int:
     value = int(raw)
     if value not in MRL_DIMS:
@@ -135,9 +80,26 @@ def _mrl_dims(raw: str) -> int:
     return value
 
 
+@parser("int >= 0")
 def _non_negative_int(raw: str) -> int:
     value = int(raw)
     if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+@parser("seconds > 0")
+def _seconds(raw: str) -> float:
+    value = float(raw)
+    if not 0 < value < float("inf"):  # also refuses nan
+        raise ValueError(raw)
+    return value
+
+
+@parser("float >= 0")
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not value >= 0 or value == float("inf"):
         raise ValueError(raw)
     return value
 
@@ -152,124 +114,197 @@ def _cuda_available() -> bool:
 class WorkerSettings:
     """The GPU worker's configuration. Build with `from_env`; tests pass plain dicts."""
 
-    model_dir: Path = DEFAULT_MODEL_DIR
-    device: str = "cpu"  # resolved: cpu | cuda | cuda:N
-    precision: str = "fp32"  # effective: always fp32 on CPU
-    clip_model: str = "clip-vit-b-32"
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    channels: tuple[str, ...] = DEFAULT_CHANNELS
-    embedding_backend: str = "qwen3_vl"
-    embedding_dims: int = MRL_DIMS[0]
-    qwen3vl_max_text_tokens: int = 512
-    qwen3vl_text_overflow: str = "truncate"
-    whisper_backend: str = "faster_whisper"
-    whisper_model: str = "distil-whisper-large-v3"
-    whisper_max_new_tokens: int = 0
-    tta: bool = True
-    panorama_max_ratio: float = 2.6
-    panorama_max_tiles: int = 2
-    max_image_aspect: float = 8.0
-    max_download_bytes: int = 2 * 1024**3
-    download_timeout_s: float = 300.0
-    allow_private_urls: bool = False
-    batch_window_ms: float = 15.0
-    batch_early_close: bool = True
-    max_batch: int = 64
-    concurrency: int = 8
-    media_concurrency: int = 2
-    max_texts: int = 256
-    max_text_chars: int = 2000
-    max_images: int = 32
-    max_image_bytes: int = 20_000_000
-    max_image_pixels: int = 50_000_000
-    full_decode_max_pixels: int = FULL_DECODE_MAX_PIXELS
-    inflate_max_pixels: int = INFLATE_MAX_PIXELS
-    job_max_pixels: int = 400_000_000
-    worker_max_pixels: int = 150_000_000
-    max_video_pixels: int = 8192 * 4320
-    transcript_max_seconds: float = 1800.0
+    model_dir: Path = model_dir_setting()  # noqa: RUF009 (a field specifier, as dataclasses.field)
+    device: str = setting(  # the field holds the resolved device: cpu | cuda | cuda:N
+        "DEVICE",
+        _device,
+        "auto: cuda when available; the GPU image sets cuda, and a worker told cuda that finds none "
+        "refuses to start",
+        default="cpu",
+        env_default="auto",
+        example="cuda",
+    )
+    precision: str = setting(  # the field holds the effective precision: always fp32 on CPU
+        "PRECISION",
+        choice(*PRECISIONS),
+        "model precision on a GPU (CPU always runs fp32)",
+        default="fp32",
+        env_default="fp16",
+    )
+    clip_model: str = setting(
+        "CLIP_MODEL",
+        _registry_name("open_clip"),
+        "registry name of the CLIP model (the spec's image_clip and video_clip channels need the default)",
+        default="clip-vit-b-32",
+    )
+    tasks: tuple[str, ...] = setting(
+        "WORKER_TASKS",
+        _csv(TASKS),
+        "tasks served; embed_video and qwen3vl_text are opt-in: they load Qwen3-VL-Embedding-2B",
+        default=DEFAULT_TASKS,
+        example="clip_text,clip_image",
+    )
+    channels: tuple[str, ...] = setting(
+        "WORKER_CHANNELS",
+        _csv(spec.RUNPOD_CHANNELS),
+        "embed_item channels served (default: the RunPod channels of shared.spec that are on by default)",
+        default=DEFAULT_CHANNELS,
+        example="video_clip,transcript",
+    )
+    embedding_backend: str = setting(
+        "EMBEDDING_BACKEND",
+        choice(*EMBEDDING_BACKENDS),
+        "what embed_video / qwen3vl_text run; deterministic is a hash-seeded placeholder for callers' "
+        "integration tests, labelled so in every output, refused for the video_qwen3vl channel",
+        default="qwen3_vl",
+    )
+    embedding_dims: int = setting(
+        "EMBEDDING_DIMS",
+        _mrl_dims,
+        "embed_video / qwen3vl_text dims when a job names none (one of the model's Matryoshka sizes)",
+        default=MRL_DIMS[0],
+        example="512",
+    )
+    qwen3vl_max_text_tokens: int = setting(
+        "QWEN3VL_MAX_TEXT_TOKENS", positive(int), "tokens of a caption or query text", default=512
+    )
+    qwen3vl_text_overflow: str = setting(
+        "QWEN3VL_TEXT_OVERFLOW",
+        choice(*TEXT_OVERFLOW),
+        "a longer caption / text is cut at a token boundary (the output says so) or refused",
+        default="truncate",
+        example="refuse",
+    )
+    whisper_backend: str = setting(
+        "WHISPER_BACKEND",
+        choice(*WHISPER_BACKENDS),
+        "what the transcribe task and embed_video's transcript run; the spec's transcript channel is "
+        "faster-whisper, so embed_item's transcript needs faster_whisper",
+        default="faster_whisper",
+        example="transformers",
+    )
+    whisper_model: str = setting(
+        "WHISPER_MODEL",
+        _registry_name("whisper-transformers"),
+        "registry name of the transformers Whisper checkpoint (only read with WHISPER_BACKEND=transformers)",
+        default="distil-whisper-large-v3",
+    )
+    whisper_max_new_tokens: int = setting(
+        "WHISPER_MAX_NEW_TOKENS",
+        _non_negative_int,
+        "tokens a transformers Whisper may generate per 30 s window (0: derived from the checkpoint: its "
+        "max_target_positions minus the prompt, whenever its generation config's max_length would cut "
+        "transcripts shorter)",
+        default=0,
+        example="440",
+    )
+    tta: bool = setting("ENABLE_TTA", BOOL, "5-crop TTA for image_clip / clip_image", default=True)
+    panorama_max_ratio: float = setting(
+        "PANORAMA_MAX_RATIO", _ratio, "images wider than this aspect ratio are tiled", default=2.6
+    )
+    panorama_max_tiles: int = setting(
+        "PANORAMA_MAX_TILES",
+        positive(int),
+        "most panorama tiles per image; a wider image is cut into N tiles, each squeezed to a square and "
+        "one view (no 5-crop TTA per tile), so an image costs at most max(5, N) views",
+        default=2,
+    )
+    max_image_aspect: float = setting(
+        "MAX_IMAGE_ASPECT",
+        _ratio,
+        "an image whose aspect ratio is beyond N:1 is refused from its header with media_error",
+        default=8.0,
+    )
+    max_download_bytes: int = setting(
+        "MAX_DOWNLOAD_BYTES", positive(int), "source size cap", default=2 * 1024**3
+    )
+    download_timeout_s: float = setting(
+        "DOWNLOAD_TIMEOUT_S", _seconds, "download / upload time limit", default=300.0
+    )
+    allow_private_urls: bool = setting(
+        "ALLOW_PRIVATE_URLS",
+        BOOL,
+        "allow loopback / private addresses (only the local stack sets it)",
+        default=False,
+    )
+    batch_window_ms: float = setting(
+        "BATCH_WINDOW_MS", _non_negative_float, "clip_text / clip_image batching window", default=15.0
+    )
+    batch_early_close: bool = setting(
+        "BATCH_EARLY_CLOSE", BOOL, "run a batch once no job in the worker can still join it", default=True
+    )
+    max_batch: int = setting("MAX_BATCH", positive(int), "items per batched forward pass", default=64)
+    concurrency: int = setting(
+        "WORKER_CONCURRENCY", positive(int), "jobs RunPod hands this worker at once", default=8
+    )
+    media_concurrency: int = setting(
+        "MEDIA_CONCURRENCY", positive(int), "embed_item / transcribe jobs decoding at once", default=2
+    )
+    max_texts: int = setting("MAX_TEXTS", positive(int), "texts per clip_text job", default=256)
+    max_text_chars: int = setting("MAX_TEXT_CHARS", positive(int), "characters per text", default=2000)
+    max_images: int = setting("MAX_IMAGES", positive(int), "images per clip_image job", default=32)
+    max_image_bytes: int = setting(
+        "MAX_IMAGE_BYTES", positive(int), "bytes per clip_image image", default=20_000_000
+    )
+    max_image_pixels: int = setting(
+        "MAX_IMAGE_PIXELS", positive(int), "decoded pixels per image", default=50_000_000
+    )
+    full_decode_max_pixels: int = setting(
+        "FULL_DECODE_MAX_PIXELS",
+        positive(int),
+        "pixels of an image only Pillow decodes, at full size (GIF, BMP, odd TIFF...), refused from its "
+        "header above it",
+        default=FULL_DECODE_MAX_PIXELS,
+    )
+    inflate_max_pixels: int = setting(
+        "INFLATE_MAX_PIXELS",
+        positive(int),
+        "pixels of a PNG / WebP / TIFF, inflated whole though streamed, refused from its header above it "
+        "(the default is an 8K UHD frame; JPEG is DCT-scaled)",
+        default=INFLATE_MAX_PIXELS,
+    )
+    job_max_pixels: int = setting(
+        "JOB_MAX_PIXELS",
+        positive(int),
+        "decoded image pixels per job, summed from the headers before any image is decoded (the default: "
+        "32 twelve-megapixel photos)",
+        default=400_000_000,
+    )
+    worker_max_pixels: int = setting(
+        "WORKER_MAX_PIXELS",
+        positive(int),
+        "image pixels decoded at once in the whole worker, all jobs together (the default is ~0.5 GB of "
+        "RGB); a decode waits for room",
+        default=150_000_000,
+    )
+    max_video_pixels: int = setting(
+        "MAX_VIDEO_PIXELS",
+        positive(int),
+        "pixels per coded video frame, read from the stream header (the default is 8K)",
+        default=8192 * 4320,
+    )
+    transcript_max_seconds: float = setting(
+        "TRANSCRIPT_MAX_SECONDS", _seconds, "audio transcribed per item / job", default=1800.0
+    )
 
     @classmethod
     def from_env(
         cls, env: Mapping[str, str] | None = None, *, cuda_available: Callable[[], bool] = _cuda_available
     ) -> WorkerSettings:
         """Read and validate every setting; a malformed value raises ConfigError with an example."""
-        env = os.environ if env is None else env
-        requested = read(env, "DEVICE", _device, "auto", "cuda")
-        if requested == "auto":
+        values = read_settings(cls, os.environ if env is None else env)
+        device = values["device"]
+        if device == "auto":
             device = "cuda" if cuda_available() else "cpu"
-        else:
-            device = requested
-            if device.startswith("cuda") and not cuda_available():
-                raise ConfigError(
-                    f"DEVICE={device} but no CUDA device is visible (torch.cuda.is_available() is False; "
-                    f"check the host's driver against the image's CUDA); example: DEVICE=cpu"
-                )
-        precision = read(env, "PRECISION", choice(*PRECISIONS), "fp16", "fp16")
+        elif device.startswith("cuda") and not cuda_available():
+            raise ConfigError(
+                f"DEVICE={device} but no CUDA device is visible (torch.cuda.is_available() is False; "
+                f"check the host's driver against the image's CUDA); example: DEVICE=cpu"
+            )
+        values["device"] = device
         if device == "cpu":
-            precision = "fp32"  # half precision on CPU is slow and lossy; never what anyone wants
-        settings = cls(
-            model_dir=model_dir_from(env),
-            device=device,
-            precision=precision,
-            clip_model=read(env, "CLIP_MODEL", _clip_name, cls.clip_model, "clip-vit-b-32"),
-            tasks=read(env, "WORKER_TASKS", _csv(TASKS), cls.tasks, "clip_text,clip_image"),
-            channels=read(
-                env, "WORKER_CHANNELS", _csv(spec.RUNPOD_CHANNELS), cls.channels, "video_clip,transcript"
-            ),
-            embedding_backend=read(
-                env, "EMBEDDING_BACKEND", choice(*EMBEDDING_BACKENDS), cls.embedding_backend, "qwen3_vl"
-            ),
-            embedding_dims=read(env, "EMBEDDING_DIMS", _mrl_dims, cls.embedding_dims, "512"),
-            qwen3vl_max_text_tokens=read(
-                env, "QWEN3VL_MAX_TEXT_TOKENS", positive(int), cls.qwen3vl_max_text_tokens, "512"
-            ),
-            qwen3vl_text_overflow=read(
-                env, "QWEN3VL_TEXT_OVERFLOW", choice(*TEXT_OVERFLOW), cls.qwen3vl_text_overflow, "refuse"
-            ),
-            whisper_backend=read(
-                env, "WHISPER_BACKEND", choice(*WHISPER_BACKENDS), cls.whisper_backend, "transformers"
-            ),
-            whisper_model=read(
-                env, "WHISPER_MODEL", _whisper_name, cls.whisper_model, "distil-whisper-large-v3"
-            ),
-            whisper_max_new_tokens=read(
-                env, "WHISPER_MAX_NEW_TOKENS", _non_negative_int, cls.whisper_max_new_tokens, "440"
-            ),
-            tta=read_bool(env, "ENABLE_TTA", cls.tta),
-            panorama_max_ratio=read(env, "PANORAMA_MAX_RATIO", _ratio, cls.panorama_max_ratio, "2.6"),
-            panorama_max_tiles=read(env, "PANORAMA_MAX_TILES", positive(int), cls.panorama_max_tiles, "2"),
-            max_image_aspect=read(env, "MAX_IMAGE_ASPECT", _ratio, cls.max_image_aspect, "8"),
-            max_download_bytes=read(
-                env, "MAX_DOWNLOAD_BYTES", positive(int), cls.max_download_bytes, "2147483648"
-            ),
-            download_timeout_s=read(env, "DOWNLOAD_TIMEOUT_S", _seconds, cls.download_timeout_s, "300"),
-            allow_private_urls=read_bool(env, "ALLOW_PRIVATE_URLS", cls.allow_private_urls),
-            batch_window_ms=read(env, "BATCH_WINDOW_MS", _non_negative_float, cls.batch_window_ms, "15"),
-            batch_early_close=read_bool(env, "BATCH_EARLY_CLOSE", cls.batch_early_close),
-            max_batch=read(env, "MAX_BATCH", positive(int), cls.max_batch, "64"),
-            concurrency=read(env, "WORKER_CONCURRENCY", positive(int), cls.concurrency, "8"),
-            media_concurrency=read(env, "MEDIA_CONCURRENCY", positive(int), cls.media_concurrency, "2"),
-            max_texts=read(env, "MAX_TEXTS", positive(int), cls.max_texts, "256"),
-            max_text_chars=read(env, "MAX_TEXT_CHARS", positive(int), cls.max_text_chars, "2000"),
-            max_images=read(env, "MAX_IMAGES", positive(int), cls.max_images, "32"),
-            max_image_bytes=read(env, "MAX_IMAGE_BYTES", positive(int), cls.max_image_bytes, "20000000"),
-            max_image_pixels=read(env, "MAX_IMAGE_PIXELS", positive(int), cls.max_image_pixels, "50000000"),
-            full_decode_max_pixels=read(
-                env, "FULL_DECODE_MAX_PIXELS", positive(int), cls.full_decode_max_pixels, "1500000"
-            ),
-            inflate_max_pixels=read(
-                env, "INFLATE_MAX_PIXELS", positive(int), cls.inflate_max_pixels, "33177600"
-            ),
-            job_max_pixels=read(env, "JOB_MAX_PIXELS", positive(int), cls.job_max_pixels, "400000000"),
-            worker_max_pixels=read(
-                env, "WORKER_MAX_PIXELS", positive(int), cls.worker_max_pixels, "150000000"
-            ),
-            max_video_pixels=read(env, "MAX_VIDEO_PIXELS", positive(int), cls.max_video_pixels, "35389440"),
-            transcript_max_seconds=read(
-                env, "TRANSCRIPT_MAX_SECONDS", _seconds, cls.transcript_max_seconds, "1800"
-            ),
-        )
+            values["precision"] = "fp32"  # half precision on CPU is slow and lossy; never what anyone wants
+        settings = cls(**values)
         settings.check_budgets()
         settings.check_spec()
         settings.check_text_budget()
@@ -344,17 +379,3 @@ class WorkerSettings:
 
         for name in self.embed_channels:
             RUNNERS[name].check_settings(self)
-
-
-def _seconds(raw: str) -> float:
-    value = float(raw)
-    if not 0 < value < float("inf"):  # also refuses nan
-        raise ValueError(raw)
-    return value
-
-
-def _non_negative_float(raw: str) -> float:
-    value = float(raw)
-    if not value >= 0 or value == float("inf"):
-        raise ValueError(raw)
-    return value
