@@ -55,6 +55,12 @@ class Channel:
         }
 
     @property
+    def per_row(self) -> bool:
+        """The artifact is a matrix [1 + rows, dims] (row 0 the pooled vector, one row per frame), not
+        one vector."""
+        return bool(self.preprocessing.get("per_frame"))
+
+    @property
     def fingerprint(self) -> str:
         return _hash(self.canonical())[:16]
 

@@ -1,8 +1,12 @@
-"""The orchestration, pure of AWS (DESIGN.md, Flow). Read in this order, each a floor below the last:
+"""The orchestration, as plain code over injected adapters (DESIGN.md, Flow). Read in this order:
 
-keys (parse/validate S3 keys, artifact keys) -> plan (which channels an item needs, the delta rule) ->
-ledger (DynamoDB rows and their conditional transitions) -> dispatch (claim, then POST /run to RunPod)
--> callback (the webhook token, applying a job's result) -> lambda_channels (the text channels run
-in-process) -> sweep (lost webhooks, retries, quarantine) -> manifests (parquet per owner and spec).
-`shared.pipeline.service.Pipeline` wires them for the Lambda handlers.
+keys (parse/validate S3 keys, artifact keys) -> plan (which channels an item needs, the delta rule,
+"final and current") -> policy (retries, backoff, deadlines, quarantine: the one retry policy) ->
+core (the adapters every step shares, Outcome) -> ingest (S3 record -> item) -> advance (the delta rule
+applied; Lambda channels run in-process, lambda_channels) -> dispatch (claim, then POST /run) ->
+job_output (a RunPod answer parsed at the boundary) -> results (the answer applied to its dispatch) ->
+completion (item status, manifests, spec versions) -> sweep (what is due) -> service (the Pipeline
+that joins the steps for the Lambda handlers, lambdas). Beside them: events (S3/SQS event models),
+tokens (webhook HMAC tokens), runpod_client, persons, reprocess, admin, manifests (parquet rows),
+settings.
 """

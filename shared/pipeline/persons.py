@@ -48,7 +48,7 @@ class Persons:
     def on_photo(self, ref: keys.SourceKey, info: Any, seq: str | None) -> Any:
         """A reference photo was uploaded: record it (and its person), then run image_clip on it."""
         from shared.aws.ledger import PERSON_PHOTO
-        from shared.pipeline.service import Outcome
+        from shared.pipeline.core import Outcome
 
         if not self.enabled:
             return Outcome("skipped", "person_query is not among this deployment's channels")
@@ -75,7 +75,7 @@ class Persons:
             person_id=person,
         )
         if info.size > self.p.settings.max_source_bytes:
-            return self.p._refuse_media(
+            return self.p.refuse_media(
                 keys.SourceKey(ref.key, "person", owner, photo, ref.file, "media", "image"),
                 media_hash,
                 f"the source is larger than {self.p.settings.max_source_bytes} bytes",
@@ -206,7 +206,7 @@ class Persons:
         done = self.p.ledger.person_written(owner, person_item, int(row.get("dirty_gen", 0)), fields)
         if row.get("run_id"):
             self.p.runs.count_item(row["run_id"], owner, person_item, outcome)
-        self.p._mark_manifest(owner)
+        self.p.mark_manifest(owner)
         return "person" if done else "person_again"
 
 

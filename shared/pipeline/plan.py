@@ -67,6 +67,24 @@ class ItemInputs:
     meta_hash: str | None
 
 
+def inputs(item: Mapping[str, Any] | None) -> ItemInputs:
+    """What an item row says the item has now."""
+    item = item or {}
+    return ItemInputs(item.get("modality") or None, item.get("media_hash"), item.get("meta_hash"))
+
+
+def upstream(channel: str) -> set[str]:
+    """Every channel a channel depends on, directly or through others."""
+    out: set[str] = set()
+    todo = list(spec.CHANNELS[channel].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep not in out:
+            out.add(dep)
+            todo.extend(spec.CHANNELS[dep].depends_on)
+    return out
+
+
 def applicable(inputs: ItemInputs, enabled: Iterable[str]) -> tuple[str, ...]:
     """The enabled channels that apply to an item, in spec order (dependencies before dependents)."""
     modalities = ITEM_MODALITIES.get(inputs.modality, ())

@@ -410,7 +410,7 @@ class Reprocessor:
                 p.skipped_current += 1
             return
         decisions = plan.needed(
-            self.pipeline._inputs(item), rows, self.settings.channels, force=force, retry_failed=True
+            plan.inputs(item), rows, self.settings.channels, force=force, retry_failed=True
         )
         todo = [d for d in decisions if d.run or d.reason == "carry"]
         if not todo:

@@ -1,190 +1,172 @@
-"""A RunPod job's answer (the webhook body, or /status), parsed once, at the boundary, into what the
-orchestration needs. Parsing never raises: what cannot be described becomes an error of the job or of
-one channel, so no output a worker returns can make the webhook or the sweeper fail.
-
-    {"id": job id, "status": "COMPLETED" | "FAILED" | "CANCELLED" | "TIMED_OUT" | "IN_QUEUE" | ...,
-     "executionTime": ms, "error": worker error (JSON text or object),
-     "output": {"item": {"owner_id", "item_id", ...}, "seconds": s, "error"?: worker error,
-                "channels": {name: {"status": "succeeded", "sha256", "bytes", "model", "model_name",
-                                    "random", "seconds", ...}
-                                  | {"status": "failed", "error": worker error}}}}
-
-The SDK's local API posts {"output": ...} with no status: that is a COMPLETED job. A channel whose
-report does not fit its model is that channel's retryable `bad_output`; times that are not finite, or
-longer than a job can live, count as unknown (0) rather than failing the result.
+"""Step 4, results: a job's answer (on_job_done's webhook, or the sweeper's /status poll), parsed at the
+boundary (shared.pipeline.job_output), tied to the dispatch it belongs to, each channel's artifact
+checked in S3 before it counts, then recorded; dependent Lambda channels run; the dispatch closes.
 """
 
 from __future__ import annotations
 
-import json
-import math
+import hashlib
+import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from shared import spec
+from shared.errors import InvalidInput
+from shared.pipeline import tokens
+from shared.pipeline.core import Core, Outcome, artifact_key, error_fields, json_object
+from shared.pipeline.job_output import MAX_ARTIFACT_BYTES, ChannelReport, parse_result
+from shared.pipeline.plan import FAILED, PENDING, QUARANTINED, SUCCEEDED
+from shared.pipeline.policy import quarantine_reason
+from shared.vectors import BadVector, check_vector, load_npy
 
-FINAL_JOB_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
-MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
-MAX_CODE_CHARS = 64
-MAX_MESSAGE_CHARS = 500
-BAD_OUTPUT = "bad_output"
-
-
-def safe_text(value: Any, limit: int) -> str:
-    """`value` as text that any store accepts: at most `limit` characters, lone surrogates replaced."""
-    text = value if isinstance(value, str) else str(value)
-    return text[:limit].encode("utf-8", "replace").decode("utf-8")
+log = logging.getLogger(__name__)
 
 
-def parse_job_error(raw: Any) -> dict[str, Any]:
-    """A worker's error (a JSON string from the SDK, or a dict) as {"code", "message", "retryable"};
-    anything unrecognised is an internal fault, retryable. Texts are cut short and made storable."""
-    err: Any = raw
-    if isinstance(raw, str):
-        try:
-            err = json.loads(raw[:65536])
-        except (ValueError, RecursionError):
-            err = {"code": "worker_error", "message": raw}
-    if not isinstance(err, dict):
-        err = {"code": "worker_error", "message": "the worker failed"}
-    code = safe_text(err.get("code") or "worker_error", MAX_CODE_CHARS)
-    message = safe_text(err.get("message") or "the worker failed", MAX_MESSAGE_CHARS)
-    retryable = err.get("retryable")
-    return {"code": code, "message": message, "retryable": True if retryable is None else bool(retryable)}
+class Results(Core):
+    """A job's answer applied to its dispatch."""
 
+    def verify_token(self, token: object) -> tokens.Claim:
+        return tokens.verify(self.webhook_key, token, self.clock())
 
-def bad_output(message: str) -> dict[str, Any]:
-    return {"code": BAD_OUTPUT, "message": message[:MAX_MESSAGE_CHARS], "retryable": True}
-
-
-Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]
-
-
-class ChannelReport(BaseModel):
-    """One channel as the worker reports it."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    status: Literal["succeeded", "failed"]
-    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
-    bytes: int | None = Field(default=None, ge=0, le=MAX_ARTIFACT_BYTES, strict=True)
-    model: str = ""
-    model_name: str = ""
-    random: bool = Field(default=False, strict=True)
-    seconds: Seconds = 0.0
-    error: Any = None
-
-    @field_validator("model", "model_name", mode="before")
-    @classmethod
-    def _text(cls, v: Any) -> str:
-        if v is None:
-            return ""
-        if not isinstance(v, str):
-            raise ValueError("must be text")
-        return safe_text(v, 200)
-
-    def check(self) -> str | None:
-        """What makes a succeeded report unusable, or None."""
-        if self.status == "succeeded" and (self.sha256 is None or self.bytes is None):
-            return "a succeeded channel must report sha256 and bytes"
-        return None
-
-
-@dataclass
-class JobResult:
-    """A job's answer as the state machine uses it."""
-
-    status: str
-    job_id: str | None = None
-    item: Mapping[str, Any] | None = None
-    error: dict[str, Any] | None = None  # the whole job's failure (every channel shares it)
-    channels: dict[str, ChannelReport | dict[str, Any]] = field(default_factory=dict)  # dict: an error
-    gpu_seconds: float = 0.0
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL_JOB_STATES
-
-    def report(self, channel: str) -> ChannelReport | dict[str, Any]:
-        """The channel's parsed report, or its error (a report that is missing or cannot be described)."""
-        got = self.channels.get(channel)
-        if got is None:
-            return {"code": "missing", "message": "the worker did not report this channel", "retryable": True}
-        return got
-
-
-def _seconds(value: Any, max_s: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    s = float(value)
-    return round(s, 3) if math.isfinite(s) and 0.0 <= s <= max_s else None
-
-
-def parse_result(payload: Mapping[str, Any], *, max_seconds: float) -> JobResult:
-    """The job's answer (never raises). `max_seconds`: the longest a job can run (its TTL); a time
-    beyond it is not a time."""
-    status = payload.get("status")
-    output = payload.get("output")
-    if status is None and "output" in payload:
-        status = "COMPLETED"
-    job_id = payload.get("id")
-    result = JobResult(
-        status=safe_text(status, 20) if isinstance(status, str) else "UNKNOWN",
-        job_id=job_id if isinstance(job_id, str) else None,
-        item=output.get("item")
-        if isinstance(output, dict) and isinstance(output.get("item"), dict)
-        else None,
-    )
-    ms = _seconds(payload.get("executionTime"), max_seconds * 1000.0)
-    if ms is not None:
-        result.gpu_seconds = round(ms / 1000.0, 3)
-    elif isinstance(output, dict):
-        result.gpu_seconds = _seconds(output.get("seconds"), max_seconds) or 0.0
-    if not result.final:
-        return result
-    if result.status != "COMPLETED":
-        result.error = parse_job_error(payload.get("error") or f"job {result.status}")
-        if result.status in ("CANCELLED", "TIMED_OUT"):
-            result.error["retryable"] = True
-        return result
-    if not isinstance(output, dict):
-        result.error = bad_output("the job's output is not an object")
-        return result
-    if "error" in output:
-        result.error = parse_job_error(output["error"])
-        return result
-    reported = output.get("channels")
-    if not isinstance(reported, dict):
-        result.error = bad_output("the job's output has no channels object")
-        return result
-    for name, raw in reported.items():
-        if not isinstance(name, str):
-            continue
-        try:
-            rep = ChannelReport.model_validate(raw)
-        except ValidationError as e:
-            where = ".".join(str(p) for p in e.errors()[0]["loc"]) or "report"
-            result.channels[name] = bad_output(f"the report's {where} is not valid")
-            continue
-        problem = rep.check()
-        if problem:
-            result.channels[name] = bad_output(problem)
-        elif rep.status == "failed":
-            result.channels[name] = parse_job_error(rep.error)
+    def apply_result(
+        self, owner_id: str, item_id: str, dispatch_id: str, payload: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply a job's answer (webhook body or /status answer) to the dispatch it belongs to.
+        Idempotent: a result for a dispatch that is no longer the item's open one changes nothing
+        ("stale"), and so does one whose job id or item is not that dispatch's ("stale", detail
+        "mismatch"). The answer is parsed and checked before anything is written; nothing in it can
+        make this raise."""
+        result = parse_result(payload, max_seconds=float(self.settings.job_ttl_s))
+        item, rows = self.ledger.rows(owner_id, item_id)  # one consistent read serves the whole apply
+        if item is None or item.get("dispatch_id") != dispatch_id:
+            return Outcome("stale", "not the item's open dispatch (already applied or superseded)")
+        if result.job_id is not None and item.get("job_id") and result.job_id != item["job_id"]:
+            return Outcome("stale", "the job is not the one this dispatch submitted", {"mismatch": True})
+        if result.item is not None and (
+            result.item.get("owner_id") != owner_id or result.item.get("item_id") != item_id
+        ):
+            return Outcome("stale", "the job's output is for another item", {"mismatch": True})
+        if not result.final:
+            return Outcome("pending", f"job is {result.status}")
+        channels = list(item.get("dispatch_channels") or [])
+        superseded = item.get("dispatch_hash") != item.get("media_hash")
+        retry: list[str] = []
+        results: dict[str, str] = {}
+        finished: dict[str, tuple[str, dict[str, Any]]] = {}
+        cache: dict[str, bytes] = {}
+        last_error: dict[str, Any] | None = result.error
+        for ch in channels:
+            if superseded:
+                status_, fields = (
+                    PENDING,
+                    {"error": {"code": "superseded", "message": "the source changed", "retryable": True}},
+                )
+            elif result.error is not None:
+                err = dict(result.error)
+                status_, fields = (PENDING if err["retryable"] else FAILED), {"error": err}
+            else:
+                status_, fields = self._check_channel(
+                    owner_id, item_id, ch, result.report(ch), cache, item.get("dispatch_version")
+                )
+            fields["job_id"] = item.get("job_id")
+            finished[ch] = (status_, fields)
+            results[ch] = status_
+            if status_ == PENDING:
+                retry.append(ch)
+                last_error = fields.get("error") or last_error
+        written = self.ledger.finish_channels(owner_id, item_id, dispatch_id, finished, before=rows)
+        # the rows as written stand for a second read, unless another writer finished one first
+        known = (item, {**rows, **written}) if all(r is not None for r in written.values()) else None
+        gpu_seconds = result.gpu_seconds
+        # Dependent Lambda channels run while the dispatch is still open: if one fails retryably, the
+        # webhook answers 500, RunPod delivers it again, and this runs again (finished rows stay as they are).
+        forced_by = item.get("dispatch_run") or False  # a forced run's dependents are forced too, once
+        after = self.advance(
+            owner_id, item_id, force=forced_by, dispatch=False, complete=False, cache=cache, known=known
+        )
+        if retry and not superseded:
+            attempts = int(item.get("attempts", 0))
+            if self.policy.exhausted(attempts):
+                reason = quarantine_reason(attempts, last_error)
+                self.ledger.quarantine(owner_id, item_id, reason, retry)
+                self.metric("ItemsQuarantined", 1)
+                log.warning("quarantined %s/%s: %s", owner_id, item_id, reason)
+                self.mark_manifest(owner_id)
+                self.finalized(owner_id, item_id, item, QUARANTINED)
+            else:
+                self.ledger.release(
+                    owner_id,
+                    item_id,
+                    dispatch_id,
+                    retry_at=self.clock() + self.backoff(attempts),
+                    gpu_seconds=gpu_seconds,
+                    error=last_error,
+                )
         else:
-            result.channels[name] = rep
-    return result
+            # the new source of a superseded dispatch is dispatched by the sweeper, right away
+            self.complete(
+                owner_id,
+                item_id,
+                dispatch_id=dispatch_id,
+                retry_at=self.clock() if superseded else None,
+                gpu_seconds=gpu_seconds,
+                known=after.rows,
+            )
+        self.metric("JobsApplied", 1)
+        return Outcome("applied", "result applied", {"channels": results, "gpu_seconds": gpu_seconds})
+
+    def _check_channel(
+        self,
+        owner_id: str,
+        item_id: str,
+        channel: str,
+        report: ChannelReport | dict[str, Any],
+        cache: dict[str, bytes],
+        version: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """A reported channel result (or the error it stands for), checked against the artifact in S3
+        before it counts. `version`: the spec version the dispatch presigned its outputs for (a deploy
+        may come in between)."""
+        if not isinstance(report, ChannelReport):
+            return (PENDING if report["retryable"] else FAILED), {"error": dict(report)}
+        key = artifact_key(channel, owner_id, item_id, version)
+        try:
+            data = self.storage.get(key, MAX_ARTIFACT_BYTES)
+            if data is None:
+                raise _Retry("the artifact the worker reported is not in S3")
+            cache[key] = data
+            if len(data) != report.bytes or hashlib.sha256(data).hexdigest() != report.sha256:
+                raise _Retry("the artifact in S3 does not match what the worker reported")
+            dims = _check_artifact(channel, data)
+        except _Retry as e:
+            return PENDING, {"error": {"code": "artifact_mismatch", "message": str(e), "retryable": True}}
+        except (BadVector, InvalidInput) as e:
+            self.storage.delete(key)  # never leave an artifact that failed its check
+            return FAILED, {"error": error_fields(e)}
+        return SUCCEEDED, {
+            "artifact_key": key,
+            "dims": dims,
+            "model": report.model,
+            "model_name": report.model_name[:100],
+            "random": report.random,
+            "sha256": report.sha256,
+            "bytes": len(data),
+            "gpu_seconds": round(min(report.seconds, float(self.settings.job_ttl_s)), 4),
+            "error": None,
+        }
 
 
-__all__ = [
-    "BAD_OUTPUT",
-    "FINAL_JOB_STATES",
-    "MAX_ARTIFACT_BYTES",
-    "ChannelReport",
-    "JobResult",
-    "bad_output",
-    "parse_job_error",
-    "parse_result",
-    "safe_text",
-]
+class _Retry(Exception):
+    pass
+
+
+def _check_artifact(channel: str, data: bytes) -> int | None:
+    """Dims of a vector artifact after the one vector check; a transcript must be a transcript JSON."""
+    ch = spec.CHANNELS[channel]
+    if ch.artifact == "json":
+        doc = json_object(data, channel)
+        if not isinstance(doc.get("text"), str) or not isinstance(doc.get("segments"), list):
+            raise InvalidInput("the transcript has no text or segments", field=channel)
+        return None
+    arr = load_npy(data, channel)
+    return int(check_vector(arr, ch.dims, channel, rows=ch.per_row).shape[-1])
