@@ -7,8 +7,20 @@ injects faults.
 
 Faults in the faulty run: 10% 503 on /run, 5% lost webhooks, 5% jobs that FAIL retryably, and on_upload
 killed mid-batch (it handles half the batch, then dies: SQS delivers the whole batch again) every
-`--kill-every` batches. Reported per run: items completed / quarantined (with reasons) / lost (not
-final when the run ends, target 0), GPU jobs per item (target 1.00 without faults), DynamoDB write
+`--kill-every` batches; and (issue 20) 5% jobs whose worker dies (no webhook; their /status fails for
+longer than their deadline, then 404; the endpoint refuses every call for a second after the death),
+5% jobs whose webhook is lost and whose result RunPod has forgotten by the first poll (/status 404),
+and 5% jobs with one channel's report garbled (`seconds` a string, object, list or NaN, sha256 missing,
+or a permanent failure with a lone surrogate in its message). The faulty run uses short job times
+(FAULT_OVERRIDES: a 10 s TTL, so a lost job is found in seconds and an ambiguous /run's claim waits
+70 s) so that its whole retry horizon fits in minutes; the clean run keeps OVERRIDES.
+
+Reported per run: items completed / quarantined (with reasons, grouped by code, each checked against
+the faults the stand-in injected into that item: `untrue` counts reasons no injected fault explains) /
+lost (not final when the run ends, target 0) / stuck (not settled when the run ends: not final, or a
+dispatch still open; target 0), time to settle per item (upload to the item's final ledger write, wall
+seconds, p50 and p99), lost jobs (dispatches the sweeper found lost and retried), GPU jobs per item
+(target 1.00 without faults), DynamoDB write
 requests per item-channel (target <= 3), orchestration time per item with model time excluded (the
 CPU time of the handlers' own threads, our code and boto3, less the text model's own CPU time; the
 stand-in's jobs and moto run in other threads/processes; target <= 50 ms), the handlers' wall time
@@ -22,15 +34,17 @@ import argparse
 import collections
 import logging
 import os
+import re
 import statistics
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from shared.dev.runpod_standin import Faults, RunPodStandIn
+from shared.dev.runpod_standin import GARBLES, Faults, RunPodStandIn
 from shared.dev.stack import LocalStack
 from shared.settings import DEFAULT_MODEL_DIR
+from shared.timestamps import iso_epoch
 
 FINAL = ("COMPLETE", "PARTIAL", "QUARANTINED")
 OVERRIDES = {
@@ -43,6 +57,38 @@ OVERRIDES = {
     "SWEEP_BATCH": "500",
     "MANIFEST_DELAY_S": "120",  # a rebuild reads every row of the owner: on moto, seconds per 1,000 items
 }
+# The faulty run in wall time: a job lives 10 s (so a lost one is found ~11 s after its submission) and an
+# ambiguous /run's claim is dispatched again after TTL + 60 s (policy.CLAIM_GRACE_S); backoffs as above.
+FAULT_OVERRIDES = {
+    **OVERRIDES,
+    "EXECUTION_TIMEOUT_S": "5",
+    "JOB_TTL_S": "10",
+    "MAX_POLL_FAILURES": "3",
+}
+FAULT_JOB_TTL_S = float(FAULT_OVERRIDES["JOB_TTL_S"])
+FAULTS = Faults(
+    run_5xx=0.10,
+    lost_webhook=0.05,
+    fail_retryable=0.05,
+    worker_down=0.05,
+    worker_down_s=FAULT_JOB_TTL_S + 5,  # past the dead jobs' deadline
+    outage_s=1.0,
+    forgotten=0.05,
+    forget_after_s=0.0,  # gone by the first poll (RunPod keeps a result 30 min; POLL_AFTER_S is 16 min)
+    garbled=0.05,
+    seed=11,
+)
+# a quarantine reason's code, and the injected faults that make it true
+REASON_FAULTS = {
+    "submit_unconfirmed": ("run_5xx", "run_500", "outage_run"),
+    "runpod_error": ("run_429",),
+    "internal_error": ("fail_retryable",),
+    "job_lost": ("worker_down", "forgotten"),
+    "bad_output": tuple(f"garbled:{g}" for g in GARBLES if g != "surrogate_error"),
+    "decode_error": ("garbled:surrogate_error",),
+    "dependency_failed": ("garbled:surrogate_error",),  # a channel whose upstream failed for good
+}
+REASON_CODE = re.compile(r"; last: ([^:]*):")
 
 
 class Timers:
@@ -99,20 +145,53 @@ class Killer:
         return maybe_killed
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    """The q-th percentile (nearest rank) of `values`; None for none."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(-(-q * len(ordered) // 100)) - 1))]
+
+
+def settled(row: dict[str, Any]) -> bool:
+    return row.get("status") in FINAL and not row.get("dispatch_state") and not row.get("sweep")
+
+
+def true_reason(code: str, injected: list[str]) -> bool:
+    """Some fault injected into the item explains the code (a garble's channel left aside)."""
+    return any(":".join(f.split(":")[:2]) in REASON_FAULTS.get(code, ()) for f in injected)
+
+
 def run(
-    items: int, faults: Faults | None, kill_every: int, timeout_s: float, solo: int = 0
+    items: int,
+    faults: Faults | None,
+    kill_every: int,
+    timeout_s: float,
+    solo: int = 0,
+    overrides: dict[str, str] = OVERRIDES,
 ) -> dict[str, Any]:
     timers = Timers()
     killer = Killer(kill_every)
+    sweeps: collections.Counter = collections.Counter()
+
+    def count_sweeps(fn: Callable[[Any, Any], dict]) -> Callable[[Any, Any], dict]:
+        def counted(event: Any, context: Any) -> dict:
+            out = fn(event, context)
+            sweeps.update((out or {}).get("counts") or {})
+            return out
+
+        return counted
 
     def wrap(name: str, fn: Callable[[Any, Any], dict]) -> Callable[[Any, Any], dict]:
         fn = timers.wrap(name, fn)
+        if name == "sweeper":
+            return count_sweeps(fn)
         return killer.wrap(fn) if name == "on_upload" else fn
 
     with (
         RunPodStandIn(faults, workers=16) as standin,
         LocalStack(
-            DEFAULT_MODEL_DIR, runpod_url=standin.base, overrides=OVERRIDES, wrap=wrap, sweep_every_s=1.0
+            DEFAULT_MODEL_DIR, runpod_url=standin.base, overrides=overrides, wrap=wrap, sweep_every_s=1.0
         ) as stack,
     ):
         s3 = stack.client("s3")
@@ -121,14 +200,16 @@ def run(
         for name, pipeline in stack.pipelines.items():  # model time (MiniLM) is not orchestration time
             pipeline.text_model.embed = timers.wrap_model(name, pipeline.text_model.embed)
         started = time.perf_counter()
+        uploaded_at: dict[str, float] = {}
         for i in range(items):
             s3.put_object(Bucket=bucket, Key=f"uploads/load/item-{i:05d}/clip.mp4", Body=b"%08d" % i)
+            uploaded_at[f"item-{i:05d}"] = time.time()  # the stack's clock: the ledger's timestamps
         uploaded = time.perf_counter() - started
         deadline = time.monotonic() + timeout_s
         while True:
             rows = [r for r in ledger.owner_rows("load") if r["sk"] == "ITEM"]
-            final = [r for r in rows if r.get("status") in FINAL]
-            if len(final) == items or time.monotonic() > deadline:
+            done = [r for r in rows if settled(r)]
+            if len(done) == items or time.monotonic() > deadline:
                 break
             time.sleep(5.0)  # an owner-index query is a full pass over the table in moto
         wall = time.perf_counter() - started
@@ -140,12 +221,51 @@ def run(
         reasons = collections.Counter(
             r.get("quarantine_reason", "")[:90] for r in item_rows if r.get("status") == "QUARANTINED"
         )
+        by_code: collections.Counter = collections.Counter()
+        untrue: list[dict[str, Any]] = []
+        failed_channels: collections.Counter = collections.Counter()
+        for r in item_rows:
+            injected = standin.faults_by_item.get(("load", r["item_id"]), [])
+            if r.get("status") == "QUARANTINED":
+                m = REASON_CODE.search(r.get("quarantine_reason", ""))
+                code = m.group(1) if m else "?"
+                by_code[code] += 1
+                if not true_reason(code, injected):
+                    untrue.append(
+                        {"item": r["item_id"], "reason": r.get("quarantine_reason"), "faults": injected}
+                    )
+            elif r.get("status") == "PARTIAL":
+                for c in chan_rows:
+                    if c["item_id"] == r["item_id"] and c.get("status") == "FAILED":
+                        code = str((c.get("error") or {}).get("code"))
+                        failed_channels[code] += 1
+                        if not true_reason(code, injected):
+                            untrue.append(
+                                {"item": r["item_id"], "channel": c["channel"], "error": c.get("error")}
+                            )
+        settle_s = [
+            t - uploaded_at[r["item_id"]]
+            for r in item_rows
+            if r["item_id"] in uploaded_at
+            and settled(r)
+            and (t := iso_epoch(r.get("updated_at"))) is not None
+        ]
+        stuck_rows = [r for r in item_rows if r["item_id"] in uploaded_at and not settled(r)]
+        stuck_rows += [
+            {"item_id": i, "missing": True} for i in set(uploaded_at) - {r["item_id"] for r in item_rows}
+        ]
         jobs = [standin.jobs_by_item[("load", f"item-{i:05d}")] for i in range(items)]
         handler_s = sum(timers.seconds.values())
         cpu_s = sum(timers.cpu.values()) - sum(timers.model_cpu.values())
         burst_cpu = {k: v - timers.model_cpu.get(k, 0) for k, v in timers.cpu.items()}
         model_ms = 1000 * sum(timers.model_cpu.values()) / items
         standin_calls, webhooks_lost = dict(standin.calls), standin.webhooks_lost
+        injected = {
+            "died": standin.died,
+            "forgotten": standin.forgotten,
+            "garbled": dict(standin.garbled),
+            "refused while down": dict(standin.refused),
+        }
         lost = items - sum(by_status.get(s, 0) for s in FINAL)
         solo_ms = one_at_a_time(s3, bucket, ledger, timers, solo) if solo and not lost else None
         return {
@@ -154,7 +274,19 @@ def run(
             "partial": by_status.get("PARTIAL", 0),
             "quarantined": by_status.get("QUARANTINED", 0),
             "lost": lost,
+            "stuck": len(stuck_rows),
+            "stuck_rows": stuck_rows,
+            "settle_p50": percentile(settle_s, 50),
+            "settle_p99": percentile(settle_s, 99),
+            "settle_max": max(settle_s, default=None),
+            "settled_within": {b: sum(1 for t in settle_s if t <= b) for b in (10, 30, 60, 120, 300)},
+            "jobs_lost": sum(n for k, n in sweeps.items() if k.startswith("lost:")),
+            "sweeps": dict(sweeps),
             "reasons": dict(reasons),
+            "reasons_by_code": dict(by_code),
+            "failed_channels": dict(failed_channels),
+            "untrue": untrue,
+            "injected": injected,
             "jobs_per_item": statistics.mean(jobs),
             "max_jobs": max(jobs),
             "writes_per_item_channel": writes / max(1, len(chan_rows)),
@@ -210,10 +342,8 @@ def main() -> int:
     if args.only in (None, "clean"):
         runs.append(("no faults", run(args.items, None, 0, args.timeout, solo=args.solo)))
     if args.only in (None, "faults"):
-        faults = Faults(run_5xx=0.10, lost_webhook=0.05, fail_retryable=0.05, seed=11)
-        runs.append(
-            ("10% 5xx, 5% lost, 5% fail, kills", run(args.items, faults, args.kill_every, args.timeout))
-        )
+        name = "10% 5xx, 5% lost, 5% fail, kills, 5% died, 5% 404, 5% garbled"
+        runs.append((name, run(args.items, FAULTS, args.kill_every, args.timeout, overrides=FAULT_OVERRIDES)))
     print(
         f"\n{args.items} items in one burst through the local stack (moto + RunPod-API stand-in), 2 cores\n"
     )
@@ -222,6 +352,9 @@ def main() -> int:
         "completed",
         "quarantined",
         "lost",
+        "stuck",
+        "settle s p50/p99",
+        "jobs lost",
         "GPU jobs/item",
         "writes/item-channel",
         "orchestration CPU ms/item",
@@ -232,7 +365,8 @@ def main() -> int:
     print("|" + "---|" * len(cols))
     for name, r in runs:
         print(
-            f"| {name} | {r['completed']} | {r['quarantined']} | {r['lost']} | {r['jobs_per_item']:.3f} "
+            f"| {name} | {r['completed']} | {r['quarantined']} | {r['lost']} | {r['stuck']} "
+            f"| {_s(r['settle_p50'])} / {_s(r['settle_p99'])} | {r['jobs_lost']} | {r['jobs_per_item']:.3f} "
             f"(max {r['max_jobs']}) | {r['writes_per_item_channel']:.2f} "
             f"| {r['orchestration_ms_per_item']:.1f} | {r['handler_wall_ms_per_item']:.0f} "
             f"| {r['wall_s']:.1f} |"
@@ -251,9 +385,29 @@ def main() -> int:
                 f"{solo['total']:.1f} (on_upload {solo['on_upload']:.1f}, "
                 f"on_job_done {solo['on_job_done']:.1f})"
             )
+        print(
+            f"  settle s p50 {_s(r['settle_p50'])}, p99 {_s(r['settle_p99'])}, max {_s(r['settle_max'])}; "
+            f"settled within {r['settled_within']} s; upload {r['upload_s']:.1f} s; stuck {r['stuck']}; "
+            f"jobs lost {r['jobs_lost']}; sweeper actions {r['sweeps']}"
+        )
+        if r["injected"]["died"] or r["injected"]["forgotten"] or r["injected"]["garbled"]:
+            print(f"  injected: {r['injected']}")
+        if r["reasons_by_code"] or r["failed_channels"]:
+            print(
+                f"  quarantined by code {r['reasons_by_code']}; failed channels (PARTIAL) by code "
+                f"{r['failed_channels']}; untrue reasons {len(r['untrue'])}"
+            )
         for reason, n in r["reasons"].items():
             print(f"  quarantined x{n}: {reason}")
-    return 0 if all(r["lost"] == 0 for _, r in runs) else 1
+        for bad in r["untrue"]:
+            print(f"  UNTRUE: {bad}")
+        for row in r["stuck_rows"]:
+            print(f"  STUCK: {row}")
+    return 0 if all(r["lost"] == 0 and r["stuck"] == 0 and not r["untrue"] for _, r in runs) else 1
+
+
+def _s(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,25 @@ Faults, each a probability drawn from a seeded RNG: `run_5xx` (503 before anythi
 `run_429`, `lost_webhook` (the job completes, the webhook is never sent), `fail_retryable` (the job
 FAILS with a retryable worker error), `run_timeout_s` (the /run answer is delayed). `jobs_by_item`
 counts created jobs per (owner, item): the GPU jobs per item.
+
+Faults of a job that never reports, or reports what cannot be read (issue 20):
+
+- `worker_down`: the worker dies as it takes the job. That job and every job then in flight never
+  report (no webhook); their /status fails (the connection dropped with no answer, or 502/503/504)
+  for `worker_down_s` after the death (set it past the jobs' deadline, their TTL), then answers 404
+  (RunPod no longer knows them). For `outage_s` after the death the whole endpoint is down: /run,
+  /status and /cancel fail the same way (a /run so refused may have reached RunPod: ambiguous).
+- `forgotten`: the job completes, its webhook is lost, and `forget_after_s` after completion RunPod
+  has dropped its result (it keeps one 30 minutes): /status and /cancel answer 404.
+- `garbled`: the job completes with one channel's report garbled, one of GARBLES drawn per job:
+  `seconds` a string, an object, a list or NaN, sha256 missing, or the channel failed (permanently)
+  with a lone surrogate in its error message.
+
+`faults_by_item` lists, per (owner, item), each fault the stand-in injected into that item's calls
+and jobs, in order (what a quarantine reason must be explained by; a garble as
+`garbled:{how}:{channel}`); `died`, `forgotten`, `garbled` and `refused`
+(/run, /status, /cancel calls refused while down) count them. `clock` (monotonic seconds) times the
+windows.
 """
 
 from __future__ import annotations
@@ -23,7 +42,8 @@ import random
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,7 +64,17 @@ class Faults:
     lost_webhook: float = 0.0
     fail_retryable: float = 0.0
     run_timeout_s: float = 0.0  # delay before answering /run (a client with a shorter timeout gives up)
+    worker_down: float = 0.0
+    worker_down_s: float = 3600.0 + 60.0  # a dead job's /status fails this long, then 404
+    outage_s: float = 0.0  # the whole endpoint refuses calls this long after a worker dies
+    forgotten: float = 0.0
+    forget_after_s: float = 0.0
+    garbled: float = 0.0
     seed: int = 7
+
+
+GARBLES = ("seconds_str", "seconds_obj", "seconds_list", "seconds_nan", "no_sha256", "surrogate_error")
+DROP = 0  # route()'s status for "close the connection without an answer"
 
 
 @dataclass
@@ -56,6 +86,8 @@ class Job:
     output: Any = None
     error: str | None = None
     execution_ms: int = 0
+    dead_until: float | None = None  # died with its worker: /status fails until then, 404 after
+    forget_at: float | None = None  # RunPod dropped its result then: 404 from then on
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -87,10 +119,46 @@ def canned_artifact(channel: str, seed: int) -> tuple[bytes, dict[str, Any]]:
     return _npy(arr), {"shape": list(arr.shape), "dims": int(arr.shape[-1]), "dtype": "float32"}
 
 
+def garble(report: dict[str, Any], how: str) -> dict[str, Any]:
+    """A succeeded channel report garbled one way of GARBLES."""
+    out = dict(report)
+    if how == "seconds_str":
+        out["seconds"] = str(out.get("seconds", 0.01))
+    elif how == "seconds_obj":
+        out["seconds"] = {"value": out.get("seconds", 0.01)}
+    elif how == "seconds_list":
+        out["seconds"] = [out.get("seconds", 0.01)]
+    elif how == "seconds_nan":
+        out["seconds"] = float("nan")
+    elif how == "no_sha256":
+        out.pop("sha256", None)
+    elif how == "surrogate_error":
+        msg = "cannot decode frame \udcff\ud800 of the source"
+        out = {"status": "failed", "error": {"code": "decode_error", "message": msg, "retryable": False}}
+    else:
+        raise ValueError(how)
+    return out
+
+
 class RunPodStandIn:
-    def __init__(self, faults: Faults | None = None, *, job_seconds: float = 0.0, workers: int = 8) -> None:
+    def __init__(
+        self,
+        faults: Faults | None = None,
+        *,
+        job_seconds: float = 0.0,
+        workers: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.faults = faults or Faults()
         self.rng = random.Random(self.faults.seed)
+        self.clock = clock
+        self.faults_by_item: defaultdict[tuple[Any, Any], list[str]] = defaultdict(list)
+        self.running: set[str] = set()
+        self.down_until = float("-inf")
+        self.died = 0
+        self.forgotten = 0
+        self.garbled: Counter = Counter()
+        self.refused: Counter = Counter()
         self.lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.jobs_by_item: Counter = Counter()
@@ -112,6 +180,9 @@ class RunPodStandIn:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 status, out = standin.route(self.path, body, self.headers.get("Authorization", ""))
+                if status == DROP:  # the worker is down: the connection closes with no answer
+                    self.close_connection = True
+                    return
                 data = json.dumps(out).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -129,6 +200,18 @@ class RunPodStandIn:
         with self.lock:
             return p > 0 and self.rng.random() < p
 
+    def _note(self, item: Any, fault: str) -> None:
+        item = item if isinstance(item, dict) else {}
+        with self.lock:
+            self.faults_by_item[(item.get("owner_id"), item.get("item_id"))].append(fault)
+
+    def _down(self, op: str) -> tuple[int, dict[str, Any]]:
+        """How a call that reaches a dead worker's endpoint fails: no answer, or a gateway's 5xx."""
+        with self.lock:
+            self.refused[op] += 1
+            status = self.rng.choice((DROP, 502, 503, 504))
+        return status, {"error": "worker unavailable"}
+
     def route(self, path: str, body: bytes, auth: str) -> tuple[int, dict[str, Any]]:
         if not auth.startswith("Bearer "):
             return 401, {"error": "unauthorized"}
@@ -138,22 +221,39 @@ class RunPodStandIn:
         if op == "run":
             if self.faults.run_timeout_s:
                 time.sleep(self.faults.run_timeout_s)
+            req = json.loads(body or b"{}")
+            item = (req.get("input") or {}).get("item") or {}
+            if self.clock() < self.down_until:
+                self._note(item, "outage_run")
+                return self._down(op)
             if self._draw(self.faults.run_5xx):
+                self._note(item, "run_5xx")
                 return 503, {"error": "service unavailable"}
             if self._draw(self.faults.run_500):
+                self._note(item, "run_500")
                 return 500, {"error": "internal server error"}
             if self._draw(self.faults.run_429):
+                self._note(item, "run_429")
                 return 429, {"error": "too many requests"}
-            req = json.loads(body or b"{}")
             job = Job(id=f"sj-{uuid.uuid4().hex}", input=req.get("input") or {}, webhook=req.get("webhook"))
             item = job.input.get("item") or {}
             with self.lock:
                 self.jobs[job.id] = job
                 self.jobs_by_item[(item.get("owner_id"), item.get("item_id"))] += 1
+                self.running.add(job.id)
             self.pool.submit(self._run, job)
             return 200, {"id": job.id, "status": "IN_QUEUE"}
         if op in ("status", "cancel") and len(parts) == 2:
+            now = self.clock()
+            if now < self.down_until:
+                return self._down(op)
             job = self.jobs.get(parts[1])
+            if job is not None and job.dead_until is not None and now < job.dead_until:
+                return self._down(op)
+            if job is not None and (
+                (job.dead_until is not None) or (job.forget_at is not None and now >= job.forget_at)
+            ):
+                job = None  # RunPod no longer knows it
             if job is None:
                 return 404, {"error": "job not found"}
             if op == "cancel":
@@ -170,15 +270,34 @@ class RunPodStandIn:
             out["error"] = job.error
         return out
 
+    def _worker_died(self, job: Job) -> None:
+        """The worker dies taking `job`: it and every job in flight never report."""
+        with self.lock:
+            now = self.clock()
+            # the job it took, and every job another worker of the endpoint had taken (queued ones wait)
+            dead = [self.jobs[j] for j in self.running if self.jobs[j].status == "IN_PROGRESS"]
+            self.running.difference_update(j.id for j in dead)
+            self.down_until = max(self.down_until, now + self.faults.outage_s)
+            for j in dead:
+                j.dead_until = now + self.faults.worker_down_s
+                item = j.input.get("item") if isinstance(j.input.get("item"), dict) else {}
+                self.faults_by_item[(item.get("owner_id"), item.get("item_id"))].append("worker_down")
+            self.died += len(dead)
+
     def _run(self, job: Job) -> None:
         job.status = "IN_PROGRESS"
+        if self._draw(self.faults.worker_down):
+            self._worker_died(job)
+            return
         started = time.perf_counter()
         if self.job_seconds:
             time.sleep(self.job_seconds)
         inp = job.input
+        error: str | None = None
+        output: dict[str, Any] | None = None
         if self._draw(self.faults.fail_retryable):
-            job.error = json.dumps({"code": "internal_error", "message": "injected fault", "retryable": True})
-            job.status = "FAILED"
+            self._note(inp.get("item"), "fail_retryable")
+            error = json.dumps({"code": "internal_error", "message": "injected fault", "retryable": True})
         else:
             channels = {}
             seed = int(
@@ -204,14 +323,33 @@ class RunPodStandIn:
                     "fingerprint": spec.CHANNELS[ch].fingerprint,
                     "seconds": 0.01,
                 }
-            job.output = {
+            if channels and self._draw(self.faults.garbled):
+                with self.lock:
+                    name = self.rng.choice(sorted(channels))
+                    how = self.rng.choice(GARBLES)
+                    self.garbled[how] += 1
+                self._note(inp.get("item"), f"garbled:{how}:{name}")
+                channels[name] = garble(channels[name], how)
+            output = {
                 "item": inp.get("item"),
                 "spec_version": spec.SPEC_VERSION,
                 "channels": channels,
                 "seconds": round(time.perf_counter() - started, 4),
             }
-            job.status = "COMPLETED"
-        job.execution_ms = int((time.perf_counter() - started) * 1000)
+        with self.lock:  # a job the worker died with meanwhile never reports
+            if job.dead_until is not None:
+                return
+            self.running.discard(job.id)
+            job.error, job.output = error, output
+            job.status = "FAILED" if error is not None else "COMPLETED"
+            job.execution_ms = int((time.perf_counter() - started) * 1000)
+        if self._draw(self.faults.forgotten):
+            self._note(inp.get("item"), "forgotten")
+            with self.lock:
+                self.forgotten += 1
+                self.webhooks_lost += 1
+                job.forget_at = self.clock() + self.faults.forget_after_s
+            return
         if job.webhook:
             if self._draw(self.faults.lost_webhook):
                 self.webhooks_lost += 1
@@ -244,4 +382,4 @@ class RunPodStandIn:
         self.stop()
 
 
-__all__ = ["Faults", "RunPodStandIn", "canned_artifact"]
+__all__ = ["GARBLES", "Faults", "RunPodStandIn", "canned_artifact", "garble"]
