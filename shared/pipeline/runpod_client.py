@@ -31,6 +31,7 @@ from typing import Any
 import urllib3
 
 from shared.errors import EmbeddingError
+from shared.pipeline.policy import full_jitter
 
 RETRY_STATUSES = {429, 502, 503, 504}
 # /run: only what RunPod answers before it queues anything. A 502/503/504 may come from the edge in
@@ -211,7 +212,8 @@ class RunPodClient:
             if attempt > self.retries:
                 raise RunPodError(f"{reason}, after {self.retries} retries")
             if not throttled:
-                self.sleep(max(self.rng.uniform(0, ceiling), retry_after or 0.0))
+                delay = full_jitter(attempt, self.backoff_base_s, self.backoff_max_s, self.rng)
+                self.sleep(max(delay, retry_after or 0.0))
 
 
 def _path_id(job_id: str) -> str:
