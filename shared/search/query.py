@@ -1,0 +1,294 @@
+"""A search query, validated, run over one owner's index, fused and merged into moments.
+
+    searcher = Searcher(engine, embed_text=minilm.embed, clip_text=clip_text_tower)   # once per process
+    answer = searcher.search({"owner_id": "o1", "text": "when does the ferry leave", "k": 10})
+
+Ranked lists (each at most settings.candidates rows):
+
+    bm25       BM25 over the text table (transcript windows, item title/description)    modes text, hybrid
+    text_vec   MiniLM(query) against the text table                                      modes vector, hybrid
+    clip_vec   CLIP text tower(query) against the visual table (frames, images, videos)  modes vector, hybrid
+    person     the person's query vector against the visual table                        when `person` is set
+
+fused by reciprocal rank (score = sum over lists of 1 / (rrf_k + rank)), then hits of one item that
+overlap or lie within merge_gap_s merge into one moment (span = union, at most max_moment_s; score =
+the best fused score in it; channels = union). Item-level rows (title/description, a video's pooled
+vector) have no span of their own: they join the item's best moment, or stand as the item's moment.
+
+Answer: {"hits": [{"owner_id", "item_id", "score", "start_s", "end_s", "channels", "text"}], "took_ms",
+"spec_version", "skipped": [...]} (URLs are the caller's). `skipped` names the lists that could not run
+and why (no CLIP text encoder configured, the owner has no such table yet, ...).
+
+Tenant isolation: the request's owner is the only owner whose index is opened (the engine's layout),
+and every hit is checked to be that owner's. Bad input raises InvalidInput naming the field, never
+echoing the value; an owner with no index, or an unknown person, raises NotFound (404).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from shared.errors import InvalidInput
+from shared.pipeline.keys import ID_RE
+from shared.search.engine import ITEM, SPACES, TEXT, VISUAL, Hit, SearchEngine
+from shared.search.rows import clip_text as cut_text
+from shared.search.settings import DEFAULTS, SearchSettings
+
+log = logging.getLogger(__name__)
+
+Encoder = Callable[[list[str]], np.ndarray]
+MODES = ("hybrid", "text", "vector")
+REQUEST_FIELDS = ("owner_id", "text", "k", "mode", "item_id", "person")
+
+
+class NotFound(InvalidInput):
+    """The owner has no search index (of the version asked), or no such person."""
+
+    status = 404
+    code = "not_found"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    owner_id: str
+    text: str = ""
+    k: int = 10
+    mode: str = "hybrid"
+    item_id: str | None = None
+    person: str | None = None
+
+
+def _id(value: Any, name: str, *, optional: bool) -> str | None:
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or not ID_RE.fullmatch(value):
+        raise InvalidInput("must match [A-Za-z0-9_-]{1,64}", field=name)
+    return value
+
+
+def parse_request(
+    raw: Mapping[str, Any] | SearchRequest, settings: SearchSettings = DEFAULTS
+) -> SearchRequest:
+    """A request from a dict (an API body, the CLI's flags) or a SearchRequest, checked field by field.
+    Messages name the field and the rule, never the value."""
+    if isinstance(raw, SearchRequest):
+        raw = {f: getattr(raw, f) for f in REQUEST_FIELDS}
+    if not isinstance(raw, Mapping):
+        raise InvalidInput("must be an object", field="request")
+    unknown = set(raw) - set(REQUEST_FIELDS)
+    if unknown:
+        raise InvalidInput(f"unknown fields (allowed: {', '.join(REQUEST_FIELDS)})", field="request")
+    owner_id = _id(raw.get("owner_id"), "owner_id", optional=False)
+    item_id = _id(raw.get("item_id"), "item_id", optional=True)
+    person = _id(raw.get("person"), "person", optional=True)
+    text = raw.get("text", "")
+    if text is None:
+        text = ""
+    if not isinstance(text, str):
+        raise InvalidInput("must be a string", field="text")
+    if len(text) > settings.max_query_chars:
+        raise InvalidInput(f"is longer than {settings.max_query_chars} characters", field="text")
+    if any(ord(c) < 0x20 and c not in "\t\n\r" for c in text):
+        raise InvalidInput("contains control characters", field="text")
+    text = " ".join(text.split())
+    if not text and person is None:
+        raise InvalidInput("is empty (give a text, or a person)", field="text")
+    k = raw.get("k", settings.default_k)
+    if k is None:
+        k = settings.default_k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= settings.max_k:
+        raise InvalidInput(f"must be an integer within 1..{settings.max_k}", field="k")
+    mode = raw.get("mode") or "hybrid"
+    if mode not in MODES:
+        raise InvalidInput(f"must be one of {', '.join(MODES)}", field="mode")
+    return SearchRequest(owner_id, text, k, mode, item_id, person)  # type: ignore[arg-type]
+
+
+# ---- fusion and merging (pure) ----------------------------------------------------------------
+@dataclass
+class Fused:
+    hit: Hit
+    score: float
+    lists: set[str] = field(default_factory=set)
+
+
+def rrf(lists: Mapping[str, Sequence[Hit]], rrf_k: int = 60) -> list[Fused]:
+    """Reciprocal rank fusion: each row scores sum over the lists holding it of 1 / (rrf_k + rank),
+    rank from 1. A row is identified by its id (one id can appear in several lists: BM25 and MiniLM
+    both rank transcript windows). Best first; ties broken by id for a stable order."""
+    out: dict[str, Fused] = {}
+    for name, hits in lists.items():
+        seen: set[str] = set()
+        for rank, hit in enumerate(hits, start=1):
+            if hit.id in seen:
+                continue
+            seen.add(hit.id)
+            f = out.get(hit.id)
+            if f is None:
+                f = out[hit.id] = Fused(hit, 0.0)
+            f.score += 1.0 / (rrf_k + rank)
+            f.lists.add(name)
+    return sorted(out.values(), key=lambda f: (-f.score, f.hit.id))
+
+
+@dataclass
+class Moment:
+    owner_id: str
+    item_id: str
+    start_s: float
+    end_s: float
+    score: float
+    channels: set[str] = field(default_factory=set)
+    lists: set[str] = field(default_factory=set)
+    text: str = ""
+    text_score: float = -1.0  # the score of the row whose text is the snippet
+
+    def absorb(self, f: Fused, *, span: bool) -> None:
+        if span:
+            self.start_s, self.end_s = min(self.start_s, f.hit.start_s), max(self.end_s, f.hit.end_s)
+        self.score = max(self.score, f.score)
+        self.channels.add(f.hit.channel)
+        self.lists |= f.lists
+        if f.hit.text and f.score > self.text_score:
+            self.text, self.text_score = f.hit.text, f.score
+
+    def answer(self, snippet_chars: int) -> dict[str, Any]:
+        return {
+            "owner_id": self.owner_id,
+            "item_id": self.item_id,
+            "score": round(self.score, 6),
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "channels": sorted(self.channels),
+            "text": cut_text(self.text, snippet_chars),
+        }
+
+
+def _moment(f: Fused) -> Moment:
+    m = Moment(f.hit.owner_id, f.hit.item_id, f.hit.start_s, f.hit.end_s, f.score)
+    m.absorb(f, span=True)
+    return m
+
+
+def merge_moments(fused: Sequence[Fused], settings: SearchSettings = DEFAULTS) -> list[Moment]:
+    """Hits of one item whose spans overlap or lie within merge_gap_s merge into one moment while the
+    union stays within max_moment_s; item-level rows join their item's best moment (or stand alone
+    with their own span). Best first."""
+    by_item: dict[str, list[Fused]] = {}
+    for f in fused:
+        by_item.setdefault(f.hit.item_id, []).append(f)
+    moments: list[Moment] = []
+    for group in by_item.values():
+        spans = sorted((f for f in group if f.hit.kind != ITEM), key=lambda f: (f.hit.start_s, f.hit.end_s))
+        mine: list[Moment] = []
+        for f in spans:
+            cur = mine[-1] if mine else None
+            if (
+                cur is not None
+                and f.hit.start_s <= cur.end_s + settings.merge_gap_s
+                and max(cur.end_s, f.hit.end_s) - cur.start_s <= settings.max_moment_s
+            ):
+                cur.absorb(f, span=True)
+            else:
+                mine.append(_moment(f))
+        for f in (f for f in group if f.hit.kind == ITEM):
+            if mine:
+                max(mine, key=lambda m: m.score).absorb(f, span=False)
+            else:
+                mine.append(_moment(f))
+        moments += mine
+    moments.sort(key=lambda m: (-m.score, m.item_id, m.start_s))
+    return moments
+
+
+# ---- the searcher -------------------------------------------------------------------------------
+def _encode(encoder: Encoder, text: str, dims: int, what: str) -> np.ndarray:
+    v = np.asarray(encoder([text]), dtype=np.float32)
+    if v.shape != (1, dims) or not np.all(np.isfinite(v)):
+        raise InvalidInput(f"the {what} encoder returned a wrong shape (want [1, {dims}])", field=what)
+    return v[0]
+
+
+class Searcher:
+    """Runs requests over one engine (one spec version). `embed_text`: MiniLM (texts -> [n, 384]);
+    `clip_text`: the CLIP text tower (texts -> [n, 512]), optional: without it the clip_vec list is
+    skipped (and says so)."""
+
+    def __init__(
+        self,
+        engine: SearchEngine,
+        *,
+        embed_text: Encoder | None,
+        clip_text: Encoder | None = None,
+        settings: SearchSettings = DEFAULTS,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.engine = engine
+        self.embed_text = embed_text
+        self.clip_text = clip_text
+        self.settings = settings
+        self.clock = clock
+
+    def search(self, request: Mapping[str, Any] | SearchRequest) -> dict[str, Any]:
+        start = self.clock()
+        s = self.settings
+        req = parse_request(request, s)
+        counts = self.engine.counts(req.owner_id)
+        if not counts:
+            raise NotFound("has no search index", field="owner_id")
+        lists: dict[str, list[Hit]] = {}
+        skipped: list[str] = []
+        n = max(s.candidates, req.k)
+
+        def has(space: str, name: str) -> bool:
+            if counts.get(space):
+                return True
+            skipped.append(f"{name}: the owner has no {space} rows")
+            return False
+
+        if req.person is not None:
+            vector = self.engine.person_vector(req.owner_id, req.person)
+            if vector is None:
+                raise NotFound("has no query vector (unknown person, or no ready photo)", field="person")
+            if has(VISUAL, "person"):
+                lists["person"] = self.engine.vector_search(
+                    req.owner_id, VISUAL, vector, k=n, item_id=req.item_id
+                )
+        if req.text:
+            if req.mode in ("text", "hybrid") and has(TEXT, "bm25"):
+                lists["bm25"] = self.engine.text_search(req.owner_id, req.text, k=n, item_id=req.item_id)
+            if req.mode in ("vector", "hybrid"):
+                if self.embed_text is None:
+                    skipped.append("text_vec: no MiniLM text encoder configured")
+                elif has(TEXT, "text_vec"):
+                    v = _encode(self.embed_text, req.text, SPACES[TEXT][1], "embed_text")
+                    lists["text_vec"] = self.engine.vector_search(
+                        req.owner_id, TEXT, v, k=n, item_id=req.item_id
+                    )
+                if self.clip_text is None:
+                    skipped.append("clip_vec: no CLIP text encoder configured")
+                elif has(VISUAL, "clip_vec"):
+                    v = _encode(self.clip_text, req.text, SPACES[VISUAL][1], "clip_text")
+                    lists["clip_vec"] = self.engine.vector_search(
+                        req.owner_id, VISUAL, v, k=n, item_id=req.item_id
+                    )
+        for name, hits in lists.items():  # defence in depth: the layout already guarantees it
+            foreign = [h for h in hits if h.owner_id != req.owner_id]
+            if foreign:
+                log.error(
+                    "search: %d rows of another owner in %s's %s list", len(foreign), req.owner_id, name
+                )
+                lists[name] = [h for h in hits if h.owner_id == req.owner_id]
+        moments = merge_moments(rrf(lists, s.rrf_k), s)[: req.k]
+        return {
+            "hits": [m.answer(s.snippet_chars) for m in moments],
+            "took_ms": round((self.clock() - start) * 1000.0, 3),
+            "spec_version": self.engine.spec_version,
+            "skipped": skipped,
+        }
