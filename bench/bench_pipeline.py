@@ -222,6 +222,7 @@ def run(
             r.get("quarantine_reason", "")[:90] for r in item_rows if r.get("status") == "QUARANTINED"
         )
         by_code: collections.Counter = collections.Counter()
+        quarantined_faults: list[tuple[str, str, list[str]]] = []
         untrue: list[dict[str, Any]] = []
         failed_channels: collections.Counter = collections.Counter()
         for r in item_rows:
@@ -230,6 +231,7 @@ def run(
                 m = REASON_CODE.search(r.get("quarantine_reason", ""))
                 code = m.group(1) if m else "?"
                 by_code[code] += 1
+                quarantined_faults.append((r["item_id"], code, injected))
                 if not true_reason(code, injected):
                     untrue.append(
                         {"item": r["item_id"], "reason": r.get("quarantine_reason"), "faults": injected}
@@ -243,13 +245,20 @@ def run(
                             untrue.append(
                                 {"item": r["item_id"], "channel": c["channel"], "error": c.get("error")}
                             )
-        settle_s = [
-            t - uploaded_at[r["item_id"]]
+        settle_by_item = {
+            r["item_id"]: t - uploaded_at[r["item_id"]]
             for r in item_rows
             if r["item_id"] in uploaded_at
             and settled(r)
             and (t := iso_epoch(r.get("updated_at"))) is not None
-        ]
+        }
+        settle_s = list(settle_by_item.values())
+        # items the stand-in injected nothing into (their time is the burst's queueing) and the others
+        hit = {i for i in settle_by_item if standin.faults_by_item.get(("load", i))}
+        settle_split = {
+            "no fault": [t for i, t in settle_by_item.items() if i not in hit],
+            "faulted": [t for i, t in settle_by_item.items() if i in hit],
+        }
         stuck_rows = [r for r in item_rows if r["item_id"] in uploaded_at and not settled(r)]
         stuck_rows += [
             {"item_id": i, "missing": True} for i in set(uploaded_at) - {r["item_id"] for r in item_rows}
@@ -279,6 +288,10 @@ def run(
             "settle_p50": percentile(settle_s, 50),
             "settle_p99": percentile(settle_s, 99),
             "settle_max": max(settle_s, default=None),
+            "settle_split": {
+                k: (len(v), percentile(v, 50), percentile(v, 99)) for k, v in settle_split.items()
+            },
+            "quarantined_faults": quarantined_faults,
             "settled_within": {b: sum(1 for t in settle_s if t <= b) for b in (10, 30, 60, 120, 300)},
             "jobs_lost": sum(n for k, n in sweeps.items() if k.startswith("lost:")),
             "sweeps": dict(sweeps),
@@ -390,6 +403,12 @@ def main() -> int:
             f"settled within {r['settled_within']} s; upload {r['upload_s']:.1f} s; stuck {r['stuck']}; "
             f"jobs lost {r['jobs_lost']}; sweeper actions {r['sweeps']}"
         )
+        print(
+            "  settle s by item: "
+            + "; ".join(
+                f"{k} {n} items p50 {_s(p50)} p99 {_s(p99)}" for k, (n, p50, p99) in r["settle_split"].items()
+            )
+        )
         if r["injected"]["died"] or r["injected"]["forgotten"] or r["injected"]["garbled"]:
             print(f"  injected: {r['injected']}")
         if r["reasons_by_code"] or r["failed_channels"]:
@@ -399,6 +418,8 @@ def main() -> int:
             )
         for reason, n in r["reasons"].items():
             print(f"  quarantined x{n}: {reason}")
+        for item, code, faults in r["quarantined_faults"][:20]:
+            print(f"  quarantined {item} ({code}); injected into it: {faults}")
         for bad in r["untrue"]:
             print(f"  UNTRUE: {bad}")
         for row in r["stuck_rows"]:
