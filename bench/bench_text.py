@@ -18,7 +18,7 @@ Prints the CPU model and its ISA flags (avx2 / avx512 / vnni / amx) first, then 
    256-token passages at 1 thread, and a 6 MB body refused by the token budget, against the
    template's 30 s timeout.
 
-Texts: `shared.text.samples.sample_texts(n)`: short queries (2-10 words), 100-300-word passages
+Texts: `shared.models.text_samples.sample_texts(n)`: short queries (2-10 words), 100-300-word passages
 (many over 256 tokens) and code snippets. Targets (issue 10): auto >= 2.5x sentence-transformers at
 per-text cosine >= 0.99, warm single p50 <= 3 ms, cold start <= 1 s, peak RSS <= 300 MB.
 """
@@ -40,8 +40,8 @@ import numpy as np
 
 from shared.models.minilm_export import dev_checkpoint, setup_dev_minilm
 from shared.models.minilm_onnx import MiniLMOnnx, cpu_info
+from shared.models.text_samples import sample_kind, sample_texts
 from shared.settings import REPO_ROOT, TextSettings, model_dir_from
-from shared.text.samples import sample_kind, sample_texts
 
 TARGET_RATIO, TARGET_P50_MS, TARGET_COLD_S, TARGET_RSS_MB, TIMEOUT_S = 2.5, 3.0, 1.0, 300.0, 30.0
 PRECISIONS = ("fp32", "int8", "auto")

@@ -20,7 +20,7 @@ runs the Dockerfile.cpu build stage and `se export-minilm`. What it writes into 
   [CLS] token's channel 99, moved into the weights through an explicit per-channel Mul) and the most
   sensitive MatMuls (FFN output of layers 0-2) kept fp32. Attention's fused QKV projection stays
   fp32 (ORT's static tooling has no QAttention);
-- `onnx/probe.npz`: the runtime self-check's probe texts (`shared.text.samples.probe_set`) and their
+- `onnx/probe.npz`: the runtime self-check's probe texts (`shared.models.text_samples.probe_set`) and their
   torch reference vectors (float32), which `TEXT_PRECISION=auto` compares int8 against at cold start;
 - `manifest.json`: source, revision, opset, tool versions, fusion counts, parity numbers.
 
@@ -60,7 +60,7 @@ from shared.models.minilm_onnx import (
     PROBE_FILE,
     MiniLMOnnx,
 )
-from shared.text.samples import EDGE_TEXTS, NON_ENGLISH_TEXTS, probe_set, sample_texts
+from shared.models.text_samples import EDGE_TEXTS, NON_ENGLISH_TEXTS, probe_set, sample_texts
 
 log = logging.getLogger(__name__)
 

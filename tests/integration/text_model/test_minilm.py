@@ -23,8 +23,8 @@ from shared.models.minilm_onnx import (
     MiniLMOnnx,
     Probe,
 )
+from shared.models.text_samples import EDGE_TEXTS, NON_ENGLISH_TEXTS, probe_set, sample_kind, sample_texts
 from shared.settings import TextSettings
-from shared.text.samples import EDGE_TEXTS, NON_ENGLISH_TEXTS, probe_set, sample_kind, sample_texts
 
 pytestmark = pytest.mark.integration
 
@@ -276,7 +276,7 @@ def test_export_cli_refuses_incomplete_checkpoint_and_writes_nothing(tmp_path: P
 
 def test_runtime_modules_import_without_torch_or_transformers() -> None:
     code = (
-        "import sys, shared.models.minilm_onnx, shared.text.channels, shared.text.samples; "
+        "import sys, shared.models.minilm_onnx, shared.text.channels, shared.models.text_samples; "
         "bad = {'torch', 'transformers', 'sentence_transformers'} & set(sys.modules); "
         "sys.exit(f'imported {sorted(bad)}' if bad else 0)"
     )

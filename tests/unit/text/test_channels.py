@@ -8,6 +8,7 @@ import pytest
 from shared.dev.fakes import FakeBackend
 from shared.errors import InvalidInput
 from shared.models.minilm_onnx import truncate_dims
+from shared.models.text_samples import EDGE_TEXTS, sample_kind, sample_texts
 from shared.text.channels import (
     embed_text_meta,
     embed_text_transcript,
@@ -16,7 +17,6 @@ from shared.text.channels import (
     text_channels,
     transcript_text,
 )
-from shared.text.samples import EDGE_TEXTS, sample_kind, sample_texts
 
 pytestmark = pytest.mark.unit
 
