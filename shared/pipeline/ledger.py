@@ -645,9 +645,10 @@ class Runs:
         return self.ledger._get(RUNS_PK, f"RUN#{run_id}")
 
     def list(self, limit: int = 50, open_only: bool = False) -> list[dict[str, Any]]:
-        """Newest first (run ids sort by their start time)."""
+        """Newest first (run ids sort by their start time); runs only, not their requests (REQ#)."""
         query = Query(
             RUNS_PK,
+            sort=BeginsWith(SK, "RUN#"),
             filter=ne("status", "finished") if open_only else None,
             forward=False,
             consistent=True,
