@@ -61,13 +61,13 @@ def dynamodb(moto_server) -> Any:
 
 
 @pytest.fixture(params=["memory", "dynamodb"])
-def table(request, ledger_table_props) -> Iterator[lt.Table]:
+def table(request) -> Iterator[lt.Table]:
     if request.param == "memory":
         yield MemoryTable()
         return
     db = request.getfixturevalue("dynamodb")
     name = f"ledger-{uuid.uuid4().hex[:10]}"
-    props = ledger_table_props
+    props = request.getfixturevalue("ledger_table_props")
     db.create_table(
         TableName=name,
         KeySchema=props["KeySchema"],
