@@ -339,6 +339,20 @@ def test_mark_submitted_and_push_due_only_for_the_open_dispatch(ledger) -> None:
     assert row["dispatch_state"] == SUBMITTED and row["job_id"] == "job-1" and row["due_at"] == 100
     assert not ledger.push_due("o", "it", "other", 300.0)
     assert ledger.push_due("o", "it", d, 300.5) and ledger.item("o", "it")["due_at"] == 300.5
+    # what the sweeper learnt of the dispatch rides on it, and goes with it
+    assert ledger.push_due("o", "it", d, 310.0, dispatch_error={"code": "poll"}, poll_failures=2)
+    row = ledger.item("o", "it")
+    assert row["dispatch_error"] == {"code": "poll"} and row["poll_failures"] == 2
+    assert ledger.release("o", "it", d, retry_at=320.0)
+    assert not {"dispatch_error", "poll_failures"} & set(ledger.item("o", "it"))
+    ledger.push_due("o", "it", "other", 330.0, poll_failures=1)  # no open dispatch: nothing written
+    d2 = claim(ledger)
+    ledger.push_due("o", "it", d2, 340.0, dispatch_error={"code": "submit"}, poll_failures=1)
+    assert ledger.quarantine("o", "it", "lost", GPU)
+    assert not {"dispatch_error", "poll_failures"} & set(ledger.item("o", "it"))
+    ledger.set_item_status("o", "it", PROCESSING, dispatch_error={"code": "x"})
+    assert claim(ledger) is not None  # a claim starts clean
+    assert "dispatch_error" not in ledger.item("o", "it")
 
 
 def test_finish_channels_writes_all_and_answers_the_rows_as_stored(ledger) -> None:
