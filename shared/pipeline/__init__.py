@@ -2,6 +2,8 @@
 
 keys (parse/validate S3 keys, artifact keys) -> plan (which channels an item needs, the delta rule,
 "final and current") -> policy (retries, backoff, deadlines, quarantine: the one retry policy) ->
+ledger (the rows and their conditional transitions, over ledger_table's storage port: DynamoDB in
+shared.aws.ledger, a dict in shared.dev.memory_ledger) ->
 core (the adapters every step shares, Outcome) -> ingest (S3 record -> item) -> advance (the delta rule
 applied; Lambda channels run in-process, lambda_channels) -> dispatch (claim, then POST /run) ->
 job_output (a RunPod answer parsed at the boundary) -> results (the answer applied to its dispatch) ->

@@ -17,6 +17,7 @@ from shared.aws.ledger import Ledger
 from shared.aws.runtime import secret
 from shared.aws.storage import Storage
 from shared.dev.localstack import REGION, MotoServer
+from shared.dev.memory_ledger import memory_ledger
 from shared.dev.runpod_standin import Faults, RunPodStandIn
 from shared.dev.stack import FunctionUrls, Pump, _Context, create_resources, function_env, url_event
 from shared.pipeline.lambdas import build_on_job_done, build_on_upload, build_reprocess, build_sweeper
@@ -46,7 +47,10 @@ class Harness:
         *,
         faults: Faults | None = None,
         overrides: Mapping[str, str] | None = None,
+        ledger: str = "dynamodb",
     ) -> None:
+        """`ledger`: "dynamodb" (the stack's table in moto) or "memory" (shared.dev.memory_ledger; the
+        stack's S3 and SQS stay moto's)."""
         self.moto = moto
         self.clock = Clock()
         self.standin = RunPodStandIn(faults).start()
@@ -77,7 +81,10 @@ class Harness:
         self.settings = PipelineSettings.from_env(self.env)
         self.s3 = moto.client("s3")
         self.sqs = moto.client("sqs")
-        self.ledger = Ledger(moto.client("dynamodb"), self.settings.table, clock=self.clock)
+        if ledger == "memory":
+            self.ledger = memory_ledger(clock=self.clock)
+        else:
+            self.ledger = Ledger(moto.client("dynamodb"), self.settings.table, clock=self.clock)
         self.runpod = RunPodClient(
             self.standin.base,
             secret(self.settings.runpod_key_secret, "key", self.env),

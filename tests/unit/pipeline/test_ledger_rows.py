@@ -112,10 +112,10 @@ def test_a_cancelled_result_transaction_writes_each_row_that_held_on_its_own():
 
 
 def test_a_post_image_is_the_row_after_a_plain_update_and_unknown_otherwise():
-    from shared.aws.ledger import _Update
+    from shared.pipeline.ledger_table import Update
 
     before = {"pk": "p", "sk": "s", "status": "DISPATCHED", "error": {"code": "x"}, "n": 1}
-    upd = _Update().set(status="SUCCEEDED", dims=512, gpu_seconds=1.0, error=None, tags={"a", "b"})
+    upd = Update().set(status="SUCCEEDED", dims=512, gpu_seconds=1.0, error=None, tags={"a", "b"})
     assert upd.post_image(before) == {
         "pk": "p",
         "sk": "s",
@@ -126,8 +126,7 @@ def test_a_post_image_is_the_row_after_a_plain_update_and_unknown_otherwise():
         "tags": ["a", "b"],
     }
     assert upd.post_image(None) is None
-    assert _Update().set(a=1).add_one("attempts").post_image(before) is None
-    assert _Update().set(a=1).add("n", 1).post_image(before) is None
-    by_hand = _Update().set(a=1)
-    by_hand.removes.append(by_hand.name("n"))
-    assert by_hand.post_image(before) is None
+    assert Update().set(a=1).increment("attempts").post_image(before) is None
+    assert Update().set(a=1).add("n", 1).post_image(before) is None
+    assert Update().set(a=1).copy("b", "n").post_image(before) is None
+    assert Update().set(a=1).set_default("c", 0).post_image(before) is None
