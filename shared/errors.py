@@ -81,3 +81,10 @@ class ConfigError(EmbeddingError):
     """A setting is missing or malformed. Raised at start with an example value."""
 
     code = "config_error"
+
+
+class StoreError(EmbeddingError):
+    """A storage call (S3, DynamoDB, SQS) failed; retryable for throttling, 5xx and network errors."""
+
+    code = "store_error"
+    status = 503

@@ -13,7 +13,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from shared.errors import EmbeddingError
+from shared.errors import StoreError
 
 THROTTLING = {
     "ThrottlingException",
@@ -25,13 +25,6 @@ THROTTLING = {
     "InternalError",
     "TransactionConflictException",
 }
-
-
-class StoreError(EmbeddingError):
-    """An AWS call failed; retryable for throttling, 5xx and network errors."""
-
-    code = "store_error"
-    status = 503
 
 
 def translate(exc: Exception, what: str) -> StoreError:

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 from shared import spec
-from shared.aws.ledger import (
+from shared.errors import EmbeddingError, InvalidInput
+from shared.pipeline import lambda_channels, plan
+from shared.pipeline.core import Core, Outcome, artifact_key, error_fields
+from shared.pipeline.ledger import (
     PERSON,
     REMOVED,
     RETRY,
 )
-from shared.errors import EmbeddingError, InvalidInput
-from shared.pipeline import lambda_channels, plan
-from shared.pipeline.core import Core, Outcome, artifact_key, error_fields
 from shared.pipeline.plan import FAILED, SUCCEEDED
 from shared.vectors import check_vector, npy_bytes
 

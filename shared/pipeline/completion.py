@@ -11,7 +11,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from shared import spec
-from shared.aws.ledger import (
+from shared.pipeline import keys, manifests, plan
+from shared.pipeline.core import Core
+from shared.pipeline.ledger import (
     COMPLETE,
     ITEM_SK,
     PARTIAL,
@@ -20,8 +22,6 @@ from shared.aws.ledger import (
     REMOVED,
     RETRY,
 )
-from shared.pipeline import keys, manifests, plan
-from shared.pipeline.core import Core
 from shared.pipeline.plan import QUARANTINED, SUCCEEDED
 from shared.timestamps import now_iso
 

@@ -8,16 +8,18 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared import spec
-from shared.aws.ledger import Ledger
-from shared.aws.storage import Storage
 from shared.errors import ConfigError, EmbeddingError, InvalidInput
 from shared.pipeline import keys
+from shared.pipeline.ledger import Ledger
 from shared.pipeline.policy import RetryPolicy
 from shared.pipeline.runpod_client import RunPodClient
 from shared.pipeline.settings import PipelineSettings
+
+if TYPE_CHECKING:  # the S3 adapter is injected; the pipeline never imports shared.aws
+    from shared.aws.storage import Storage
 
 
 @dataclass

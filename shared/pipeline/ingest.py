@@ -13,12 +13,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.aws.ledger import (
-    RETRY,
-)
 from shared.errors import PayloadTooLarge
 from shared.pipeline import keys, plan
 from shared.pipeline.core import Core, Outcome, error_fields
+from shared.pipeline.ledger import (
+    RETRY,
+)
 from shared.pipeline.plan import FAILED
 
 log = logging.getLogger(__name__)

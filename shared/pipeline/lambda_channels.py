@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from shared import spec
-from shared.aws.storage import Storage
 from shared.errors import InvalidInput
 from shared.pipeline import keys
 from shared.pipeline.core import artifact_key, json_object
@@ -25,6 +24,9 @@ from shared.pipeline.job_output import MAX_ARTIFACT_BYTES
 from shared.pipeline.settings import PipelineSettings
 from shared.text import channels as text_channels
 from shared.vectors import check_vector, load_npy
+
+if TYPE_CHECKING:  # the S3 adapter is injected; the pipeline never imports shared.aws
+    from shared.aws.storage import Storage
 
 
 @dataclass

@@ -35,7 +35,7 @@ from dataclasses import replace
 from typing import Any
 
 from shared import spec
-from shared.aws.clients import StoreError
+from shared.errors import StoreError
 from shared.pipeline.ledger_table import (
     CONDITION_LOST,
     OWNER_INDEX,

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 
 from shared import spec
-from shared.aws.ledger import COMPLETE, ITEM_SK, PARTIAL, REMOVED
 from shared.errors import EmbeddingError, InvalidInput
 from shared.pipeline import keys, plan
+from shared.pipeline.ledger import COMPLETE, ITEM_SK, PARTIAL, REMOVED
 from shared.pipeline.plan import FAILED, SUCCEEDED
 from shared.vectors import check_vector, load_npy, npy_bytes
 
@@ -47,8 +47,8 @@ class Persons:
 
     def on_photo(self, ref: keys.SourceKey, info: Any, seq: str | None) -> Any:
         """A reference photo was uploaded: record it (and its person), then run image_clip on it."""
-        from shared.aws.ledger import PERSON_PHOTO
         from shared.pipeline.core import Outcome
+        from shared.pipeline.ledger import PERSON_PHOTO
 
         if not self.enabled:
             return Outcome("skipped", "person_query is not among this deployment's channels")

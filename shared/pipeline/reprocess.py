@@ -36,7 +36,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from shared import spec
-from shared.aws.ledger import (
+from shared.errors import EmbeddingError, InvalidInput
+from shared.pipeline import keys, plan
+from shared.pipeline.ledger import (
     ITEM_SK,
     MAX_ITEM_ROWS,
     OSK_SEGMENTS,
@@ -48,8 +50,6 @@ from shared.aws.ledger import (
     SK,
     Runs,
 )
-from shared.errors import EmbeddingError, InvalidInput
-from shared.pipeline import keys, plan
 from shared.timestamps import iso_epoch, now_iso
 
 log = logging.getLogger(__name__)
@@ -591,7 +591,7 @@ class Reprocessor:
             resp = self.sqs.send_message_batch(QueueUrl=self.settings.reprocess_queue_url, Entries=entries)
             failed = resp.get("Failed") or []
             if failed:
-                from shared.aws.clients import StoreError
+                from shared.errors import StoreError
 
                 raise StoreError(f"{len(failed)} reprocess message(s) were not queued")
 

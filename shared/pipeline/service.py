@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.aws.ledger import PROCESSING, Runs
 from shared.pipeline.advance import Advance
 from shared.pipeline.completion import Completion
 from shared.pipeline.core import Outcome, artifact_key
 from shared.pipeline.dispatch import Dispatch
 from shared.pipeline.ingest import Ingest
+from shared.pipeline.ledger import PROCESSING, Runs
 from shared.pipeline.persons import Persons
 from shared.pipeline.plan import DISPATCHED
 from shared.pipeline.results import Results

@@ -12,15 +12,15 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from shared.aws.ledger import (
+from shared.errors import EmbeddingError, InvalidInput
+from shared.pipeline.core import Core
+from shared.pipeline.ledger import (
     CLAIMED,
     MANIFEST_SK,
     PERSON,
     RETRY,
     SUBMITTED,
 )
-from shared.errors import EmbeddingError, InvalidInput
-from shared.pipeline.core import Core
 from shared.pipeline.plan import PENDING
 from shared.pipeline.runpod_client import RunPodError
 
