@@ -23,6 +23,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "default_k": (1, 200),
     "candidates": (1, 1_000),
     "rrf_k": (1, 1_000),
+    "bm25_coord_power": (0.0, 8.0),
     "merge_gap_s": (0.0, 60.0),
     "max_moment_s": (1.0, 3_600.0),
     "snippet_chars": (16, 2_000),
@@ -52,7 +53,8 @@ class SearchSettings:
     max_k: int = 50
     default_k: int = 10
     candidates: int = 50  # rows each ranked list contributes to the fusion (>= k is sensible)
-    rrf_k: int = 60  # reciprocal rank fusion: score = sum 1 / (rrf_k + rank)
+    rrf_k: int = 60  # reciprocal rank fusion: score = sum w / (rrf_k + rank)
+    bm25_coord_power: float = 3.0  # hybrid: a BM25 hit's w = (share of query terms it has) ** this; 0: plain
     merge_gap_s: float = 1.0  # hits of one item this close (or overlapping) merge into one moment ...
     max_moment_s: float = 60.0  # ... while the merged span stays within this
     snippet_chars: int = 280

@@ -161,3 +161,32 @@ def test_the_import_guard_restores_pydantic(lance):
     assert pydantic.validate_call is vcd.validate_call
     assert pydantic.validate_call is not lance._passthrough
     assert lance.lancedb.__version__ == "0.41.0"
+
+
+def test_the_same_engine_on_moto_s3(lance):
+    """s3:// with storage options (the local stack's S3 now, AWS later): write, replace, query, optimize,
+    under search/{spec_version}/{owner_id}/ in the media bucket."""
+    import boto3
+
+    from shared.dev.localstack import REGION, MotoServer
+    from shared.search.rows import image_rows
+
+    with MotoServer(in_process=True) as moto:
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        s3 = boto3.client("s3", endpoint_url=moto.endpoint, region_name=REGION, **creds)
+        s3.create_bucket(Bucket="search-media")
+        opts = {"aws_endpoint": moto.endpoint, "allow_http": "true", "aws_region": REGION, **creds}
+        engine = lance.LanceSearch("s3://search-media", VERSION, storage_options=opts)
+        v = clustered(2, 512, seed=3)
+        engine.write(
+            "o1",
+            image_rows("o1", "img1", v[0]) + image_rows("o1", "img2", v[1]),
+            replace_items=["img1", "img2"],
+        )
+        engine.write("o1", image_rows("o1", "img1", v[1]), replace_items=["img1"])  # replaced in place
+        assert engine.counts("o1") == {VISUAL: 2} and engine.counts("o2") == {}
+        hits = engine.vector_search("o1", VISUAL, v[1], k=2)  # both now hold v[1]
+        assert {h.item_id for h in hits} == {"img1", "img2"} and min(h.score for h in hits) > 0.999
+        assert engine.optimize("o1")[VISUAL]["rows"] == 2
+        keys = [o["Key"] for o in s3.list_objects_v2(Bucket="search-media")["Contents"]]
+        assert keys and all(k.startswith(f"search/{VERSION}/o1/visual.lance/") for k in keys)

@@ -257,3 +257,27 @@ def test_a_wrong_encoder_shape_is_refused():
     with pytest.raises(InvalidInput) as e:
         s.search({"owner_id": "o1", "text": "x", "mode": "vector"})
     assert e.value.field == "embed_text"
+
+
+def test_terms_and_coverage():
+    from shared.search.query import coverage, terms
+
+    assert terms("When does the Ferry leave?") == {"ferry", "leave"}
+    assert terms("invoice 88-4127, firmware 4.2.17") == {"invoi", "88-41", "firmw", "4.2.1"}
+    assert coverage(terms("ferry leaves"), "the ferry leaves at noon") == 1.0
+    assert coverage(terms("boat departs midday"), "the boat is blue") == pytest.approx(1 / 3)
+    assert coverage(set(), "anything") == 0.0
+
+
+def test_hybrid_weighs_bm25_hits_by_query_term_coverage():
+    # a BM25 hit with one stray word must not outrank the vector list's best hit in hybrid
+    stray = hit("s", item="s", text="the boat is blue")
+    right = hit("r", item="r", text="the ferry leaves at noon")
+    vec = [right, hit("x", item="x"), hit("y", item="y"), stray]
+    plain = rrf({"bm25": [stray], "text_vec": vec})
+    assert plain[0].hit.id == "s"
+    cov = rrf(
+        {"bm25": [stray], "text_vec": vec},
+        weight=lambda name, h: (1 / 3) ** 3 if name == "bm25" else 1.0,
+    )
+    assert cov[0].hit.id == "r"
