@@ -54,6 +54,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from shared import logs
 from shared.errors import EmbeddingError
 from shared.worker.health import run_canaries
 from shared.worker.settings import WorkerSettings
@@ -67,7 +68,11 @@ async def handler(job: dict[str, Any]) -> dict[str, Any]:
     """The SDK's async handler: one RunPod job in, its output (or {"error": ...}) out."""
     if _worker is None:
         raise RuntimeError("the worker is not started; run main()")
-    out = await _worker.handle(job)
+    token = logs.job_id.set(str(job.get("id", "-"))[:80] if isinstance(job, dict) else None)
+    try:
+        out = await _worker.handle(job)
+    finally:
+        logs.job_id.reset(token)
     if isinstance(out.get("error"), dict):
         return {**out, "error": json.dumps(out["error"], separators=(",", ":"))}
     return out
@@ -98,10 +103,9 @@ def start_worker(env: dict[str, str] | None = None) -> Worker:
 def main() -> int:
     """Start the worker and hand it to runpod.serverless.start; exit code 1 on a startup failure."""
     global _worker
-    logging.basicConfig(
-        level=os.environ.get("WORKER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    # structured (JSON lines) on RunPod, which sets RUNPOD_ENDPOINT_ID, as the SDK's own logger decides
+    logs.worker(
+        os.environ.get("WORKER_LOG_LEVEL", "INFO"), structured=bool(os.environ.get("RUNPOD_ENDPOINT_ID"))
     )
     try:
         _worker = start_worker()

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from shared.dev.localstack import REGION, LocalRunpodWorker, MotoServer, free_port
 from shared.settings import REPO_ROOT
@@ -450,6 +450,12 @@ class Pump:
         for t in self.threads:
             t.join(timeout=30)
 
+    def _going_down(self) -> bool:
+        """After a failed call: is the stack stopping? Waits a moment for it, because a Ctrl-C reaches
+        moto's and the worker's processes (the terminal's process group) as soon as this one, so calls
+        fail before `stop` is called. A failure while stopping is no error: the thread ends quietly."""
+        return self.stopping.wait(1.0)
+
     def deliver_once(self, wait_s: int = 1) -> int:
         """Receive one batch, invoke on_upload, delete what succeeded; the number of messages seen."""
         got = self.sqs.receive_message(
@@ -503,14 +509,17 @@ class Pump:
             try:
                 self.deliver_once()
             except Exception:
+                if self._going_down():
+                    return
                 log.exception("pump")
-                time.sleep(0.5)
 
     def _sweep(self) -> None:
         while self.sweeper is not None and not self.stopping.wait(self.sweep_every_s):
             try:
                 self.sweeper({"source": "local.schedule"}, _Context("sweeper"))
             except Exception:
+                if self._going_down():
+                    return
                 log.exception("sweeper")
 
 
@@ -532,7 +541,11 @@ class LocalStack:
         log_dir: Path | None = None,
         wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
         pump_workers: int = 1,
+        function_log: TextIO | None = None,
     ) -> None:
+        # where the in-process functions' Powertools JSON lines go (stdout, as in Lambda, when None); the
+        # pipeline's own loggers stay with this process's logging (shared.logs)
+        self.function_log = function_log
         self.pump_workers = pump_workers
         self.wrap = wrap  # bench hook: wraps each function's handler (timing, fault injection)
         self.model_dir = Path(model_dir)
@@ -614,7 +627,9 @@ class LocalStack:
         }
         for name in ("on_upload", "on_job_done", "sweeper", "reprocess"):
             self.envs[name] = function_env(res, FUNCTIONS[name], self.local_env())
-            self.handlers[name] = lambdas.build(name, self.envs[name])
+            self.handlers[name] = lambdas.build(
+                name, self.envs[name], log_stream=self.function_log, adopt_loggers=False
+            )
             self.pipelines[name] = self.handlers[name].pipeline  # type: ignore[attr-defined]
             if self.wrap is not None:
                 self.handlers[name] = self.wrap(name, self.handlers[name])
@@ -642,6 +657,10 @@ class LocalStack:
         return self
 
     def stop(self) -> None:
+        """The pumps and the sweeper first (their threads end before moto does), then the rest."""
+        for pump in (self.reprocess_pump, self.pump):
+            if pump is not None:
+                pump.stopping.set()
         for part in (self.reprocess_pump, self.pump, self.urls, self.worker, self.moto):
             if part is not None:
                 with contextlib.suppress(Exception):

@@ -3,6 +3,10 @@
 `se stack up` writes its endpoints to .cache/stack/endpoints.json; the other commands read them
 there (or use AWS_ENDPOINT_URL / MEDIA_BUCKET / LEDGER_TABLE from the environment, so they work
 against a deployed stack too).
+
+Output (STYLE.md 13): people's text and tables on `out` (stdout), progress and logs on `err` (stderr).
+The functions run in this process write what they would write in Lambda (Powertools' JSON lines, EMF
+metrics) to handlers.cli.FUNCTION_LOG instead: never to the terminal.
 """
 
 from __future__ import annotations
@@ -16,11 +20,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TextIO
 
+from handlers.cli import FUNCTION_LOG, console, function_log, lambda_stdout
 from shared import spec
 from shared.dev.stack import ENDPOINTS_FILE, FUNCTIONS, LocalStack, Resources, function_env, load_template
 from shared.settings import REPO_ROOT
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 SAMPLES = REPO_ROOT / "infra" / "samples"
 DEMO_OWNER = "demo"
@@ -31,25 +40,21 @@ DEMO_ITEMS = (
     ("test-photo", ("photo.png",)),
 )
 FINAL = ("COMPLETE", "PARTIAL", "QUARANTINED")
+STYLES = {
+    "COMPLETE": "green",
+    "SUCCEEDED": "green",
+    "PARTIAL": "yellow",
+    "FAILED": "red",
+    "QUARANTINED": "red",
+}
 
 
 class StackError(RuntimeError):
     pass
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """The in-process functions print EMF metrics to stdout (Powertools reads this switch from the
-    process environment): off while a command runs, restored after it."""
-    saved = os.environ.get("POWERTOOLS_METRICS_DISABLED")
-    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop("POWERTOOLS_METRICS_DISABLED", None)
-        else:
-            os.environ["POWERTOOLS_METRICS_DISABLED"] = saved
+def consoles(out: Console | None = None, err: Console | None = None) -> tuple[Console, Console]:
+    return out or console(sys.stdout), err or console(sys.stderr)
 
 
 def read_endpoints(path: Path = ENDPOINTS_FILE) -> dict[str, Any]:
@@ -77,31 +82,80 @@ def _ledger(endpoints: Mapping[str, Any]) -> Any:
 # ---------------------------------------------------------------------- se stack up
 
 
-def stack_up(model_dir: Path, runpod_url: str | None = None) -> int:
-    with _quiet():
-        return _stack_up(model_dir, runpod_url)
+@contextlib.contextmanager
+def running(model_dir: Path, err: Console, *, verbose: int = 0, **kw: Any) -> Iterator[LocalStack]:
+    """A LocalStack whose functions log to FUNCTION_LOG (at INFO with -v), with a spinner while it comes
+    up (a minute or more: moto, the template's resources, the worker's models); stopped at the end."""
+    overrides = {"POWERTOOLS_LOG_LEVEL": "INFO"} if verbose else {}
+    stack = LocalStack(model_dir, function_log=function_log(), overrides=overrides, **kw)
+    try:
+        with err.status("starting the local stack: moto, the template's resources, the RunPod worker ..."):
+            stack.start()
+        yield stack
+    finally:
+        stack.stop()
 
 
-def _stack_up(model_dir: Path, runpod_url: str | None) -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *a: stop.set())
-    signal.signal(signal.SIGTERM, lambda *a: stop.set())
-    print("starting the local stack (moto + the RunPod worker under the SDK's local API) ...", flush=True)
-    with LocalStack(model_dir, runpod_url=runpod_url, log_dir=ENDPOINTS_FILE.parent) as stack:
+def stack_up(
+    model_dir: Path,
+    runpod_url: str | None = None,
+    *,
+    out: Console | None = None,
+    err: Console | None = None,
+    verbose: int = 0,
+) -> int:
+    """The stack until Ctrl-C or SIGTERM. Once it is up, either stops it cleanly (exit 0, "stack stopped");
+    while it starts, either raises KeyboardInterrupt after stopping what had started (the CLI says
+    "interrupted"). The process's signal handlers are restored on the way out."""
+    out, err = consoles(out, err)
+    started = time.perf_counter()
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # while starting: as Ctrl-C (KeyboardInterrupt)
+    try:
+        return _stack_up(model_dir, runpod_url, out, err, verbose, started)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _stack_up(
+    model_dir: Path, runpod_url: str | None, out: Console, err: Console, verbose: int, started: float
+) -> int:
+    from rich.table import Table
+
+    log_dir = ENDPOINTS_FILE.parent
+    with (
+        lambda_stdout(),
+        running(model_dir, err, verbose=verbose, runpod_url=runpod_url, log_dir=log_dir) as stack,
+    ):
+        stop = threading.Event()
+        signal.signal(signal.SIGINT, lambda *a: stop.set())
+        signal.signal(signal.SIGTERM, lambda *a: stop.set())
         path = stack.write_endpoints()
         ep = stack.endpoints()
-        print(f"\nAWS_ENDPOINT_URL={ep['AWS_ENDPOINT_URL']}  (moto: S3, SQS, DynamoDB, Secrets Manager)")
-        print(f"MEDIA_BUCKET={ep['MEDIA_BUCKET']}\nLEDGER_TABLE={ep['LEDGER_TABLE']}")
-        print(f"UPLOAD_QUEUE_URL={ep['UPLOAD_QUEUE_URL']}\nRUNPOD_ENDPOINT_URL={ep['RUNPOD_ENDPOINT_URL']}")
+        out.print(f"local stack up in {time.perf_counter() - started:.0f} s", style="bold")
+        table = Table(box=None, show_header=False, pad_edge=False)
+        table.add_column(style="cyan")
+        table.add_column()
+        table.add_row(
+            "AWS_ENDPOINT_URL", f"{ep['AWS_ENDPOINT_URL']}  (moto: S3, SQS, DynamoDB, Secrets Manager)"
+        )
+        for k in ("MEDIA_BUCKET", "LEDGER_TABLE", "UPLOAD_QUEUE_URL", "RUNPOD_ENDPOINT_URL"):
+            table.add_row(k, ep[k])
         for name, url in ep["function_urls"].items():
-            print(f"function URL {name}: {url}")
-        print(f"\nendpoints written to {path}")
-        print("try:  se upload infra/samples/clip.mp4 --owner me --item clip1   then   se status --owner me")
-        print("Ctrl-C stops the stack.", flush=True)
+            table.add_row(f"function URL {name}", url)
+        table.add_row("endpoints", str(path))
+        table.add_row("logs", f"{FUNCTION_LOG} (functions), {log_dir / 'worker.log'} (worker)")
+        out.print(table)
+        out.print(
+            "\ntry:  se upload infra/samples/clip.mp4 --owner me --item clip1   then   se status --owner me"
+        )
+        out.print("Ctrl-C stops the stack.")
         while not stop.wait(0.5):
             pass
+        err.print("stopping the stack ...")
     ENDPOINTS_FILE.unlink(missing_ok=True)
-    print("stack stopped")
+    out.print("stack stopped")
     return 0
 
 
@@ -132,8 +186,16 @@ def status_rows(ledger: Any, owner: str | None = None, item: str | None = None) 
     return rows
 
 
-def render_status(rows: Iterable[Mapping[str, Any]]) -> str:
+def _status(value: Any) -> Any:
+    from rich.text import Text
+
+    return Text(str(value), style=STYLES.get(str(value), ""))
+
+
+def render_status(rows: Iterable[Mapping[str, Any]]) -> Table:
     """items x channels: status, attempts, dims, seconds (and the error or quarantine reason)."""
+    from rich.table import Table
+
     by_item: dict[tuple[str, str], dict[str, Any]] = {}
     for r in rows:
         entry = by_item.setdefault((r["owner_id"], r["item_id"]), {"item": None, "channels": {}})
@@ -141,27 +203,31 @@ def render_status(rows: Iterable[Mapping[str, Any]]) -> str:
             entry["item"] = r
         else:
             entry["channels"][r["channel"]] = r
-    lines = [
-        f"{'owner/item':30s} {'channel':16s} {'status':12s} {'att':>3s} {'dims':>5s} {'seconds':>8s}  note"
-    ]
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("owner/item", no_wrap=True)
+    table.add_column("channel", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for name in ("att", "dims", "seconds"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("note", no_wrap=True, overflow="ellipsis", max_width=72)
     for (o, i), entry in sorted(by_item.items()):
         it = entry["item"] or {}
         note = it.get("quarantine_reason") or (it.get("media_key") or it.get("meta_key") or "")
-        lines.append(
-            f"{o + '/' + i:30s} {'(item)':16s} {it.get('status', '?'):12s} {it.get('attempts', 0):>3} "
-            f"{'':>5s} {it.get('gpu_seconds', 0) or 0:8.2f}  {note}"
+        secs = f"{it.get('gpu_seconds', 0) or 0:.2f}"
+        table.add_row(
+            f"{o}/{i}", "(item)", _status(it.get("status", "?")), str(it.get("attempts", 0)), "", secs, note
         )
         for name in spec.CHANNELS:
             ch = entry["channels"].get(name)
             if ch is None:
                 continue
-            secs = ch.get("gpu_seconds") or ch.get("seconds") or 0
+            secs = f"{ch.get('gpu_seconds') or ch.get('seconds') or 0:.2f}"
             err = (ch.get("error") or {}).get("message", "") if isinstance(ch.get("error"), dict) else ""
-            lines.append(
-                f"{'':30s} {name:16s} {ch.get('status', '?'):12s} {ch.get('attempts', 0):>3} "
-                f"{ch.get('dims') or '-':>5} {secs:8.2f}  {err[:70]}"
+            dims = str(ch.get("dims") or "-")
+            table.add_row(
+                "", name, _status(ch.get("status", "?")), str(ch.get("attempts", 0)), dims, secs, err
             )
-    return "\n".join(lines)
+    return table
 
 
 def version_lines(ledger: Any, owners: Iterable[str]) -> list[str]:
@@ -177,18 +243,19 @@ def version_lines(ledger: Any, owners: Iterable[str]) -> list[str]:
     return lines
 
 
-def status(owner: str | None, item: str | None, as_json: bool) -> int:
+def status(owner: str | None, item: str | None, as_json: bool, *, out: Console | None = None) -> int:
+    out, _ = consoles(out)
     ep = read_endpoints()
     ledger = _ledger(ep)
     rows = status_rows(ledger, owner, item)
     owners = sorted({r["owner_id"] for r in rows})
     if as_json:
         states = {o: ledger.owner_state(o) for o in owners}
-        print(json.dumps({"rows": rows, "owners": states}, indent=2, default=str))
+        out.print_json(json.dumps({"rows": rows, "owners": states}, default=str), highlight=False)
     else:
-        print(render_status(rows) if rows else "no items")
+        out.print(render_status(rows) if rows else "no items")
         for line in version_lines(ledger, owners):
-            print(line)
+            out.print(line)
     return 0
 
 
@@ -198,12 +265,13 @@ def status(owner: str | None, item: str | None, as_json: bool) -> int:
 def invoke(function: str, event_file: Path, endpoints: Path = ENDPOINTS_FILE) -> dict[str, Any]:
     """Run one template.yaml function in-process against the running stack, with the environment the
     template gives it (as `sam local invoke` does in a container). The sample events name the bucket
-    `media-bucket`; that placeholder is replaced by the stack's bucket."""
-    with _quiet():
-        return _invoke(function, event_file, endpoints)
+    `media-bucket`; that placeholder is replaced by the stack's bucket. The function's own JSON lines
+    and metrics go to FUNCTION_LOG; its response is what `se invoke` prints."""
+    with lambda_stdout() as log:
+        return _invoke(function, event_file, endpoints, log)
 
 
-def _invoke(function: str, event_file: Path, endpoints: Path) -> dict[str, Any]:
+def _invoke(function: str, event_file: Path, endpoints: Path, log: TextIO) -> dict[str, Any]:
     from shared.pipeline import lambdas
 
     if function not in FUNCTIONS:
@@ -223,8 +291,8 @@ def _invoke(function: str, event_file: Path, endpoints: Path) -> dict[str, Any]:
         from shared.lambda_text.app import handler_from_env
 
         handler = handler_from_env(env)
-    else:  # the function's own log lines go to stderr; its response is what `se invoke` prints
-        handler = lambdas.build(function, env, log_stream=sys.stderr)
+    else:
+        handler = lambdas.build(function, env, log_stream=log, adopt_loggers=False)
     from shared.dev.stack import _Context
 
     return handler(event, _Context(function))
@@ -233,44 +301,65 @@ def _invoke(function: str, event_file: Path, endpoints: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------- se demo
 
 
-def _wait(ledger: Any, owner: str, items: list[str], timeout_s: float) -> dict[str, str]:
-    """Follow the items' statuses live until every one is final (or the timeout)."""
+def _progress(ledger: Any, owner: str, items: list[str]) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+    """Per item: its status, and (final channels, channels) so far."""
+    rows = list(ledger.owner_rows(owner))
+    state = {r["item_id"]: r.get("status", "?") for r in rows if r["sk"] == "ITEM"}
+    counts = {i: [0, 0] for i in items}
+    for r in rows:
+        if r["sk"] != "ITEM" and r["item_id"] in counts:
+            counts[r["item_id"]][1] += 1
+            counts[r["item_id"]][0] += r.get("status") in ("SUCCEEDED", "FAILED", "QUARANTINED")
+    return state, {i: (d, t) for i, (d, t) in counts.items()}
+
+
+def _wait(ledger: Any, owner: str, items: list[str], timeout_s: float, err: Console) -> dict[str, str]:
+    """Follow the items live (a progress bar each, on stderr) until every one is final (or the timeout)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     deadline = time.monotonic() + timeout_s
-    shown: dict[str, str] = {}
-    while True:
-        rows = list(ledger.owner_rows(owner))
-        state = {r["item_id"]: r.get("status", "?") for r in rows if r["sk"] == "ITEM"}
-        done = {r["item_id"]: 0 for r in rows if r["sk"] == "ITEM"}
-        total = dict(done)
-        for r in rows:
-            if r["sk"] != "ITEM" and r["item_id"] in total:
-                total[r["item_id"]] += 1
-                done[r["item_id"]] += r.get("status") in ("SUCCEEDED", "FAILED", "QUARANTINED")
-        for i in items:
-            line = f"{state.get(i, 'waiting')} {done.get(i, 0)}/{total.get(i, 0)} channels"
-            if shown.get(i) != line:
-                shown[i] = line
-                print(f"  [{time.strftime('%H:%M:%S')}] {owner}/{i:14s} {line}", flush=True)
-        if all(state.get(i) in FINAL for i in items):
-            return state
-        if time.monotonic() > deadline:
-            raise StackError(f"items not final after {timeout_s:.0f} s: {state}")
-        time.sleep(0.4)
+    columns = (
+        TextColumn("{task.description:20s}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("channels  {task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err) as bar:
+        tasks = {i: bar.add_task(f"{owner}/{i}", total=None, status="waiting") for i in items}
+        while True:
+            state, counts = _progress(ledger, owner, items)
+            for i, task in tasks.items():
+                done, total = counts[i]
+                bar.update(task, completed=done, total=total or None, status=state.get(i, "waiting"))
+            if all(state.get(i) in FINAL for i in items):
+                return state
+            if time.monotonic() > deadline:
+                raise StackError(f"items not final after {timeout_s:.0f} s: {state}")
+            time.sleep(0.4)
 
 
-def demo(model_dir: Path, timeout_s: float = 240.0) -> int:
-    with _quiet():
-        return _demo(model_dir, timeout_s)
+def demo(
+    model_dir: Path, timeout_s: float = 240.0, *, out: Console | None = None, err: Console | None = None
+) -> int:
+    out, err = consoles(out, err)
+    with lambda_stdout():
+        return _demo(model_dir, timeout_s, out, err)
 
 
-def _demo(model_dir: Path, timeout_s: float) -> int:
+def _demo(model_dir: Path, timeout_s: float, out: Console, err: Console) -> int:
+    from rich.table import Table
+
     from shared.pipeline.keys import manifest_key, transcript_key
 
     started = time.perf_counter()
-    print("\n== The product on the local stack: S3 upload -> SQS -> on_upload -> RunPod -> on_job_done")
-    with LocalStack(model_dir) as stack:
+    out.print(
+        "\n== The product on the local stack: S3 upload -> SQS -> on_upload -> RunPod -> on_job_done",
+        style="bold",
+    )
+    with running(model_dir, err) as stack:
         ep = stack.endpoints()
-        print(
+        out.print(
             f"stack up in {time.perf_counter() - started:.1f} s: moto {ep['AWS_ENDPOINT_URL']}, "
             f"worker {ep['RUNPOD_ENDPOINT_URL']}, functions {stack.urls.base if stack.urls else ''}"
         )
@@ -282,41 +371,54 @@ def _demo(model_dir: Path, timeout_s: float) -> int:
                 s3.put_object(
                     Bucket=bucket, Key=f"uploads/{DEMO_OWNER}/{item}/{f}", Body=(SAMPLES / f).read_bytes()
                 )
-                print(f"uploaded s3://{bucket}/uploads/{DEMO_OWNER}/{item}/{f}")
+                out.print(f"uploaded s3://{bucket}/uploads/{DEMO_OWNER}/{item}/{f}")
         s3.put_object(
             Bucket=bucket, Key=f"uploads/{DEMO_OWNER}/not-media/broken.mp4", Body=b"this is not a video"
         )
         s3.put_object(Bucket=bucket, Key="uploads/demo/../escape/x.mp4", Body=b"x")  # refused: traversal
-        print("uploaded a file that is not media (not-media/broken.mp4) and a key with '..' (refused)")
-        print("\nprogress:")
+        out.print("uploaded a file that is not media (not-media/broken.mp4) and a key with '..' (refused)")
         ledger = _ledger(ep)
-        state = _wait(ledger, DEMO_OWNER, items, timeout_s)
+        state = _wait(ledger, DEMO_OWNER, items, timeout_s, err)
         rows = status_rows(ledger, DEMO_OWNER)
-        print("\n" + render_status(rows))
+        out.print()
+        out.print(render_status(rows))
         doc = json.loads(
             s3.get_object(Bucket=bucket, Key=transcript_key(spec.SPEC_VERSION, DEMO_OWNER, "garden-clip"))[
                 "Body"
             ].read()
         )
-        print(
+        out.print(
             f"\ntranscript of garden-clip: {doc['text'].strip()!r} ({len(doc['segments'])} segments, "
             f"{doc['duration']:.1f} s)"
         )
-        mrows = _wait_manifest(
-            s3,
-            bucket,
-            manifest_key(spec.SPEC_VERSION, DEMO_OWNER),
-            sum(1 for r in rows if r["sk"] != "ITEM"),
-            timeout_s,
+        mkey = manifest_key(spec.SPEC_VERSION, DEMO_OWNER)
+        with err.status("waiting for the sweeper to write the manifest ..."):
+            mrows = _wait_manifest(s3, bucket, mkey, sum(1 for r in rows if r["sk"] != "ITEM"), timeout_s)
+        table = Table(
+            title=f"manifest s3://{bucket}/{mkey} ({len(mrows)} rows)",
+            title_justify="left",
+            box=None,
+            header_style="bold",
+            pad_edge=False,
         )
-        print(f"\nmanifest s3://{bucket}/{manifest_key(spec.SPEC_VERSION, DEMO_OWNER)} ({len(mrows)} rows):")
-        print(f"  {'item':12s} {'channel':16s} {'status':10s} {'dim':>4s}  {'model':28s} embedding_key")
+        for name in ("item", "channel", "status", "dim", "model", "embedding_key"):
+            table.add_column(name, justify="right" if name == "dim" else "left", no_wrap=True)
         for m in mrows:
-            print(
-                f"  {m['item_id']:12s} {m['channel']:16s} {m['status']:10s} {m['embedding_dim'] or '-':>4}  "
-                f"{(m['model_name'] or '')[:28]:28s} {m['embedding_key']}"
+            table.add_row(
+                m["item_id"],
+                m["channel"],
+                _status(m["status"]),
+                str(m["embedding_dim"] or "-"),
+                (m["model_name"] or "")[:28],
+                m["embedding_key"],
             )
-        _check_vectors(s3, bucket, mrows)
+        out.print()
+        out.print(table)
+        checked, meta = _check_vectors(s3, bucket, mrows)
+        out.print(
+            f"\nevery vector in the manifest read back from S3 and checked (float32, dims, finite, "
+            f"unit norm): {checked}; text_meta from meta.json: {meta}"
+        )
         expected = {
             "garden-clip": "COMPLETE",
             "voice-memo": "COMPLETE",
@@ -325,7 +427,7 @@ def _demo(model_dir: Path, timeout_s: float) -> int:
         }
         if state != expected:
             raise StackError(f"unexpected final statuses {state}, expected {expected}")
-    print(
+    out.print(
         f"\ndemo done in {time.perf_counter() - started:.1f} s (CLIP, VideoMAE, wav2vec2: tiny random "
         "dev models: their vectors mean nothing; MiniLM and Whisper tiny.en are the real weights)"
     )
@@ -349,7 +451,8 @@ def _wait_manifest(s3: Any, bucket: str, key: str, want_rows: int, timeout_s: fl
     raise StackError(f"the manifest has {len(rows)} rows, expected {want_rows}")
 
 
-def _check_vectors(s3: Any, bucket: str, mrows: list[dict[str, Any]]) -> None:
+def _check_vectors(s3: Any, bucket: str, mrows: list[dict[str, Any]]) -> tuple[int, int]:
+    """Every vector of the manifest read back and checked; (vectors checked, text_meta rows)."""
     from shared.vectors import check_vector, load_npy
 
     checked = 0
@@ -359,15 +462,12 @@ def _check_vectors(s3: Any, bucket: str, mrows: list[dict[str, Any]]) -> None:
         arr = load_npy(s3.get_object(Bucket=bucket, Key=m["embedding_key"])["Body"].read(), m["channel"])
         check_vector(arr, m["embedding_dim"], m["channel"], rows=arr.ndim == 2)
         checked += 1
-    meta = [m for m in mrows if m["channel"] == "text_meta"]
-    print(
-        f"\nevery vector in the manifest read back from S3 and checked (float32, dims, finite, unit norm): "
-        f"{checked}; text_meta from meta.json: {len(meta)}"
-    )
     if checked == 0:
         raise StackError("no vectors were written")
+    return checked, sum(1 for m in mrows if m["channel"] == "text_meta")
 
 
-def main_error(e: Exception) -> int:
-    print(f"error: {e}", file=sys.stderr)
+def main_error(e: Exception, err: Console | None = None) -> int:
+    _, err = consoles(None, err)
+    err.print(f"error: {e}", style="red")
     return 1

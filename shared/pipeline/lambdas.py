@@ -44,6 +44,7 @@ from shared.lambda_text.proxy import (
     proxy_response,
     read_json_body,
 )
+from shared.logs import lambda_logger
 from shared.pipeline.events import handle_message
 from shared.pipeline.service import Pipeline
 from shared.pipeline.tokens import BadToken
@@ -262,10 +263,16 @@ _BUILDERS = {
 FUNCTIONS = tuple(_BUILDERS)
 
 
-def build(function: str, env: Mapping[str, str] | None = None, *, log_stream: Any = None) -> Handler:
+def build(
+    function: str, env: Mapping[str, str] | None = None, *, log_stream: Any = None, adopt_loggers: bool = True
+) -> Handler:
     """One orchestration function's handler from its environment (the handler modules call this at
     init with os.environ; the local stack and `se invoke` with the environment template.yaml gives it):
-    Powertools Logger/Metrics, the text model (MODEL_DIR, TEXT_*), the secrets, the Pipeline."""
+    Powertools Logger/Metrics, the text model (MODEL_DIR, TEXT_*), the secrets, the Pipeline.
+
+    Logging (shared.logs): the function's JSON lines go to `log_stream` (stdout, as in Lambda, by
+    default); `adopt_loggers` gives the pipeline's own loggers the same handler, as in Lambda. A process
+    that hosts several functions (the local stack, `se invoke`) passes False and keeps its logging."""
     from shared.aws.clients import client
     from shared.aws.runtime import build_pipeline
     from shared.lambda_text import ObservabilitySettings
@@ -275,7 +282,8 @@ def build(function: str, env: Mapping[str, str] | None = None, *, log_stream: An
     env = os.environ if env is None else env
     builder, dispatch = _BUILDERS[function]
     obs = ObservabilitySettings.from_env(env)
-    logger = Logger(service=obs.service, level=env.get("POWERTOOLS_LOG_LEVEL") or "INFO", stream=log_stream)
+    level = env.get("POWERTOOLS_LOG_LEVEL") or "INFO"
+    logger = lambda_logger(obs.service, level, log_stream, adopt=adopt_loggers)
     metrics = Metrics(namespace=obs.namespace, service=obs.service)
     model = MiniLMOnnx.load(TextSettings.from_env(env))
     pipeline = build_pipeline(env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics))
