@@ -259,10 +259,9 @@ def run(
             "no fault": [t for i, t in settle_by_item.items() if i not in hit],
             "faulted": [t for i, t in settle_by_item.items() if i in hit],
         }
+        ended = time.time()
         stuck_rows = [r for r in item_rows if r["item_id"] in uploaded_at and not settled(r)]
-        stuck_rows += [
-            {"item_id": i, "missing": True} for i in set(uploaded_at) - {r["item_id"] for r in item_rows}
-        ]
+        unrecorded = sorted(set(uploaded_at) - {r["item_id"] for r in item_rows})  # on_upload never got to it
         jobs = [standin.jobs_by_item[("load", f"item-{i:05d}")] for i in range(items)]
         handler_s = sum(timers.seconds.values())
         cpu_s = sum(timers.cpu.values()) - sum(timers.model_cpu.values())
@@ -283,8 +282,10 @@ def run(
             "partial": by_status.get("PARTIAL", 0),
             "quarantined": by_status.get("QUARANTINED", 0),
             "lost": lost,
-            "stuck": len(stuck_rows),
+            "stuck": len(stuck_rows) + len(unrecorded),
             "stuck_rows": stuck_rows,
+            "unrecorded": unrecorded,
+            "ended": ended,
             "settle_p50": percentile(settle_s, 50),
             "settle_p99": percentile(settle_s, 99),
             "settle_max": max(settle_s, default=None),
@@ -422,8 +423,17 @@ def main() -> int:
             print(f"  quarantined {item} ({code}); injected into it: {faults}")
         for bad in r["untrue"]:
             print(f"  UNTRUE: {bad}")
-        for row in r["stuck_rows"]:
-            print(f"  STUCK: {row}")
+        for row in r["stuck_rows"][:20]:  # due_at past the run's end: cut off, not stuck
+            due = row.get("due_at")
+            when = "" if due is None else f" (due {float(due) - r['ended']:+.0f} s from the run's end)"
+            print(f"  STUCK{when}: {row}")
+        if len(r["stuck_rows"]) > 20:
+            print(f"  ... and {len(r['stuck_rows']) - 20} more not settled")
+        if r["unrecorded"]:
+            print(
+                f"  STUCK: {len(r['unrecorded'])} uploads never recorded (queued for on_upload when the "
+                f"run ended): {', '.join(r['unrecorded'][:10])}{' ...' if len(r['unrecorded']) > 10 else ''}"
+            )
     return 0 if all(r["lost"] == 0 and r["stuck"] == 0 and not r["untrue"] for _, r in runs) else 1
 
 
