@@ -330,11 +330,13 @@ class LanceSearch:
             .limit(int(k))
             .select([*COLUMNS, "_distance"])
         )
-        kinds = self._indexed(owner_id, space)
-        if "IVFPQ" in kinds:
-            q = q.nprobes(self.settings.ann_nprobes).refine_factor(self.settings.ann_refine_factor)
-        elif "VECTOR" in kinds:
-            q = q.nprobes(self.settings.ann_nprobes).ef(self.settings.ann_ef)
+        # ANN parameters always (an exact search ignores them): a warm reader then uses them as soon as
+        # another process (the scheduled optimize) has built the index, with no index state cached here
+        q = q.nprobes(self.settings.ann_nprobes)
+        if self.settings.ann_index == "IVF_PQ":
+            q = q.refine_factor(self.settings.ann_refine_factor)
+        else:
+            q = q.ef(self.settings.ann_ef)
         if item_id is not None:
             q = q.where(f"item_id = '{self._item(item_id)}'", prefilter=True)
         return q
@@ -347,8 +349,12 @@ class LanceSearch:
 
     def text_search(self, owner_id: str, text: str, *, k: int, item_id: str | None = None) -> list[Hit]:
         tbl = self._table(owner_id, TEXT)
-        if tbl is None or "FTS" not in self._indexed(owner_id, TEXT) or not text.strip():
+        if tbl is None or not text.strip():
             return []
+        if "FTS" not in self._indexed(owner_id, TEXT):  # another writer may have made it since
+            self._indexed(owner_id, TEXT).update(self._index_kinds(tbl))
+            if "FTS" not in self._indexed(owner_id, TEXT):
+                return []
         q = tbl.search(text, query_type="fts", fts_columns="text").limit(int(k)).select([*COLUMNS, "_score"])
         if item_id is not None:
             q = q.where(f"item_id = '{self._item(item_id)}'", prefilter=True)
@@ -387,6 +393,7 @@ class LanceSearch:
             if tbl is None:
                 continue
             kinds = self._indexed(owner_id, space)
+            kinds |= self._index_kinds(tbl)  # fresh: another process may have built one
             built = []
             tbl.optimize(cleanup_older_than=older)
             n = int(tbl.count_rows())
