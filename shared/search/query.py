@@ -39,7 +39,7 @@ import numpy as np
 from shared.errors import InvalidInput
 from shared.pipeline.keys import ID_RE
 from shared.search.engine import ITEM, SPACES, TEXT, VISUAL, Hit, SearchEngine
-from shared.search.rows import clip_text as cut_text
+from shared.search.rows import cut_text
 from shared.search.settings import DEFAULTS, SearchSettings
 
 log = logging.getLogger(__name__)

@@ -91,7 +91,7 @@ def check_ids(owner_id: str, item_id: str) -> None:
             raise InvalidInput("must match [A-Za-z0-9_-]{1,64}", field=name)
 
 
-def clip_text(text: str, limit: int) -> str:
+def cut_text(text: str, limit: int) -> str:
     """Whitespace collapsed, cut to at most `limit` characters at a word boundary when there is one."""
     text = " ".join(str(text).split())
     if len(text) <= limit:
@@ -149,7 +149,7 @@ def transcript_windows(segments: Any, settings: SearchSettings = DEFAULTS) -> li
                 break
             end = nxt_end
             j += 1
-        text = clip_text(" ".join(s.text for s in segs[i:j]), settings.max_text_chars)
+        text = cut_text(" ".join(s.text for s in segs[i:j]), settings.max_text_chars)
         windows.append(Window(start, end, text))
         if j >= len(segs):
             break
@@ -313,7 +313,7 @@ def meta_text(meta: Mapping[str, Any] | None, settings: SearchSettings = DEFAULT
     if not isinstance(meta, Mapping):
         return ""
     parts = [" ".join(str(meta[f]).split()) for f in META_FIELDS if isinstance(meta.get(f), str)]
-    return clip_text(" — ".join(p for p in parts if p), settings.max_text_chars)
+    return cut_text(" — ".join(p for p in parts if p), settings.max_text_chars)
 
 
 def meta_rows(
