@@ -11,6 +11,9 @@ callers in proportion to their items (shared.worker.batching).
 is a context variable holding a mutable cell, so it follows the caller into the tasks it spawns
 (asyncio copies the context) and a charge made outside any account is dropped; an account opened
 inside another hides the outer one for its block. What a failed model call ran is charged to nobody.
+
+`clock` is the one clock these seconds, and a channel's wall seconds (shared.worker.jobs.embed_item),
+are read from: time.perf_counter, read at each call, so a test can put a fake one in its place.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import contextvars
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+clock: Callable[[], float] = time.perf_counter
 
 _ACCOUNT: contextvars.ContextVar[list[float] | None] = contextvars.ContextVar("model_seconds", default=None)
 
@@ -44,6 +49,6 @@ def charge(seconds: float) -> None:
 
 def timed(fn: Callable[..., Any], /, *args: Any, **kw: Any) -> tuple[Any, float]:
     """`fn(*args, **kw)` and the seconds it ran; call it on the model's thread."""
-    start = time.perf_counter()
+    start = clock()
     out = fn(*args, **kw)
-    return out, time.perf_counter() - start
+    return out, clock() - start

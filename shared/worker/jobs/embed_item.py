@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +58,7 @@ def batch_role(request: EmbedItemRequest, settings: Any) -> str | None:
 async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:
     from shared.media import temp_workdir
 
-    started = time.perf_counter()
+    started = model_time.clock()
     runners = [RUNNERS[name] for name in req.channels]
     async with contextlib.AsyncExitStack() as held:
         with temp_workdir("embed-item-") as workdir:
@@ -86,7 +85,7 @@ async def run(worker: Any, req: EmbedItemRequest) -> dict[str, Any]:
         "spec_version": spec.SPEC_VERSION,
         "source": decoded.facts,
         "channels": channels,
-        "seconds": round(time.perf_counter() - started, 4),
+        "seconds": round(model_time.clock() - started, 4),
     }
     if any(refresh for _, refresh in outcomes):
         out["refresh_worker"] = True
@@ -174,10 +173,10 @@ async def _channel(
             )
         if runner.needs in decoded.errors:
             raise decoded.errors[runner.needs]
-        started = time.perf_counter()
+        started = model_time.clock()
         with model_time.measure() as model_seconds:
             artifact = await runner.compute(worker, decoded)
-        computed = time.perf_counter() - started
+        computed = model_time.clock() - started
         await asyncio.to_thread(worker.upload, req.outputs[name], artifact.data, artifact.content_type)
     except Exception as e:  # the channel's fault boundary: the other channels still finish
         payload, refresh = failure(e, f"channel {name}", scrub=(workdir,))
@@ -192,7 +191,7 @@ async def _channel(
         "fingerprint": runner.spec.fingerprint,
         "seconds": round(model_seconds(), 4),  # its model's run time for this item (shared.worker.model_time)
         "wall_seconds": round(computed, 4),  # compute() end to end: preparation and waits for the model
-        "upload_seconds": round(time.perf_counter() - started - computed, 4),
+        "upload_seconds": round(model_time.clock() - started - computed, 4),
     }, False
 
 

@@ -1,59 +1,162 @@
 """The micro-batcher: concurrent callers share forward passes, rows go back to the right caller,
-one caller's failure does not fail the others, and the event loop keeps running during a pass."""
+one caller's failure does not fail the others, and the event loop keeps running during a pass.
+
+Nothing here asserts wall-clock seconds. What depends on the window runs on `VirtualTimeLoop`, whose
+clock jumps to the next timer when nothing can run, and whose model threads "run" for their delay in
+that clock (`spend`): the timeline is exact, so the tests assert it exactly (which pass ran when,
+which caller waited for which) and a busy machine cannot change it."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
 
 from shared.dev.fakes import FakeBackend
+from shared.worker import model_time
 from shared.worker.batching import Arrivals, MicroBatcher
 
 pytestmark = pytest.mark.unit
 
+R = TypeVar("R")
+
+
+class VirtualTimeLoop(asyncio.SelectorEventLoop):
+    """An event loop on virtual time, from 0. When no callback is ready and no executor job is at work,
+    the clock jumps to the next timer instead of sleeping; while a job works, the clock stands still
+    and the loop waits for it for real. A job "runs for" s seconds with `spend(s)`: it stops counting
+    as at work until the clock has moved on by s, so callers, windows and passes interleave exactly
+    as they would in real time, minus the noise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.now = 0.0
+        self._working = 0  # executor jobs submitted and not finished, less those inside spend()
+        select = self._selector.select
+
+        def virtual_select(timeout: float | None = None) -> list:
+            ready = select(0)
+            if not ready and timeout != 0:
+                if self._working or timeout is None:
+                    ready = select(None)  # the job (or a thread of asyncio's) wakes the loop when done
+                else:
+                    self.now += timeout  # nothing can happen before the next timer: go there
+            # asyncio fires the timers due within its clock's resolution; the clock reaches the first
+            # of them, so that a wait shorter than the resolution still moves time on
+            if self._scheduled and self._scheduled[0].when() < self.now + self._clock_resolution:
+                self.now = max(self.now, self._scheduled[0].when())
+            return ready
+
+        self._selector.select = virtual_select  # type: ignore[method-assign]
+
+    def time(self) -> float:
+        return self.now
+
+    def run_in_executor(self, executor: Any, func: Callable[..., Any], *args: Any) -> asyncio.Future:
+        self._working += 1
+        future = super().run_in_executor(executor, func, *args)
+        future.add_done_callback(self._rest)  # once its result is on the loop, not merely computed
+        return future
+
+    def _rest(self, _: object) -> None:
+        self._working -= 1
+
+    def spend(self, seconds: float) -> None:
+        """On an executor thread: take `seconds` of the loop's time (the loop runs on meanwhile)."""
+        back = threading.Event()
+
+        def park() -> None:
+            self._working -= 1
+            self.call_later(seconds, resume)
+
+        def resume() -> None:
+            self._working += 1
+            back.set()
+
+        self.call_soon_threadsafe(park)
+        back.wait()
+
+
+def run_virtual(loop: VirtualTimeLoop, coro: Coroutine[Any, Any, R]) -> R:
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        return runner.run(coro)
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
 
 class CountingModel:
-    """fn(items) -> rows, recording every call; items containing "BAD" make the whole call fail."""
+    """fn(items) -> rows, recording every call (and, on a VirtualTimeLoop, the time it began); items
+    containing "BAD" make the whole call fail. A call takes `delay` seconds of `sleep`."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, sleep: Callable[[float], None] = time.sleep) -> None:
         self.calls: list[list[str]] = []
+        self.started: list[float] = []  # the loop's time at each call (frozen while a call works)
         self.delay = delay
+        self.sleep = sleep
         self.fake = FakeBackend(8)
         self.threads: set[str] = set()
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def __call__(self, items: list[str]) -> np.ndarray:
         self.calls.append(list(items))
+        if self.loop is not None:
+            self.started.append(self.loop.time())
         self.threads.add(threading.current_thread().name)
         if self.delay:
-            time.sleep(self.delay)
+            self.sleep(self.delay)
         if any("BAD" in x for x in items):
             raise ValueError("bad item in batch")
         return self.fake.embed(items)
+
+
+def virtual_model(delay: float = 0.0) -> tuple[VirtualTimeLoop, CountingModel]:
+    loop = VirtualTimeLoop()
+    model = CountingModel(delay, sleep=loop.spend)
+    model.loop = loop
+    return loop, model
 
 
 def run(coro):
     return asyncio.run(coro)
 
 
+def test_the_virtual_loop_jumps_over_waits_and_a_model_call_takes_its_delay():
+    loop, model = virtual_model(delay=0.3)
+
+    async def main():
+        await asyncio.sleep(5)
+        at_5 = now()
+        await asyncio.to_thread(model, ["x"])
+        return at_5, now()
+
+    started = time.perf_counter()
+    assert run_virtual(loop, main()) == (5.0, pytest.approx(5.3))
+    assert model.started == [5.0]
+    assert time.perf_counter() - started < 5  # the 5 s were jumped (a guard, not a timing)
+
+
 def test_concurrent_callers_share_one_forward_pass_and_get_their_own_rows():
-    model = CountingModel()
+    loop, model = virtual_model()
     batcher = MicroBatcher(model, window_ms=50, max_batch=64)
 
     async def main():
         return await asyncio.gather(*(batcher.submit([f"text {i}"]) for i in range(32)))
 
-    results = run(main())
-    assert len(model.calls) < 32
-    assert len(model.calls) <= 2  # all 32 arrive well inside a 50 ms window
+    results = run_virtual(loop, main())
+    assert [len(c) for c in model.calls] == [32]  # all 32 arrive inside the 50 ms window: one pass
+    assert model.started == [pytest.approx(0.05)]  # when the window after the first arrival ended
     for i, (rows, info) in enumerate(results):
         assert rows.shape == (1, 8)
         np.testing.assert_allclose(rows[0], model.fake.embed([f"text {i}"])[0], rtol=1e-6)
-        assert 1 <= info.size <= 32
+        assert info.size == 32
     assert batcher.stats.passes == len(model.calls)
     assert batcher.stats.items == 32 and batcher.stats.requests == 32
 
@@ -115,39 +218,53 @@ def test_a_wrong_shape_from_the_model_is_an_error_not_a_misrouted_row():
 
 
 def test_the_event_loop_keeps_running_during_a_forward_pass():
-    model = CountingModel(delay=0.3)
+    """The pass holds its thread until the ticker, on the loop, has ticked ten times: it can only
+    end if the loop kept running while it was busy."""
+    events: list[str] = []
+    busy, ticked = threading.Event(), threading.Event()
+
+    def hold(_delay: float) -> None:
+        events.append("pass busy")
+        busy.set()
+        assert ticked.wait(30), "the loop stood still during the pass"
+        events.append("pass ends")
+
+    model = CountingModel(delay=1, sleep=hold)
     executor = ThreadPoolExecutor(1, thread_name_prefix="model-test")
     batcher = MicroBatcher(model, window_ms=0, executor=executor)
-    ticks = []
 
     async def ticker():
+        await asyncio.to_thread(busy.wait, 30)
         for _ in range(10):
-            ticks.append(time.perf_counter())
+            events.append("tick")
             await asyncio.sleep(0.01)
+        ticked.set()
 
     async def main():
-        started = time.perf_counter()
         await asyncio.gather(batcher.submit(["slow"]), ticker())
-        return started
 
-    started = run(main())
+    run(main())
     executor.shutdown()
-    assert len(ticks) == 10
-    assert ticks[-1] - started < 0.3  # the ticker finished while the model was still busy
+    assert events == [
+        "pass busy",
+        *["tick"] * 10,
+        "pass ends",
+    ]  # the ticker finished while the model was busy
     assert model.threads == {"model-test_0"}
 
 
 def test_requests_arriving_during_a_pass_form_the_next_batch():
-    model = CountingModel(delay=0.2)
+    loop, model = virtual_model(delay=0.2)
     batcher = MicroBatcher(model, window_ms=5, max_batch=64)
 
     async def main():
         first = asyncio.ensure_future(batcher.submit(["first"]))
-        await asyncio.sleep(0.05)  # the first pass is running now
+        await asyncio.sleep(0.05)  # the first pass is running now (0.005 s to 0.205 s)
+        assert len(model.calls) == 1 and not first.done()
         rest = await asyncio.gather(*(batcher.submit([f"later {i}"]) for i in range(10)))
         return await first, rest
 
-    _, rest = run(main())
+    _, rest = run_virtual(loop, main())
     assert model.calls[0] == ["first"]
     assert len(model.calls) == 2 and len(model.calls[1]) == 10
     assert {info.pass_id for _, info in rest} == {2}
@@ -184,84 +301,76 @@ def test_empty_submit_is_refused():
 
 def test_the_window_counts_from_arrival_so_a_queue_built_during_a_pass_runs_at_once():
     """Requests that waited through a busy pass are not made to wait a whole extra window."""
-    model = CountingModel(delay=0.3)
+    loop, model = virtual_model(delay=0.3)
     batcher = MicroBatcher(model, window_ms=250, max_batch=64)
-    starts: list[float] = []
-    real = model.__call__
-
-    def timed(items):
-        starts.append(time.perf_counter())
-        return real(items)
-
-    batcher._fn = timed
 
     async def main():
         first = asyncio.ensure_future(batcher.submit(["first"]))
-        await asyncio.sleep(0.27)  # first pass starts at ~0.25 s (window) and is busy until ~0.55 s
+        await asyncio.sleep(0.27)  # first pass starts at 0.25 s (window) and is busy until 0.55 s
         later = await asyncio.gather(*(batcher.submit([f"later {i}"]) for i in range(5)))
         return await first, later
 
-    run(main())
+    run_virtual(loop, main())
     assert [len(c) for c in model.calls] == [1, 5]
-    gap = starts[1] - starts[0]
-    # second pass begins when the first ends (0.3 s), not 0.25 s after that (was ~0.55 s)
-    assert 0.29 <= gap < 0.45, gap
+    # the second pass begins when the first ends (0.55 s), not a window after that (0.80 s)
+    assert model.started == [pytest.approx(0.25), pytest.approx(0.55)]
 
 
 # -- early close: a batch runs once no job inside the worker can still join it -----------------
 
 
 def early(window_ms: float = 500, **kw):
-    model = CountingModel()
+    loop, model = virtual_model()
     arrivals = Arrivals()
-    return model, arrivals, MicroBatcher(model, window_ms=window_ms, arrivals=arrivals, **kw)
+    return loop, model, arrivals, MicroBatcher(model, window_ms=window_ms, arrivals=arrivals, **kw)
 
 
 def test_a_burst_runs_as_one_pass_as_soon_as_its_last_member_submits():
-    model, arrivals, batcher = early()
+    loop, model, arrivals, batcher = early()
+    submitted: list[float] = []
 
     async def job(i):
         with arrivals.job():
             await asyncio.sleep(0.001 * (i % 4))  # parsing etc.: members arrive a few ms apart
+            submitted.append(now())
             return await batcher.submit([f"text {i}"])
 
     async def main():
-        started = time.perf_counter()
         await asyncio.gather(*(job(i) for i in range(32)))
-        return time.perf_counter() - started
+        return now()
 
-    took = run(main())
+    done = run_virtual(loop, main())
     assert [len(c) for c in model.calls] == [32]  # still one shared pass
-    assert took < 0.25  # not the 500 ms window
+    # it ran when its last member submitted (3 ms), not when the 500 ms window ended
+    assert model.started == [max(submitted)] == [pytest.approx(0.003)] and done == model.started[0]
     assert batcher.stats.early_closes == 1 and arrivals.pending == 0
 
 
 def test_a_lone_query_does_not_wait_out_the_window():
-    _, arrivals, batcher = early()
+    loop, model, arrivals, batcher = early()
 
     async def main():
         with arrivals.job():
-            started = time.perf_counter()
             await batcher.submit(["alone"])
-            return time.perf_counter() - started
+            return now()
 
-    assert run(main()) < 0.25
+    assert run_virtual(loop, main()) == 0.0 and model.started == [0.0]  # no wait at all
 
 
 def test_without_arrivals_the_whole_window_is_waited():
-    model = CountingModel()
+    loop, model = virtual_model()
     batcher = MicroBatcher(model, window_ms=300)
 
     async def main():
-        started = time.perf_counter()
         await batcher.submit(["alone"])
-        return time.perf_counter() - started
+        return now()
 
-    assert run(main()) >= 0.29
+    assert run_virtual(loop, main()) == pytest.approx(0.3)  # all of it, and the pass took no time
+    assert model.started == [pytest.approx(0.3)]
 
 
 def test_a_job_still_on_its_way_keeps_the_batch_open():
-    model, arrivals, batcher = early(window_ms=800)
+    loop, model, arrivals, batcher = early(window_ms=800)
 
     async def fast():
         with arrivals.job():
@@ -275,13 +384,14 @@ def test_a_job_still_on_its_way_keeps_the_batch_open():
     async def main():
         return await asyncio.gather(fast(), slow())
 
-    (_, a), (_, b) = run(main())
+    (_, a), (_, b) = run_virtual(loop, main())
     assert [sorted(c) for c in model.calls] == [["fast", "slow"]]
     assert a.pass_id == b.pass_id == 1
+    assert model.started == [pytest.approx(0.15)]  # when the slow one arrived, not at 0.8 s
 
 
 def test_a_job_that_leaves_without_submitting_releases_the_batch():
-    _, arrivals, batcher = early(window_ms=2000)
+    loop, model, arrivals, batcher = early(window_ms=2000)
 
     async def submits():
         with arrivals.job():
@@ -293,36 +403,37 @@ def test_a_job_that_leaves_without_submitting_releases_the_batch():
             raise ValueError("bad input: never submits")
 
     async def main():
-        started = time.perf_counter()
-        results = await asyncio.gather(submits(), fails(), return_exceptions=True)
-        return results, time.perf_counter() - started
+        return await asyncio.gather(submits(), fails(), return_exceptions=True)
 
-    results, took = run(main())
+    results = run_virtual(loop, main())
     assert isinstance(results[1], ValueError)
     assert results[0][0].shape == (1, 8)
-    assert took < 0.5  # closed ~when the failing job left, not after 2 s
+    # closed when the failing job left (at 0.05 s; the batcher looks again every ms), not after 2 s
+    [ran] = model.started
+    assert 0.05 <= ran <= 0.051 + 1e-9, ran
     assert arrivals.pending == 0
 
 
 def test_release_marks_a_job_that_will_never_batch():
-    _, arrivals, batcher = early(window_ms=2000)
+    loop, model, arrivals, batcher = early(window_ms=2000)
 
     async def other_task():
         with arrivals.job():
             arrivals.release()  # e.g. a transcribe job
             await asyncio.sleep(0.5)
+            return now()
 
     async def query():
         with arrivals.job():
-            started = time.perf_counter()
             await batcher.submit(["q"])
-            return time.perf_counter() - started
+            return now()
 
     async def main():
         return await asyncio.gather(other_task(), query())
 
-    _, waited = run(main())
-    assert waited < 0.25
+    other_left, answered = run_virtual(loop, main())
+    # the query did not wait for the other job (still in the worker until 0.5 s), nor for the window
+    assert answered == 0.0 and model.started == [0.0] and other_left == pytest.approx(0.5)
     assert arrivals.pending == 0
 
 
@@ -330,9 +441,7 @@ def test_a_pass_is_charged_to_its_callers_by_their_share_of_its_items():
     """The model seconds of one shared pass (timed on the model's thread) are split among its callers
     by item count, each into its own account (shared.worker.model_time); nothing of the window or the
     wait for the model is charged."""
-    from shared.worker import model_time
-
-    model = CountingModel(delay=0.3)
+    loop, model = virtual_model(delay=0.3)
     batcher = MicroBatcher(model, window_ms=100, max_batch=64, executor=ThreadPoolExecutor(1))
 
     async def caller(n: int) -> tuple[float, float]:
@@ -343,7 +452,10 @@ def test_a_pass_is_charged_to_its_callers_by_their_share_of_its_items():
     async def main():
         return await asyncio.gather(caller(1), caller(3))
 
-    (one, pass_s), (three, pass_s3) = run(main())
-    assert len(model.calls) == 1 and pass_s == pass_s3 >= 0.3
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(model_time, "clock", loop.time)  # model seconds in the loop's (virtual) time
+        (one, pass_s), (three, pass_s3) = run_virtual(loop, main())
+    # the pass ran 0.3 s; the 0.1 s window before it is charged to nobody
+    assert len(model.calls) == 1 and pass_s == pass_s3 == pytest.approx(0.3)
     assert one == pytest.approx(pass_s / 4) and three == pytest.approx(pass_s * 3 / 4)
     assert batcher.stats.busy_s == pytest.approx(pass_s)

@@ -14,6 +14,7 @@ import pytest
 
 from shared import spec
 from shared.dev.media import make_image_bytes, png_with_claimed_size
+from shared.worker import model_time
 from shared.worker.faults import redact
 from tests.unit.worker.harness import Harness, embed_job, url
 
@@ -317,12 +318,46 @@ def test_a_tta_image_job_does_not_hold_a_plain_image_batch_open(media, temp_root
     assert h.worker.image_batcher(False).stats.early_closes == 1
 
 
-def test_a_channels_seconds_are_its_model_time_not_its_wait_for_the_model(media, temp_root):
+def test_a_channels_seconds_are_its_model_time_not_its_wait_for_the_model(media, temp_root, monkeypatch):
     """Three audio items at once: their transcripts queue on Whisper's one thread. Each reports the
     seconds Whisper ran for it (what the reprocess estimate is built from), not the wait behind the
-    others, which shows in wall_seconds only."""
+    others, which shows in wall_seconds only.
+
+    The clock is a fake one that only Whisper moves (0.25 s a call). Whisper starts once all three
+    transcripts are waiting for it, and takes the next one once the last one's caller has read the
+    clock: the seconds are exact, whatever else the machine is doing."""
     h = Harness(media)
-    h.models.whisper.delay = 0.25
+    lock, now = threading.Lock(), [0.0]
+    monkeypatch.setattr(model_time, "clock", lambda: now[0])
+    turns = [threading.Event() for _ in range(3)]  # Whisper's n-th call may start
+    queued: list[str] = []
+    ran: list[int] = []
+    transcribe = h.models.whisper.transcribe
+
+    def whisper_run(audio, **kw):  # on Whisper's thread, one call at a time
+        n = len(ran)
+        assert turns[n].wait(30), f"Whisper's call {n} never got its turn"
+        ran.append(n)
+        out = transcribe(audio, **kw)
+        with lock:
+            now[0] += 0.25
+        return out
+
+    h.models.whisper.transcribe = whisper_run
+    run_model = h.worker.run_model
+
+    async def counting_run_model(role, fn, *args, **kw):
+        if role != "whisper":
+            return await run_model(role, fn, *args, **kw)
+        queued.append(role)
+        if len(queued) == 3:
+            turns[0].set()
+        out = await run_model(role, fn, *args, **kw)
+        if len(ran) < 3:  # the next call, once this job's step (which reads the clock) is over
+            asyncio.get_running_loop().call_soon(turns[len(ran)].set)
+        return out
+
+    h.worker.run_model = counting_run_model
 
     async def main():
         jobs = [
@@ -333,7 +368,6 @@ def test_a_channels_seconds_are_its_model_time_not_its_wait_for_the_model(media,
 
     reports = [out["channels"]["transcript"] for out in asyncio.run(main())]
     assert all(r["status"] == "succeeded" for r in reports), reports
-    for r in reports:
-        assert 0.25 <= r["seconds"] < 0.4, reports
-        assert r["wall_seconds"] >= r["seconds"]
-    assert max(r["wall_seconds"] for r in reports) >= 0.6, reports  # the last one waited for two
+    assert [r["seconds"] for r in reports] == [0.25] * 3, reports  # each its own run, no wait
+    # the first waited for nobody, the second for one, the last for two
+    assert sorted(r["wall_seconds"] for r in reports) == [0.25, 0.5, 0.75], reports
