@@ -16,14 +16,15 @@
     vector-only (MiniLM) and hybrid (RRF of both): recall@1 and recall@5 (the right item among the
     first 1 / 5 moments) and moment accuracy (the first hit of the right item has a span overlapping
     the labelled sentence's time), per query kind and overall.
-(b) Speed, per size N, on a local folder: an owner index with N text rows (grammar sentences + MiniLM-
-    like 384-d vectors) and N visual rows (512-d), vectors drawn around 256 cluster centres (uniform
-    random 512-d vectors defeat any ANN index and say nothing). Write rows/s (one batch), the ANN index
-    build (rows/s), then over --queries held-out query vectors drawn around the same centres:
-    ANN recall@10 against exact search (numpy), and warm p50/p99 of: LanceDB's bare vector query
-    (the same table, nprobes/refine as the engine), LanceSearch.vector_search, BM25 alone, and the
-    whole hybrid query through Searcher.search with the real MiniLM embedding the query text (the CLIP
-    text tower is not exported yet: a random vector seeded by the text stands in, costing ~0).
+(b) Speed, per size N, on a local folder: an owner index with N text rows (grammar sentences +
+    MiniLM-like 384-d vectors) and N visual rows (512-d), vectors drawn around 256 topics x 16
+    sub-topics (`clustered`; uniform random 512-d vectors defeat any ANN index and say nothing).
+    Write rows/s (one batch), the ANN index build (rows/s), then over --queries held-out query
+    vectors drawn around the same centres: ANN recall@10 against exact search (numpy), and warm
+    p50/p99 of: LanceDB's bare vector query (the same table, nprobes/refine as the engine),
+    LanceSearch.vector_search, BM25 alone, MiniLM embedding one query, and the whole hybrid query
+    through Searcher.search with the real MiniLM embedding the query text (the CLIP text tower is not
+    exported yet: a random vector seeded by the text stands in, costing ~0).
 (c) Cold start: a fresh interpreter importing shared.search.lance + query, then open + first query.
 
 Prints a table (markdown) with the command, the date and the machine. Numbers from this machine only.
@@ -358,10 +359,16 @@ def quality(minilm, work: Path) -> list[dict]:
 
 
 # ---- (b) speed ------------------------------------------------------------------------------------
-def clustered(rng: np.random.Generator, centres: np.ndarray, n: int, spread: float) -> np.ndarray:
-    v = centres[rng.integers(0, len(centres), n)] + spread * rng.normal(size=(n, centres.shape[1])).astype(
-        np.float32
-    )
+def centres(rng: np.random.Generator, dims: int) -> np.ndarray:
+    """256 topics x 16 sub-topics: sub-centre = topic + 0.5 x noise (the noise's norm ~0.5x the topic's)."""
+    topics = rng.normal(size=(256, dims)).astype(np.float32)
+    return (topics[:, None, :] + 0.5 * rng.normal(size=(256, 16, dims)).astype(np.float32)).reshape(-1, dims)
+
+
+def clustered(rng: np.random.Generator, subs: np.ndarray, n: int, spread: float = 0.35) -> np.ndarray:
+    """Rows around random sub-centres (cosine ~0.92 to their sub-topic's rows, ~0.75 to their topic's,
+    ~0.1 to the rest): structure at two scales, like text or image embeddings, unlike uniform noise."""
+    v = subs[rng.integers(0, len(subs), n)] + spread * rng.normal(size=(n, subs.shape[1])).astype(np.float32)
     return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
 
 
@@ -378,16 +385,13 @@ def speed(n: int, minilm, work: Path, queries: int, ann: str) -> dict:
     engine = LanceSearch(str(work / f"speed{n}"), VERSION, settings=settings)
     owner = "o"
     res: dict = {"rows": n}
-    c512 = rng.normal(size=(256, 512)).astype(np.float32)
-    c384 = rng.normal(size=(256, 384)).astype(np.float32)
-    # noise of 0.6x a centre's norm: a row's cosine to its centre ~0.86, to a row of its cluster ~0.74
-    spread512 = spread384 = 0.6
+    c512, c384 = centres(rng, 512), centres(rng, 384)
     write_s = 0.0
     chunk = 100_000
-    for space, cents, spread in ((VISUAL, c512, spread512), (TEXT, c384, spread384)):
+    for space, cents in ((VISUAL, c512), (TEXT, c384)):
         for lo in range(0, n, chunk):
             m = min(chunk, n - lo)
-            vecs = clustered(rng, cents, m, spread)
+            vecs = clustered(rng, cents, m)
             items = [f"i{(lo + j) // 30}" for j in range(m)]
             texts = [filler(pyrng) for _ in range(m)] if space == TEXT else [""] * m
             kind = TRANSCRIPT_WINDOW if space == TEXT else "frame"
@@ -419,7 +423,7 @@ def speed(n: int, minilm, work: Path, queries: int, ann: str) -> dict:
     vis = engine._table(owner, VISUAL).to_arrow().select(["id", "vector"])
     ids = np.array(vis.column("id").to_pylist())
     base = np.asarray(vis.column("vector").combine_chunks().values.to_numpy()).reshape(-1, 512)
-    qs = clustered(rng, c512, queries, spread512)
+    qs = clustered(rng, c512, queries)
     exact = [set(ids[np.argsort(-(base @ q))[:10]]) for q in qs]
     del base
     t0 = time.perf_counter()
@@ -577,7 +581,9 @@ def print_report(r: dict, ann: str) -> None:
         print(f"\n(c) cold start (fresh process, median of 3): import {c['import_s']:.2f} s, "
               f"open + first BM25 query {c['open_first_query_s']:.2f} s\n")  # fmt: skip
     if r.get("speed"):
-        print(f"(b) speed, local folder, {ann} (nprobes 32, refine 10), ms per query (p50 / p99)\n")
+        d = SearchSettings()
+        knobs = f"nprobes {d.ann_nprobes}, refine {d.ann_refine_factor}"
+        print(f"(b) speed, local folder, {ann} ({knobs}), ms p50 / p99\n")
         cols = ["bare_vector", "engine_vector", "bm25", "minilm_embed", "hybrid_total"]
         print(
             "| rows/table | write rows/s | ANN build rows/s | FTS build s | recall@10 | "
