@@ -528,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
 
+    import lancedb
+
     from shared.models.minilm_onnx import MiniLMOnnx
-    from shared.search.lance import import_lancedb
 
     if args.model_dir:
         model_dir = Path(args.model_dir)
@@ -548,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
-        "lancedb": import_lancedb().__version__,
+        "lancedb": lancedb.__version__,
     }
     try:
         if not args.skip_quality:

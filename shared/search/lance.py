@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+import lancedb  # ~15 s to import on a busy 2-core machine (pydantic validators of its REST client): open
 import numpy as np
 import pyarrow as pa
+from lancedb.index import FTS, BTree, HnswSq, IvfPq
 
 from shared.errors import InvalidInput
 from shared.pipeline.keys import ID_RE, is_item_id, person_item_id
@@ -43,35 +44,6 @@ from shared.search.settings import DEFAULTS, SearchSettings
 
 log = logging.getLogger(__name__)
 
-
-def _passthrough(func: Any = None, /, **_: Any) -> Any:
-    return func if func is not None else (lambda f: f)
-
-
-def import_lancedb() -> Any:
-    """`import lancedb`, in ~2.5 s instead of ~15 s here (the search function's cold start).
-
-    LanceDB 0.41 imports lance_namespace, whose generated REST client decorates ~1,500 methods with
-    pydantic's `validate_call`, each building its validator at import (pydantic 2.13: ~80 % of the
-    import). That client serves LanceDB's remote namespace only, never an embedded folder or s3://
-    database, so while lancedb is imported `validate_call` is a pass-through; it is restored before
-    this returns (tests/integration/search checks both)."""
-    if "lancedb" in sys.modules:
-        return sys.modules["lancedb"]
-    import pydantic
-    import pydantic.validate_call_decorator as vcd
-
-    original = pydantic.validate_call
-    pydantic.validate_call = vcd.validate_call = _passthrough
-    try:
-        import lancedb
-    finally:
-        pydantic.validate_call = vcd.validate_call = original
-    return lancedb
-
-
-lancedb = import_lancedb()
-from lancedb.index import FTS, BTree, HnswSq, IvfPq  # noqa: E402
 
 VERSION_RE = ID_RE  # spec versions are "{label}-{hash}": the id alphabet
 COLUMNS = ["id", "kind", "owner_id", "item_id", "channel", "start_s", "end_s", "text"]
