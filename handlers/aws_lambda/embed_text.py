@@ -34,4 +34,4 @@ import os
 
 from shared.lambda_text.app import handler_from_env
 
-handler = handler_from_env(os.environ)
+handler = handler_from_env(os.environ, adopt_loggers=True)

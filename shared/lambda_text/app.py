@@ -174,15 +174,18 @@ def build_handler(
     )
 
 
-def handler_from_env(env: Mapping[str, str]) -> Handler:
+def handler_from_env(env: Mapping[str, str], *, adopt_loggers: bool = False) -> Handler:
     """The embed-text handler as the function builds it at init: settings from `env`, the model loaded
     and warmed up once from MODEL_DIR, Powertools Logger/Metrics. handlers.aws_lambda.embed_text calls it
-    with os.environ; `se invoke embed_text` with the environment template.yaml gives the function."""
+    with os.environ and `adopt_loggers` (the project's stdlib loggers write through the Logger, as in
+    shared.logs.lambda_logger); `se invoke embed_text` and the CLI with the environment template.yaml
+    gives the function, keeping their own logging."""
+    from shared.logs import lambda_logger
     from shared.models.minilm_onnx import MiniLMOnnx
 
     settings = TextSettings.from_env(env)
     obs = ObservabilitySettings.from_env(env)
-    logger = Logger(service=obs.service)
+    logger = lambda_logger(obs.service, env.get("POWERTOOLS_LOG_LEVEL") or "INFO", adopt=adopt_loggers)
     metrics = Metrics(namespace=obs.namespace, service=obs.service)
     model = MiniLMOnnx.load(settings)
     model.warmup()
