@@ -17,7 +17,9 @@ from tests.integration.pipeline import test_on_upload as on_upload
 
 pytestmark = pytest.mark.integration
 
-# (test, what it takes: "h" a harness, "lost" one whose webhooks are lost, "make" the harness factory)
+# (test, what it takes: "h" a harness, "lost" one whose webhooks are lost, "make" the harness factory).
+# An endpoint that stays down runs on memory in tests/unit/pipeline/test_state_machine.py (its moto
+# version here took ~25 s of a suite that must stay under 15 minutes).
 SCENARIOS: list[tuple[Callable[..., None], str]] = [
     (on_upload.test_upload_dispatches_one_job_and_completes, "h"),
     (on_upload.test_a_message_delivered_three_times_starts_one_gpu_job, "h"),
@@ -31,7 +33,6 @@ SCENARIOS: list[tuple[Callable[..., None], str]] = [
     (faults.test_crash_between_claim_and_post_is_repaired_without_a_second_job, "make"),
     (faults.test_run_429_is_retried_then_quarantined, "make"),
     (no_stuck.test_a_job_runpod_no_longer_knows_is_lost_and_dispatched_again, "lost"),
-    (no_stuck.test_worker_down_with_items_in_flight_ends_quarantined_with_the_reason, "lost"),
 ]
 
 
