@@ -117,7 +117,10 @@ class JobResult:
 def _seconds(value: Any, max_s: float) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    s = float(value)
+    try:
+        s = float(value)
+    except OverflowError:  # an integer of thousands of digits
+        return None
     return round(s, 3) if math.isfinite(s) and 0.0 <= s <= max_s else None
 
 

@@ -226,7 +226,22 @@ def test_full_jitter_spans_zero_to_the_capped_exponential() -> None:
 
 def test_parsing_never_raises_on_garbage() -> None:
     rng = random.Random(7)
-    atoms = [None, True, -1, 1e308, float("inf"), float("nan"), "x", "\ud800", [], {}, "COMPLETED"]
+    huge = 10**4000  # json.loads accepts up to 4,300 digits; float() of it overflows
+    atoms = [
+        None,
+        True,
+        -1,
+        1e308,
+        float("inf"),
+        float("nan"),
+        huge,
+        -huge,
+        "x",
+        "\ud800",
+        [],
+        {},
+        "COMPLETED",
+    ]
 
     def garbage(depth: int = 0) -> object:
         if depth > 3 or rng.random() < 0.3:
