@@ -107,8 +107,7 @@ class Sweep(Core):
         except RunPodError as e:
             failures = int(row.get("poll_failures") or 0) + 1
             if self.policy.lost(row, failures, now):
-                with contextlib.suppress(RunPodError):
-                    self.runpod.cancel(job_id)
+                self._cancel(job_id)
                 err = {
                     "code": "job_lost",
                     "message": f"RunPod's /status failed {failures} times in a row, past the job's deadline; "
@@ -125,14 +124,19 @@ class Sweep(Core):
         if outcome.action != "pending" and not outcome.detail.get("mismatch"):
             return "polled:" + outcome.action
         if self.policy.overdue(row, now):
-            with contextlib.suppress(RunPodError):
-                self.runpod.cancel(job_id)
+            self._cancel(job_id)
             err = {"code": "job_expired", "message": "the job outlived its TTL", "retryable": True}
             return "expired:" + self.retry_or_quarantine(owner_id, item_id, dispatch_id, channels, err)
         self.ledger.push_due(
             owner_id, item_id, dispatch_id, now + self.settings.poll_interval_s, poll_failures=None
         )
         return "waiting"
+
+    def _cancel(self, job_id: str) -> None:
+        """Best effort: a job given up on is cancelled if RunPod still knows it (its TTL ends it anyway)."""
+        if self.runpod is not None:
+            with contextlib.suppress(RunPodError):
+                self.runpod.cancel(job_id)
 
     def free_overdue(self, owner_id: str, item_id: str) -> bool:
         """Replay or a forced reprocess of an item whose open dispatch is past its deadline: the dispatch
@@ -141,9 +145,8 @@ class Sweep(Core):
         item = self.ledger.item(owner_id, item_id)
         if item is None or not self.policy.overdue(item, self.clock()):
             return False
-        if item.get("job_id") and self.runpod is not None:
-            with contextlib.suppress(RunPodError):
-                self.runpod.cancel(item["job_id"])
+        if item.get("job_id"):
+            self._cancel(item["job_id"])
         dispatch_id = item["dispatch_id"]
         err = {"code": "job_lost", "message": "freed past its deadline by a replay", "retryable": True}
         channels = list(item.get("dispatch_channels") or [])
