@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -58,11 +58,11 @@ def free_port(host: str = "127.0.0.1") -> int:
 class MotoServer:
     """moto's server (S3, SQS, DynamoDB, ...) on a loopback port, for the life of a `with`.
 
-    By default a separate process (`python -m shared.dev.moto_fast`: moto.server with DynamoDB's
-    attribute values encoded directly, see that module), as AWS is: its request handling does not
-    compete with the functions for this process's GIL, and each server has its own state.
-    `in_process=True` runs moto's threaded server here instead (faster to start; moto keeps one
-    backend per process, so every in-process server of a process shares its state)."""
+    By default a separate process (`python -m shared.dev.moto_server`: moto's server as released, one
+    DynamoDB request at a time, see that module), as AWS is: its request handling does not compete with
+    the functions for this process's GIL, and each server has its own state. `in_process=True` serves
+    the same app from a thread here instead (faster to start; moto keeps one backend per process, so
+    every in-process server of a process shares its state)."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, in_process: bool = False) -> None:
         self.host = host
@@ -70,23 +70,20 @@ class MotoServer:
         self.endpoint = f"http://{host}:{self.port}"
         self.in_process = in_process
         self._server: Any = None
+        self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen | None = None
 
     def start(self, startup_s: float = 60.0) -> MotoServer:
         if self.in_process:
-            from moto.server import ThreadedMotoServer
+            from shared.dev.moto_server import make_server
 
-            from shared.dev.moto_fast import install
-
-            install()
-            # werkzeug logs every request line, presigned query strings included: keep it quiet
-            logging.getLogger("werkzeug").setLevel(logging.ERROR)
-            self._server = ThreadedMotoServer(ip_address=self.host, port=self.port, verbose=False)
-            self._server.start()
+            self._server = make_server(self.host, self.port)
+            self._thread = threading.Thread(target=self._server.serve, name="moto", daemon=True)
+            self._thread.start()
             return self
         import requests
 
-        argv = [sys.executable, "-m", "shared.dev.moto_fast", "-H", self.host, "-p", str(self.port)]
+        argv = [sys.executable, "-m", "shared.dev.moto_server", "-H", self.host, "-p", str(self.port)]
         path = os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, "PYTHONPATH": path}
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
@@ -106,6 +103,9 @@ class MotoServer:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
         if self._proc is not None:
             self._proc.terminate()
             try:
