@@ -11,7 +11,8 @@ Request (function URL, AuthType AWS_IAM; payload 2.0), `POST /` or `POST /search
      "item_id": null, "person": null}
 
 Answer 200: `{"hits": [{"owner_id", "item_id", "score", "start_s", "end_s", "channels", "text",
-"media_url", "thumbnail_url"?}], "took_ms", "spec_version", "skipped"}` (shared.search.service).
+"highlights", "media_url", "thumbnail_url"?}], "took_ms", "spec_version", "skipped"}`
+(shared.search.service; `highlights`: [start, end) spans of `text` matching the query's terms).
 Errors: `{"error": {"code", "message", "field"}}` with 400 (a field is wrong: the message names the field
 and the rule, never the value), 404 (an owner with no index, an unknown person, another path), 405 (not
 POST), 413 (a body over SEARCH_MAX_BODY_BYTES, refused before it is decoded), 415 (not JSON), 503 (the

@@ -16,7 +16,7 @@ Steps, each one call:
    lags a removal by one settle. `media_url` is the source presigned for `url_expires_s` plus
    `#t={start_s}` (Media Fragments: the player starts at the moment); an image's own URL is also its
    `thumbnail_url` (scene keyframes will give videos one). An item with no source (meta.json only) has
-   `media_url: null`.
+   `media_url: null`. `highlights`: the spans of the snippet's words that match the query's terms.
 
 Answer: the Searcher's `{"hits", "spec_version", "skipped"}`, each hit with its URLs, `took_ms` the
 whole request's. Presigned URLs are credentials: this module never logs one.
@@ -31,7 +31,17 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared.search.engine import SearchEngine
-from shared.search.query import Encoder, NotFound, Searcher, SearchRequest, parse_request
+from shared.search.query import (
+    STEM_CHARS,
+    STOP_WORDS,
+    TERM_RE,
+    Encoder,
+    NotFound,
+    Searcher,
+    SearchRequest,
+    parse_request,
+    terms,
+)
 from shared.search.settings import DEFAULTS, SearchSettings
 
 MAX_CACHED_OWNERS = 4_096
@@ -65,6 +75,19 @@ def fragment(start_s: float) -> str:
     """`#t=` for a moment's start: seconds, at most 3 decimals, no trailing zeros ("#t=12.5")."""
     text = f"{max(0.0, float(start_s)):.3f}".rstrip("0").rstrip(".")
     return f"#t={text or '0'}"
+
+
+def highlights(query: str, text: str) -> list[list[int]]:
+    """[start, end) character spans of `text`'s words that match a term of `query` by the rule BM25's
+    coverage weight uses (shared.search.query.terms: lower case, stop words out, the first STEM_CHARS
+    characters), for a client to mark without re-implementing it."""
+    wanted = terms(query)
+    spans = []
+    for m in TERM_RE.finditer(text):
+        word = m.group().lower()
+        if word not in STOP_WORDS and word[:STEM_CHARS] in wanted:
+            spans.append([m.start(), m.end()])
+    return spans
 
 
 class _Expiring:
@@ -158,7 +181,7 @@ class SearchService:
         start = self.clock()
         req = parse_request(raw, self.settings)
         answer = self.searchers(self.version(req.owner_id)).search(req)
-        answer["hits"] = self._linked(req.owner_id, answer["hits"])
+        answer["hits"] = self._linked(req.owner_id, answer["hits"], req.text)
         answer["took_ms"] = round((self.clock() - start) * 1000.0, 3)
         return answer
 
@@ -181,7 +204,7 @@ class SearchService:
                     out[item_id] = media
         return out
 
-    def _linked(self, owner_id: str, hits: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def _linked(self, owner_id: str, hits: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
         items = self._items(owner_id, [h["item_id"] for h in hits])
         out = []
         for hit in hits:
@@ -192,5 +215,6 @@ class SearchService:
             hit["media_url"] = url + fragment(hit["start_s"]) if url else None
             if url and media.modality == IMAGE:
                 hit["thumbnail_url"] = url
+            hit["highlights"] = highlights(query, hit["text"])
             out.append(hit)
         return out
