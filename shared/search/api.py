@@ -136,16 +136,17 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
     """The SearchService a process serves (the function's init, `se admin`): settings, both query
     encoders loaded and checked once from MODEL_DIR, one boto3 client per service, LanceDB engines
     opened per spec version on first use."""
+    settings = SearchApiSettings.from_env(env)  # a bad setting fails before the heavy imports
+    text = TextSettings.from_env(env)
+
     from shared.aws.clients import client
     from shared.aws.search_directory import LedgerDirectory
     from shared.aws.storage import Storage
     from shared.models.clip_text_onnx import ClipTextOnnx
     from shared.models.minilm_onnx import MiniLMOnnx
-    from shared.search.lance import LanceSearch
+    from shared.search.lance import LanceSearch  # LanceDB: seconds to import, at the cold start
     from shared.search.service import Searchers
 
-    settings = SearchApiSettings.from_env(env)
-    text = TextSettings.from_env(env)
     minilm = MiniLMOnnx.load(text)
     minilm.warmup()
     clip = ClipTextOnnx.load(text.model_dir, threads=text.threads)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,9 @@ class World:
 
     def __init__(self, moto: MotoServer, tmp: Path) -> None:
         self.s3, db = moto.client("s3"), moto.client("dynamodb")
-        self.bucket, self.table = "search-api-media", "search-api-ledger"
+        # moto keeps one backend per process (every in-process server shares it): names of this world's own
+        tag = uuid.uuid4().hex[:8]
+        self.bucket, self.table = f"search-api-media-{tag}", f"search-api-ledger-{tag}"
         self.s3.create_bucket(Bucket=self.bucket)
         tpl, _ = decode(str(REPO_ROOT / "template.yaml"))
         props = tpl["Resources"]["LedgerTable"]["Properties"]
