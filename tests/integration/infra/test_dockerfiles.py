@@ -27,6 +27,7 @@ HEAVY = (
     "open_clip",
 )
 FORBIDDEN_EXTRAS = {"gpu", "export", "dev"}
+LAMBDA_MODELS = ("minilm-l6-v2", "clip-vit-b-32-text")  # MiniLM for text, CLIP's text tower for search
 
 
 @dataclass
@@ -131,9 +132,11 @@ def test_final_stage_sets_model_dir_and_copies_the_baked_model(stages: list[Stag
     final = stages[-1]
     env = env_of(final)
     assert env["MODEL_DIR"] == "/opt/models"
-    entry = REGISTRY["minilm-l6-v2"]
     copies = [c for c in final.args("COPY") if c.startswith("--from=")]
-    assert copies == [f"--from={stages[0].name} /build/models/{entry.name} {env['MODEL_DIR']}/{entry.name}"]
+    assert copies == [
+        f"--from={stages[0].name} /build/models/{name} {env['MODEL_DIR']}/{name}" for name in LAMBDA_MODELS
+    ]
+    assert all(REGISTRY[name].runs_on == "lambda" for name in LAMBDA_MODELS)
 
 
 def test_cmd_matches_template_and_model_dir_matches_function_env(stages: list[Stage]):
@@ -147,8 +150,13 @@ def test_cmd_matches_template_and_model_dir_matches_function_env(stages: list[St
 def test_model_stage_bakes_from_the_registry_with_real_modules(stages: list[Stage]):
     model = stages[0]
     runs = " ".join(model.args("RUN"))
-    assert "python -m shared.models.bake --models minilm-l6-v2 --model-dir /build/models" in runs
-    assert "/run/secrets/hf_token" in runs and "--mount=type=secret" in runs  # never an ARG
+    assert (
+        f"python -m shared.models.bake --models {','.join(LAMBDA_MODELS)} --model-dir /build/models" in runs
+    )
+    (rm,) = [r for r in model.args("RUN") if r.startswith("rm ")]
+    for name in LAMBDA_MODELS:  # the torch checkpoints stay in the build stage
+        (weights,) = [f for f in REGISTRY[name].files if f.endswith(".safetensors")]
+        assert f"/build/models/{name}/{weights}" in rm.split()
     for installs in pip_installs(model):
         assert not any("[gpu]" in w for w in installs)
     for module in re.findall(r"python -m ([\w.]+)", runs):
@@ -159,4 +167,5 @@ def test_model_stage_bakes_from_the_registry_with_real_modules(stages: list[Stag
 def test_build_smoke_test_imports_the_handler_without_torch(stages: list[Stage]):
     runs = " ".join(stages[-1].args("RUN"))
     assert "import sys, handlers.aws_lambda.embed_text" in runs
-    assert "'torch' in sys.modules" in runs
+    assert "ClipTextOnnx.load(Path('/opt/models'))" in runs and "import shared.search.api" in runs
+    assert runs.count("'torch' in sys.modules") == 2

@@ -237,6 +237,7 @@ ROLES = {
     "SweeperFunction": "SweeperRole",
     "EmbedTextFunction": "EmbedTextRole",
     "ReprocessFunction": "ReprocessRole",
+    "SearchFunction": "SearchRole",
 }
 
 
@@ -461,3 +462,79 @@ def test_ledger_table_keys(template: dict):
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEType"] == "KMS"
     assert table["DeletionPolicy"] == "Retain"
+
+
+# ---------------------------------------------------------------- the search function
+
+
+def test_search_function_shape_and_environment(template: dict):
+    from shared.search.api import SearchApiSettings
+
+    fn = template["Resources"]["SearchFunction"]
+    props = fn["Properties"]
+    assert props["FunctionUrlConfig"]["AuthType"] == "AWS_IAM"
+    assert props["ImageConfig"]["Command"] == ["handlers.aws_lambda.search.handler"]
+    assert props["Role"] == {"Fn::GetAtt": ["SearchRole", "Arn"]} and "Policies" not in props
+    assert props["LoggingConfig"]["LogGroup"] == {"Ref": "SearchLogGroup"}
+    # memory, timeout and concurrency are the stack's parameters, bounded there
+    params = template["Parameters"]
+    for key, name in (("MemorySize", "SearchMemorySize"), ("Timeout", "SearchTimeoutSeconds")):
+        assert props[key] == {"Ref": name} and "MaxValue" in params[name]
+    assert props["ReservedConcurrentExecutions"] == {"Ref": "SearchConcurrency"}
+    assert int(params["SearchMemorySize"]["Default"]) >= 1024
+    assert template["Outputs"]["SearchFunctionUrl"]["Value"] == {
+        "Fn::GetAtt": ["SearchFunctionUrl", "FunctionUrl"]
+    }
+    raw = props["Environment"]["Variables"]
+    assert raw["MEDIA_BUCKET"] == {"Ref": "MediaBucket"} and raw["LEDGER_TABLE"] == {"Ref": "LedgerTable"}
+    env = {k: f"{v['Ref']}-id" if isinstance(v, dict) else resolve(v, template) for k, v in raw.items()}
+    rec = RecordingEnv(env)
+    settings = SearchApiSettings.from_env(rec)
+    TextSettings.from_env(rec)
+    ObservabilitySettings.from_env(rec)
+    assert sorted(set(env) - rec.asked - POWERTOOLS_ONLY) == [], "stale variables nobody reads"
+    assert settings.index_uri == "s3://MediaBucket-id" and settings.max_body_bytes <= 65_536
+    assert ObservabilitySettings.from_env(env).service == "search"
+
+
+def test_search_role_reads_only_its_prefixes_and_writes_nothing(template: dict):
+    """The search tables (list + get under search/), the sources it presigns (get under uploads/), the
+    ledger's named attributes (get, batch get: no query, no index); no write of any kind."""
+    from shared.aws.search_directory import ATTRIBUTES
+
+    statements = _statements(template, "SearchRole")
+    actions = {a for st in statements for a in as_list(st["Action"])}
+    assert actions == {
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+        "s3:ListBucket",
+        "s3:GetObject",
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "kms:Decrypt",
+        "xray:PutTraceSegments",
+        "xray:PutTelemetryRecords",
+        "sqs:SendMessage",  # its failed async invocations, to the functions' dead-letter queue only
+    }
+    reads = [
+        r["Fn::Sub"]
+        for st in statements
+        if "s3:GetObject" in as_list(st["Action"])
+        for r in as_list(st["Resource"])
+    ]
+    assert sorted(reads) == ["${MediaBucket.Arn}/search/*", "${MediaBucket.Arn}/uploads/*"]
+    (listing,) = [st for st in statements if "s3:ListBucket" in as_list(st["Action"])]
+    assert listing["Resource"] == {"Fn::GetAtt": ["MediaBucket", "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["search/*"]}}
+    (ledger,) = [st for st in statements if any(a.startswith("dynamodb:") for a in as_list(st["Action"]))]
+    assert ledger["Resource"] == {"Fn::GetAtt": ["LedgerTable", "Arn"]}  # no index: no Query anywhere
+    assert ledger["Condition"]["ForAllValues:StringEquals"]["dynamodb:Attributes"] == list(ATTRIBUTES)
+    assert ledger["Condition"]["StringEqualsIfExists"]["dynamodb:Select"] == "SPECIFIC_ATTRIBUTES"
+    others = {
+        st["Resource"]["Fn::GetAtt"][0]
+        for st in statements
+        if st["Action"] in ("sqs:SendMessage", "kms:Decrypt")
+    }
+    assert others == {"FunctionDeadLetterQueue", "DataKey"}
+    logs = [st["Resource"] for st in statements if "logs:PutLogEvents" in as_list(st["Action"])]
+    assert logs == [{"Fn::GetAtt": ["SearchLogGroup", "Arn"]}]

@@ -177,7 +177,7 @@ def test_serves_only_its_own_files(console: admin.AdminServer):
     status, _, js = call(console, "GET", "/static/app.js")
     assert status == 200 and b"innerHTML" not in js and b"eval(" not in js
     status, _, cfg = call(console, "GET", "/config.json")
-    assert json.loads(cfg) == {"api": console.function_url, "region": REGION}
+    assert json.loads(cfg) == {"api": console.function_url, "region": REGION, "search": False}
     assert CREDS.secret_key.encode() not in cfg + page + js
 
 
@@ -385,3 +385,65 @@ def test_a_function_url_server_that_never_started_stops_at_once():
     done = threading.Event()
     threading.Thread(target=lambda: (urls.stop(), done.set()), daemon=True).start()
     assert done.wait(5)
+
+
+# ---------------------------------------------------------------------- the Search panel's route
+
+
+class Backend:
+    """Records what the console hands its search backend; answers like the search API."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+
+    def __call__(self, request: dict) -> tuple[int, bytes]:
+        self.requests.append(request)
+        if request.get("k") == 0:
+            return 400, admin.error_body("invalid_input", "k: must be an integer within 1..50", "k")
+        return 200, json.dumps({"hits": [], "took_ms": 1.0, "spec_version": "v", "skipped": []}).encode()
+
+
+def test_search_goes_to_its_backend_checked_like_every_call(api: FakeApi):
+    backend = Backend()
+    origin = "http://127.0.0.1:5000"
+    with admin.AdminServer(api.url, CREDS, REGION, search=backend, media_origins=(origin,)) as srv:
+        req = {"owner_id": "o1", "text": "ferry", "k": 3}
+        status, headers, body = call(srv, "POST", "/api/search", json.dumps(req).encode())
+        assert status == 200 and json.loads(body)["spec_version"] == "v"
+        assert backend.requests == [req]  # parsed and re-serialised: the object, nothing else
+        status, _, body = call(srv, "POST", "/api/search", json.dumps({**req, "k": 0}).encode())
+        assert status == 400 and json.loads(body)["error"]["field"] == "k"
+        # refused before the backend: method, origin, content type, size, JSON, query string
+        assert call(srv, "GET", "/api/search")[0] == 405
+        assert call(srv, "POST", "/api/search", b"{}", {"Origin": "https://evil.example"})[0] == 403
+        assert call(srv, "POST", "/api/search", b"{}", {"Content-Type": "text/plain"})[0] == 415
+        assert call(srv, "POST", "/api/search", b"x" * (admin.MAX_BODY + 1))[0] == 413
+        assert call(srv, "POST", "/api/search", b"[1]")[0] == 400
+        assert call(srv, "POST", "/api/search?owner_id=o1", b"{}")[0] == 400
+        assert len(backend.requests) == 2 and api.requests == []  # never forwarded to the admin API
+        # the page may show images and play media from the presigned URLs' origin, and nothing more
+        csp = headers["content-security-policy"]
+        assert f"img-src 'self' {origin};" in csp and f"media-src {origin};" in csp
+        assert "script-src 'self';" in csp and "connect-src 'self';" in csp
+        assert json.loads(call(srv, "GET", "/config.json")[2])["search"] is True
+
+
+def test_without_a_backend_search_is_503_and_the_page_plays_nothing(console: admin.AdminServer):
+    status, headers, body = call(console, "POST", "/api/search", b'{"owner_id": "o1", "text": "x"}')
+    assert status == 503 and json.loads(body)["error"]["code"] == "search_unavailable"
+    assert "media-src 'none';" in headers["content-security-policy"]
+
+
+def test_a_deployed_stacks_search_function_url_is_called_signed(api: FakeApi):
+    search_url = api.url.replace("/reprocess", "/search-fn")
+    with admin.AdminServer(api.url, CREDS, REGION, search_url=search_url) as srv:
+        status, headers, _ = call(srv, "POST", "/api/search", b'{"owner_id": "o1", "text": "ferry"}')
+        assert status == 404  # the stand-in has no search: its answer is passed on
+        assert "https://*.amazonaws.com" in headers["content-security-policy"]
+    (rec,) = api.requests
+    assert rec["akid"] == CREDS.access_key and rec["path"] == "/search-fn/search"
+    assert json.loads(rec["body"]) == {"owner_id": "o1", "text": "ferry"}
+    with pytest.raises(ValueError, match="https"):
+        admin.AdminServer(api.url, CREDS, REGION, search_url="http://search.example/")
+    with pytest.raises(ValueError, match="one search backend"):
+        admin.AdminServer(api.url, CREDS, REGION, search=Backend(), search_url=search_url)
