@@ -296,16 +296,14 @@ class Searcher:
                     skipped.append("text_vec: no MiniLM text encoder configured")
                 elif has(TEXT, "text_vec"):
                     v = _encode(self.embed_text, req.text, SPACES[TEXT][1], "embed_text")
-                    lists["text_vec"] = self.engine.vector_search(
-                        req.owner_id, TEXT, v, k=n, item_id=req.item_id
-                    )
+                    hits = self.engine.vector_search(req.owner_id, TEXT, v, k=n, item_id=req.item_id)
+                    lists["text_vec"] = [h for h in hits if h.score >= s.min_text_similarity]
                 if self.clip_text is None:
                     skipped.append("clip_vec: no CLIP text encoder configured")
                 elif has(VISUAL, "clip_vec"):
                     v = _encode(self.clip_text, req.text, SPACES[VISUAL][1], "clip_text")
-                    lists["clip_vec"] = self.engine.vector_search(
-                        req.owner_id, VISUAL, v, k=n, item_id=req.item_id
-                    )
+                    hits = self.engine.vector_search(req.owner_id, VISUAL, v, k=n, item_id=req.item_id)
+                    lists["clip_vec"] = [h for h in hits if h.score >= s.min_clip_similarity]
         for name, hits in lists.items():  # defence in depth: the layout already guarantees it
             foreign = [h for h in hits if h.owner_id != req.owner_id]
             if foreign:

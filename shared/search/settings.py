@@ -24,6 +24,8 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "candidates": (1, 1_000),
     "rrf_k": (1, 1_000),
     "bm25_coord_power": (0.0, 8.0),
+    "min_text_similarity": (-1.0, 1.0),
+    "min_clip_similarity": (-1.0, 1.0),
     "merge_gap_s": (0.0, 60.0),
     "max_moment_s": (1.0, 3_600.0),
     "snippet_chars": (16, 2_000),
@@ -55,6 +57,13 @@ class SearchSettings:
     candidates: int = 50  # rows each ranked list contributes to the fusion (>= k is sensible)
     rrf_k: int = 60  # reciprocal rank fusion: score = sum w / (rrf_k + rank)
     bm25_coord_power: float = 3.0  # hybrid: a BM25 hit's w = (share of query terms it has) ** this; 0: plain
+    # a vector list keeps only rows at least this similar (cosine) to the query: rank fusion ignores
+    # scores, so without a floor the nearest of unrelated rows ranks with the best hit of another list.
+    # CLIP ViT-B-32 text->image: a matching caption ~0.25-0.35, an unrelated one ~0.1-0.2. MiniLM: a
+    # paraphrase ~0.4-0.8, unrelated text ~0-0.15 (bench_search.py: 0.2 cut paraphrase recall@5 from
+    # 0.94 to 0.92, 0.1 left it). Person search (image->image) has no floor.
+    min_text_similarity: float = 0.1
+    min_clip_similarity: float = 0.2
     merge_gap_s: float = 1.0  # hits of one item this close (or overlapping) merge into one moment ...
     max_moment_s: float = 60.0  # ... while the merged span stays within this
     snippet_chars: int = 280

@@ -3,6 +3,8 @@ engine (fake encoders, no LanceDB)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -143,7 +145,7 @@ class FakeEngine:
         self.opened.append(owner_id)
         rows = [(h, float(v @ vector)) for h, v in self.rows.get(owner_id, {}).get(space, [])]
         rows = [(h, s) for h, s in rows if item_id is None or h.item_id == item_id]
-        return [h for h, _ in sorted(rows, key=lambda x: -x[1])[:k]]
+        return [dataclasses.replace(h, score=s) for h, s in sorted(rows, key=lambda x: -x[1])[:k]]
 
     def text_search(self, owner_id, text, *, k, item_id=None):
         self.opened.append(owner_id)
@@ -249,7 +251,37 @@ def test_modes_pick_their_lists():
     text_only = s.search({"owner_id": "o1", "text": "lunch", "mode": "text"})
     assert [h["item_id"] for h in text_only["hits"]] == ["b"]
     vec = s.search({"owner_id": "o1", "text": "lunch", "mode": "vector", "item_id": "a"})
-    assert {h["item_id"] for h in vec["hits"]} == {"a"} and vec["skipped"] == []
+    assert vec["hits"] == [] and vec["skipped"] == []  # item a has nothing like "lunch"
+    anything = Searcher(
+        e,
+        embed_text=encoder(384),
+        clip_text=encoder(512),
+        settings=SearchSettings(min_text_similarity=-1.0, min_clip_similarity=-1.0),
+    )
+    vec = anything.search({"owner_id": "o1", "text": "lunch", "mode": "vector", "item_id": "a"})
+    assert {h["item_id"] for h in vec["hits"]} == {"a"}
+
+
+def test_vector_rows_below_the_similarity_floor_stay_out_of_a_hybrid_answer():
+    """Rank fusion ignores scores: without a floor the nearest of unrelated frames (cosine 0 here)
+    would rank with the transcript window that says the words."""
+    e = engine()
+    e.rows["o1"][VISUAL].append(
+        (hit("c:v:0", item="c", start=0, end=5, kind=FRAME, channel="video_clip"), onehot(512, 9))
+    )
+    clip = encoder(512)
+    out = Searcher(e, embed_text=encoder(384), clip_text=clip).search(
+        {"owner_id": "o1", "text": "ferry noon"}
+    )
+    assert [h["item_id"] for h in out["hits"]] == ["a"]  # the window (BM25); no unrelated frame
+    q = clip(["ferry noon"])[0]
+    e.rows["o1"][VISUAL].append(
+        (hit("d:v:0", item="d", start=0, end=5, kind=FRAME, channel="video_clip"), q)  # looks like it
+    )
+    out = Searcher(e, embed_text=encoder(384), clip_text=clip).search(
+        {"owner_id": "o1", "text": "ferry noon"}
+    )
+    assert {h["item_id"] for h in out["hits"]} == {"a", "d"}
 
 
 def test_a_wrong_encoder_shape_is_refused():
