@@ -173,6 +173,13 @@ class PipelineSettings:
         "an owner's manifest is rebuilt this long after an item completes, once for a burst of completions",
         default=30.0,
     )
+    max_frame_timestamps: int = setting(
+        "MAX_FRAME_TIMESTAMPS",
+        positive(int),
+        "frame times a per-frame channel's report (video_clip) may carry; a report with more, or with "
+        "times that are not finite, negative or out of order, is the channel's bad_output",
+        default=4096,
+    )
     reprocess_queue_url: str = setting(
         "REPROCESS_QUEUE_URL",
         _url,
