@@ -5,6 +5,11 @@
     rows.py      rows from the pipeline's artifacts (pure; the text embedder injected)
     query.py     Searcher: validation, the ranked lists, reciprocal rank fusion, moment merging
     settings.py  SearchSettings: every bound and default
+    indexer.py   ArtifactIndex: an item's rows from its artifacts, written in one batch (the pipeline's
+                 SearchWriter, shared.pipeline.search_sync)
+    service.py   Indexes (the tables of every spec version, warm), open_searcher (an owner's current
+                 version, from its search pointer): what the search function and `se search` open
 
-Nothing here imports LanceDB but lance.py, so rows and queries stay testable without it.
+Nothing here imports LanceDB but lance.py (service.Indexes imports it on the first engine it opens), so
+rows and queries stay testable without it.
 """
