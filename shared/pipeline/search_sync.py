@@ -267,9 +267,9 @@ class SearchSync(Core):
     ) -> dict[str, Any]:
         """Rebuild the owner's search tables of the deployed spec version from its artifacts: drop them,
         then write every settled item in batches of SEARCH_BATCH_ITEMS. `progress(done, total)` after
-        each batch. Items that could not be read now are left to the sweeper (the owner's manifest is
-        marked). Another version's tables cannot be rebuilt here: the ledger names only the deployed
-        version's artifacts."""
+        each batch. Items that could not be read now, or all that remain when a write fails, are left to
+        the sweeper (the owner's manifest is marked). Another version's tables cannot be rebuilt here:
+        the ledger names only the deployed version's artifacts."""
         keys.check_id(owner_id, "owner_id")
         if self.search is None:
             raise InvalidInput("search indexing is off in this deployment (SEARCH_INDEX=0)", field="search")
@@ -282,14 +282,34 @@ class SearchSync(Core):
         items, chans = group(self.ledger.owner_rows(owner_id))
         if not items:
             raise NotFound("has no items", field="owner_id")
-        self.search.drop(version, owner_id)
-        todo: list[str] = []
+        # first the ledger forgets these tables (a rebuild cut short leaves no item marked as indexed
+        # whose rows went with the drop: the sweeper writes it at the owner's next rebuild), then they go
         for item_id, item in items.items():
-            want = self.search_want(item, chans.get(item_id, {}))
-            if isinstance(want, str):
-                todo.append(item_id)
-            elif str(item.get("search_indexed") or "").startswith(f"{version}:"):
-                self.ledger.set_search(owner_id, item_id, None)  # its rows went with the drop
+            if str(item.get("search_indexed") or "").startswith(f"{version}:"):
+                self.ledger.set_search(owner_id, item_id, None)
+        self.search.drop(version, owner_id)
+        todo = [i for i, item in items.items() if isinstance(self.search_want(item, chans.get(i, {})), str)]
+        try:
+            out = self._reindex_batches(owner_id, version, todo, progress)
+        except Exception:
+            self.mark_manifest(owner_id)  # the sweeper finishes what this could not
+            raise
+        if out["retry"]:
+            self.mark_manifest(owner_id)
+        self.search.optimize(version, owner_id)
+        owner = self.ledger.owner_state(owner_id) or {}
+        if owner.get("current_version") == version:
+            self.write_search_pointer(owner_id, version)
+        return {
+            "owner_id": owner_id,
+            "spec_version": version,
+            **out,
+            "current": owner.get("current_version") == version,
+        }
+
+    def _reindex_batches(
+        self, owner_id: str, version: str, todo: list[str], progress: Callable[[int, int], None] | None
+    ) -> dict[str, Any]:
         total, rows, done = len(todo), 0, 0
         left_out: dict[str, str] = {}
         retry: dict[str, str] = {}
@@ -312,21 +332,7 @@ class SearchSync(Core):
             done += len(res.indexed)
             if progress is not None:
                 progress(min(start + step, total), total)
-        if retry:
-            self.mark_manifest(owner_id)
-        self.search.optimize(version, owner_id)
-        owner = self.ledger.owner_state(owner_id) or {}
-        if owner.get("current_version") == version:
-            self.write_search_pointer(owner_id, version)
-        return {
-            "owner_id": owner_id,
-            "spec_version": version,
-            "items": done,
-            "rows": rows,
-            "left_out": left_out,
-            "retry": retry,
-            "current": owner.get("current_version") == version,
-        }
+        return {"items": done, "rows": rows, "left_out": left_out, "retry": retry}
 
 
 __all__ = ["KEEP", "IndexResult", "NotFound", "SearchState", "SearchSync", "SearchWriter", "group"]

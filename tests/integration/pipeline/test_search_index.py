@@ -18,7 +18,9 @@ def test_settle_index_search_remove_on_moto_s3(make_harness, text_model) -> None
     for item in ("clip", "other"):
         h.put(f"uploads/o1/{item}/clip.mp4")
     h.deliver()
+    # both completions have marked the owner's manifest (on_job_done marks just after the status)
     h.wait(lambda: h.done("o1", "clip") and h.done("o1", "other"))
+    h.wait(lambda: (h.ledger.owner_state("o1") or {}).get("dirty_gen") == 2)
     assert h.sweep() == {"manifest": 1}
     tables = h.keys(f"search/{spec.SPEC_VERSION}/o1/")
     assert any(k.startswith(f"search/{spec.SPEC_VERSION}/o1/text.lance/") for k in tables)
