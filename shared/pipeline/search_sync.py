@@ -38,7 +38,7 @@ from shared import spec
 from shared.errors import InvalidInput
 from shared.pipeline import keys, plan
 from shared.pipeline.core import Core
-from shared.pipeline.ledger import COMPLETE, ITEM_SK, PARTIAL, PERSON_PHOTO, REMOVED
+from shared.pipeline.ledger import COMPLETE, ITEM_SK, PARTIAL, PERSON, PERSON_PHOTO, REMOVED
 from shared.pipeline.plan import QUARANTINED
 from shared.timestamps import now_iso
 
@@ -125,13 +125,21 @@ class SearchSync(Core):
             return None
         if status not in (COMPLETE, PARTIAL) or not self.settled(item, rows):
             return KEEP
-        chans = sorted(c for c in rows if c in self.search.channels)
+        mine = self.indexed_rows(item, rows)
         parts = [
-            f"{c}:{rows[c].get('status')}:{rows[c].get('sha256', '')}:{rows[c].get('timestamps')}"
-            for c in chans
+            f"{c}:{r.get('status')}:{r.get('sha256', '')}:{r.get('timestamps')}"
+            for c, r in sorted(mine.items())
         ]
         digest = plan.hash_of(str(item.get("kind", "")), str(item.get("meta_hash", "")), *parts)
         return f"{spec.SPEC_VERSION}:{digest}"
+
+    def indexed_rows(
+        self, item: Mapping[str, Any], rows: Mapping[str, Mapping[str, Any]]
+    ) -> dict[str, Mapping[str, Any]]:
+        """The item's channel rows its search rows come from: indexed channels that apply to it now (a
+        row left from an earlier source of another modality is not one of them)."""
+        chans = ("person_query",) if item.get("kind") == PERSON else self.channels_of(item)
+        return {c: rows[c] for c in chans if c in rows and c in self.search.channels}
 
     def sync_search(
         self, owner_id: str, rows: list[Mapping[str, Any]], state: Mapping[str, Any]
@@ -184,7 +192,7 @@ class SearchSync(Core):
             want = self.search_want(item, rows) if item is not None else None
             if want is KEEP:
                 continue  # changed since: the change marked the manifest again
-            batch[item_id] = (item, rows) if want is not None else None
+            batch[item_id] = (item, self.indexed_rows(item, rows)) if want is not None else None
             wants[item_id] = want
         for item_id in remove:
             batch[item_id] = None
@@ -321,7 +329,7 @@ class SearchSync(Core):
                 item, chan_rows = self.ledger.rows(owner_id, item_id)
                 want = self.search_want(item, chan_rows) if item is not None else KEEP
                 if isinstance(want, str):
-                    batch[item_id], wants[item_id] = (item, chan_rows), want
+                    batch[item_id], wants[item_id] = (item, self.indexed_rows(item, chan_rows)), want
             res = self.search.write(version, owner_id, batch)
             for item_id, note in res.indexed.items():
                 self.ledger.set_search(owner_id, item_id, wants[item_id], note[:MAX_NOTE_CHARS] or None)

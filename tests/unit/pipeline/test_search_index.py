@@ -135,6 +135,14 @@ def test_a_removed_item_leaves_the_index(sm: SearchMachine) -> None:
     assert {h["item_id"] for h in sm.search("o", text="canned transcript", mode="text")["hits"]} == {"b"}
 
 
+def test_a_new_source_of_another_kind_replaces_the_items_rows(sm: SearchMachine) -> None:
+    sm.put("uploads/o/x/v.mp4")
+    sm.settle("o", "x")
+    sm.put("uploads/o/x/p.png")  # the latest upload wins; the video's channel rows stay in the ledger
+    sm.settle("o", "x")
+    assert sm.engine().counts("o") == {TEXT: 0, VISUAL: 1}  # the image, no frame or window of the video
+
+
 def test_a_failed_index_write_never_wedges_the_item_and_is_retried(sm: SearchMachine) -> None:
     sm.put("uploads/o/a/v.mp4")
     sm.index.fail = OSError("S3 is down")
