@@ -298,6 +298,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             person=args.person,
             item=args.item,
             as_json=args.json,
+            model_dir=Path(args.model_dir) if args.model_dir else None,
             out=args.out,
             err=args.err,
         )
@@ -309,7 +310,14 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     from shared.dev import stack_cli
 
     try:
-        return stack_cli.reindex(args.owner, args.spec_version, as_json=args.json, out=args.out, err=args.err)
+        return stack_cli.reindex(
+            args.owner,
+            args.spec_version,
+            as_json=args.json,
+            model_dir=Path(args.model_dir) if args.model_dir else None,
+            out=args.out,
+            err=args.err,
+        )
     except stack_cli.StackError as e:
         return stack_cli.main_error(e, args.err)
 

@@ -263,12 +263,15 @@ def status(owner: str | None, item: str | None, as_json: bool, *, out: Console |
 # ---------------------------------------------------------------------- se search, se reindex
 
 
-def sweeper_env() -> dict[str, str]:
+def sweeper_env(model_dir: Path | None = None) -> dict[str, str]:
     """The environment of the function that writes the search tables (the sweeper): on the local stack
     the one template.yaml gives it, else this process's (MEDIA_BUCKET, LEDGER_TABLE, AWS_* of a deployed
-    stack)."""
+    stack); `model_dir` (--model-dir) over its MODEL_DIR."""
     ep = read_endpoints()
-    return stack_function_env("sweeper", ep) if "resources" in ep else dict(os.environ)
+    env = stack_function_env("sweeper", ep) if "resources" in ep else dict(os.environ)
+    if model_dir is not None:
+        env["MODEL_DIR"] = str(model_dir)
+    return env
 
 
 def _text_model(env: Mapping[str, str], err: Console) -> Any:
@@ -332,6 +335,7 @@ def search(
     person: str | None = None,
     item: str | None = None,
     as_json: bool = False,
+    model_dir: Path | None = None,
     out: Console | None = None,
     err: Console | None = None,
 ) -> int:
@@ -344,7 +348,7 @@ def search(
     request = {"owner_id": owner, "text": query, "k": k, "mode": mode, "person": person, "item_id": item}
     try:
         parse_request(request)  # a bad request is refused before anything loads
-        env = sweeper_env()
+        env = sweeper_env(model_dir)
         answer = run_search(request, env, _text_model(env, err), ledger=_ledger(env))
     except InvalidInput as e:
         err.print(f"error: {e.public_message}", style="red")
@@ -369,6 +373,7 @@ def reindex(
     spec_version: str | None = None,
     *,
     as_json: bool = False,
+    model_dir: Path | None = None,
     out: Console | None = None,
     err: Console | None = None,
 ) -> int:
@@ -383,7 +388,7 @@ def reindex(
     out, err = consoles(out, err)
     try:
         check_id(owner, "owner_id")
-        env = sweeper_env()
+        env = sweeper_env(model_dir)
         pipeline = build_pipeline(env, dispatch=False, text_model=_text_model(env, err), webhook=False)
         columns = (TextColumn("reindex {task.description}"), BarColumn(), MofNCompleteColumn())
         bar = Progress(*columns, console=err, transient=True)  # shown from the first batch on

@@ -186,7 +186,9 @@ ANSWER = {
 
 def test_search_human_and_json(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     asked = []
-    monkeypatch.setattr(stack_cli, "sweeper_env", lambda: {"MEDIA_BUCKET": "b", "LEDGER_TABLE": "t"})
+    monkeypatch.setattr(
+        stack_cli, "sweeper_env", lambda model_dir: {"MEDIA_BUCKET": "b", "LEDGER_TABLE": "t"}
+    )
     monkeypatch.setattr(stack_cli, "_text_model", lambda env, err: "model")
     monkeypatch.setattr(stack_cli, "_ledger", lambda env: FakeLedger())
     monkeypatch.setattr(stack_cli, "run_search", lambda req, env, model, ledger: asked.append(req) or ANSWER)
@@ -213,7 +215,7 @@ def test_search_human_and_json(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_a_bad_search_is_refused_before_anything_loads(capsys, monkeypatch, args, field) -> None:
-    monkeypatch.setattr(stack_cli, "sweeper_env", lambda: pytest.fail("nothing may load for a bad request"))
+    monkeypatch.setattr(stack_cli, "sweeper_env", lambda m: pytest.fail("nothing may load for a bad request"))
     rc, out, err = run(capsys, "search", *args)
     assert rc == 2 and out == "" and err.startswith(f"error: {field}: ") and "s3cr3t" not in err
 
@@ -233,7 +235,7 @@ def test_reindex_human_and_json(capsys, monkeypatch: pytest.MonkeyPatch) -> None
             return {"owner_id": owner, "spec_version": "v1", "items": 2, "rows": 20, "current": True,
                     "left_out": {"clip": "transcript: is not valid JSON"}, "retry": {}}  # fmt: skip
 
-    monkeypatch.setattr(stack_cli, "sweeper_env", lambda: {})
+    monkeypatch.setattr(stack_cli, "sweeper_env", lambda model_dir: {})
     monkeypatch.setattr(stack_cli, "_text_model", lambda env, err: "model")
     monkeypatch.setattr(runtime, "build_pipeline", lambda *a, **k: Pipe())
     rc, out, _ = run(capsys, "reindex", "--owner", "me")
