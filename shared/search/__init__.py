@@ -13,3 +13,13 @@
 Nothing here imports LanceDB but lance.py (service.Indexes imports it on the first engine it opens), so
 rows and queries stay testable without it.
 """
+
+__all__ = ["Indexes", "open_searcher"]
+
+
+def __getattr__(name: str):  # `from shared.search import open_searcher`, without importing it for rows.py
+    if name in __all__:
+        from shared.search import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module 'shared.search' has no attribute {name!r}")
