@@ -286,6 +286,42 @@ def cmd_status(args: argparse.Namespace) -> int:
         return stack_cli.main_error(e, args.err)
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+
+    try:
+        return stack_cli.search(
+            args.query,
+            args.owner,
+            k=args.k,
+            mode=args.mode,
+            person=args.person,
+            item=args.item,
+            as_json=args.json,
+            model_dir=Path(args.model_dir) if args.model_dir else None,
+            out=args.out,
+            err=args.err,
+        )
+    except stack_cli.StackError as e:
+        return stack_cli.main_error(e, args.err)
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from shared.dev import stack_cli
+
+    try:
+        return stack_cli.reindex(
+            args.owner,
+            args.spec_version,
+            as_json=args.json,
+            model_dir=Path(args.model_dir) if args.model_dir else None,
+            out=args.out,
+            err=args.err,
+        )
+    except stack_cli.StackError as e:
+        return stack_cli.main_error(e, args.err)
+
+
 def cmd_invoke(args: argparse.Namespace) -> int:
     from shared.dev import stack_cli
 
@@ -417,6 +453,32 @@ def build_parser() -> argparse.ArgumentParser:
     s = command("status", "items x channels from the ledger", cmd_status)
     s.add_argument("--owner")
     s.add_argument("--item")
+    json_flag(s)
+
+    s = command(
+        "search",
+        "find the moment in an owner's media",
+        cmd_search,
+        description="Runs the search in this process against the stack's search tables (the owner's "
+        "current spec version): ranked moments with their item, time span, channels and snippet.",
+    )
+    s.add_argument("query", help="what to look for (empty with --person: where the person appears)")
+    s.add_argument("--owner", required=True)
+    s.add_argument("--k", type=int, default=None, help="moments to return (default 10, at most 50)")
+    s.add_argument("--mode", choices=["hybrid", "text", "vector"], default="hybrid")
+    s.add_argument("--person", help="a person_id: frames that look like the person's reference photos")
+    s.add_argument("--item", help="only this item_id")
+    json_flag(s)
+
+    s = command(
+        "reindex",
+        "rebuild an owner's search tables",
+        cmd_reindex,
+        description="Drops the owner's search tables of the deployed spec version and writes them again "
+        "from the ledger's artifacts, in batches (SEARCH_BATCH_ITEMS items per write).",
+    )
+    s.add_argument("--owner", required=True)
+    s.add_argument("--spec-version", help="the deployed spec version (the only one the ledger names)")
     json_flag(s)
 
     s = command("invoke", "run one template.yaml function against the stack", cmd_invoke)

@@ -40,7 +40,10 @@ def build_pipeline(
     dispatch: bool,
     text_model: Any = None,
     metric: Callable[[str, float], None] = lambda name, value: None,
+    webhook: bool = True,
 ) -> Pipeline:
+    """`webhook` False: no webhook key (a pipeline that neither dispatches nor applies results, e.g.
+    `se reindex`)."""
     env = os.environ if env is None else env
     settings = PipelineSettings.from_env(env)
     runpod = None
@@ -56,12 +59,34 @@ def build_pipeline(
             status_per_s=settings.status_per_s,
             backoff_base_s=settings.runpod_backoff_s,
         )
+    storage = Storage(client("s3", env), settings.bucket)
     return Pipeline(
         settings,
         Ledger(client("dynamodb", env), settings.table),
-        Storage(client("s3", env), settings.bucket),
+        storage,
         text_model=text_model,
         runpod=runpod,
-        webhook_key=secret(settings.webhook_secret, "WEBHOOK_SECRET", env).encode(),
+        webhook_key=secret(settings.webhook_secret, "WEBHOOK_SECRET", env).encode() if webhook else b"",
         metric=metric,
+        search=search_index(env, settings, storage, text_model),
+    )
+
+
+def search_index(
+    env: Mapping[str, str], settings: PipelineSettings, storage: Storage, text_model: Any
+) -> Any:
+    """The owners' search tables in MEDIA_BUCKET (shared.search.indexer.ArtifactIndex), or None when
+    SEARCH_INDEX is off or there is no text model to embed transcript windows with. LanceDB itself is
+    imported when the sweeper first writes."""
+    if not settings.search_index or text_model is None:
+        return None
+    from shared.search.indexer import ArtifactIndex
+    from shared.search.indexes import Indexes
+
+    return ArtifactIndex(
+        Indexes.from_env(env),
+        storage,
+        text_model.embed,
+        max_transcript_bytes=settings.max_transcript_bytes,
+        max_meta_bytes=settings.max_meta_bytes,
     )

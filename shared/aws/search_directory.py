@@ -1,32 +1,37 @@
-"""The search function's reads of the ledger (shared.search.service.Directory over DynamoDB).
+"""The search function's directory (shared.search.service.Directory): the owner's current version from
+its search pointer, the hits' sources from the ledger.
 
-Two reads, each with a projection naming the attributes it needs, because the function's role
-(template.yaml, SearchRole) may read only those (`dynamodb:Attributes`, `dynamodb:Select` conditions):
-
-    current_version  GetItem, the owner's row  pk "{owner}#~", sk "MANIFEST"    current_version
+    current_version  S3 GetObject  search/current/{owner}.json (shared.search.indexes.read_pointer: the
+                     version whose tables hold every item, the one the pipeline switched to)
     media            BatchGetItem, item rows   pk "{owner}#{item}", sk "ITEM"   media_key, modality, status
 
-Eventually consistent (half the read cost): the version switch and a new source reach a warm
-container within the service's cache time anyway. ClientError -> StoreError (retryable when throttled).
+The ledger read has a projection naming the attributes it needs, because the function's role
+(template.yaml, SearchRole) may read only those (`dynamodb:Attributes`, `dynamodb:Select` conditions).
+
+Eventually consistent (half the read cost): a new source reaches a warm container within the
+service's cache time anyway. ClientError -> StoreError (retryable when throttled).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared.aws.clients import translate
 from shared.errors import StoreError
-from shared.pipeline.ledger import ITEM_SK, MANIFEST_SK, REMOVED, item_pk
+from shared.pipeline.ledger import ITEM_SK, REMOVED, item_pk
 from shared.pipeline.ledger_table import PK, SK
+from shared.search.indexes import read_pointer
 from shared.search.service import Media
 
-VERSION_ATTRIBUTE = "current_version"
+if TYPE_CHECKING:
+    from shared.aws.storage import Storage
+
 ITEM_ATTRIBUTES = ("media_key", "modality", "status")
-ATTRIBUTES = (PK, SK, VERSION_ATTRIBUTE, *ITEM_ATTRIBUTES)  # all the role may read (template test)
+ATTRIBUTES = (PK, SK, *ITEM_ATTRIBUTES)  # all the role may read (template test)
 BATCH = 100  # BatchGetItem's limit
 UNPROCESSED_RETRIES = 3
 
@@ -36,21 +41,13 @@ def _s(value: Any) -> str | None:
 
 
 class LedgerDirectory:
-    def __init__(self, dynamodb: Any, table: str) -> None:
+    def __init__(self, dynamodb: Any, table: str, storage: Storage) -> None:
         self.db = dynamodb
         self.table = table
+        self.storage = storage  # the media bucket: the search pointers
 
     def current_version(self, owner_id: str) -> str | None:
-        try:
-            r = self.db.get_item(
-                TableName=self.table,
-                Key={PK: {"S": item_pk(owner_id, "~")}, SK: {"S": MANIFEST_SK}},
-                ProjectionExpression="#v",
-                ExpressionAttributeNames={"#v": VERSION_ATTRIBUTE},
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise translate(e, "ledger read") from e
-        return _s(r.get("Item", {}).get(VERSION_ATTRIBUTE))
+        return read_pointer(self.storage, owner_id)
 
     def media(self, owner_id: str, item_ids: Sequence[str]) -> dict[str, Media]:
         out: dict[str, Media] = {}

@@ -114,9 +114,11 @@ def canned_artifact(channel: str, seed: int) -> tuple[bytes, dict[str, Any]]:
         }
         return json.dumps(doc).encode(), {"language": "en", "segments": 1}
     arr = _unit(rng, 1 + 4, ch.dims) if channel == "video_clip" else _unit(rng, ch.dims)
+    meta: dict[str, Any] = {"shape": list(arr.shape), "dims": int(arr.shape[-1]), "dtype": "float32"}
     if channel == "video_clip":
         arr[0] = arr[1:].mean(axis=0) / np.linalg.norm(arr[1:].mean(axis=0))
-    return _npy(arr), {"shape": list(arr.shape), "dims": int(arr.shape[-1]), "dtype": "float32"}
+        meta["timestamps"] = [0.125, 0.375, 0.625, 0.875]  # the worker's pts of its 4 frame rows
+    return _npy(arr), meta
 
 
 def garble(report: dict[str, Any], how: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ metrics) to handlers.cli.FUNCTION_LOG instead: never to the terminal.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -40,6 +41,7 @@ DEMO_ITEMS = (
     ("test-photo", ("photo.png",)),
 )
 FINAL = ("COMPLETE", "PARTIAL", "QUARANTINED")
+DEMO_QUERY = "don't forget to give the flowers some water each day"  # a paraphrase of the clip's sentence
 STYLES = {
     "COMPLETE": "green",
     "SUCCEEDED": "green",
@@ -259,6 +261,155 @@ def status(owner: str | None, item: str | None, as_json: bool, *, out: Console |
     return 0
 
 
+# ---------------------------------------------------------------------- se search, se reindex
+
+
+def sweeper_env(model_dir: Path | None = None) -> dict[str, str]:
+    """The environment of the function that writes the search tables (the sweeper): on the local stack
+    the one template.yaml gives it, else this process's (MEDIA_BUCKET, LEDGER_TABLE, AWS_* of a deployed
+    stack); `model_dir` (--model-dir) over its MODEL_DIR."""
+    ep = read_endpoints()
+    env = stack_function_env("sweeper", ep) if "resources" in ep else dict(os.environ)
+    if model_dir is not None:
+        env["MODEL_DIR"] = str(model_dir)
+    return env
+
+
+def _text_model(env: Mapping[str, str], err: Console) -> Any:
+    """MiniLM as the sweeper loads it (the same TEXT_PRECISION: queries and rows in one space)."""
+    from shared.models.minilm_onnx import MiniLMOnnx
+    from shared.settings import TextSettings
+
+    with err.status("loading the text model ..."):
+        return MiniLMOnnx.load(TextSettings.from_env(env))
+
+
+def run_search(request: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """One query against the owner's current search tables, in this process: the search function's own
+    SearchService (shared.search.api.service_from_env: both query encoders from MODEL_DIR, the owner's
+    search pointer, links presigned at the moment), built once per environment."""
+    return _search_service(tuple(sorted(env.items()))).search(request)
+
+
+@functools.lru_cache(maxsize=4)
+def _search_service(env: tuple[tuple[str, str], ...]) -> Any:
+    from shared.search.api import service_from_env
+
+    return service_from_env(dict(env))
+
+
+def render_hits(answer: Mapping[str, Any]) -> Table:
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for name in ("#", "score", "item", "moment", "channels", "text"):
+        table.add_column(name, justify="right" if name in ("#", "score") else "left", no_wrap=name != "text")
+    for n, h in enumerate(answer["hits"], start=1):
+        span = (
+            f"{h['start_s']:.1f}-{h['end_s']:.1f} s" if h["end_s"] > h["start_s"] else f"{h['start_s']:.1f} s"
+        )
+        table.add_row(str(n), f"{h['score']:.4f}", h["item_id"], span, ",".join(h["channels"]), h["text"])
+    return table
+
+
+def search(
+    query: str,
+    owner: str,
+    *,
+    k: int | None = None,
+    mode: str = "hybrid",
+    person: str | None = None,
+    item: str | None = None,
+    as_json: bool = False,
+    model_dir: Path | None = None,
+    out: Console | None = None,
+    err: Console | None = None,
+) -> int:
+    """`se search`: the Searcher in this process against the stack's search tables (S3), the owner's
+    current spec version. Exit 2 for a bad request (the field named) or an owner with no index."""
+    from shared.errors import InvalidInput
+    from shared.search.query import parse_request
+
+    out, err = consoles(out, err)
+    request = {"owner_id": owner, "text": query, "k": k, "mode": mode, "person": person, "item_id": item}
+    try:
+        parse_request(request)  # a bad request is refused before anything loads
+        env = sweeper_env(model_dir)
+        answer = run_search(request, env)
+    except InvalidInput as e:
+        err.print(f"error: {e.public_message}", style="red")
+        return 2
+    if as_json:
+        out.print_json(json.dumps(answer), highlight=False)
+        return 0
+    hits = answer["hits"]
+    out.print(
+        f"{len(hits)} moment{'s' if len(hits) != 1 else ''} for {query!r} in {owner}'s media "
+        f"({answer['took_ms']:.0f} ms, spec version {answer['spec_version']})"
+    )
+    if hits:
+        out.print(render_hits(answer))
+    for note in answer["skipped"]:
+        out.print(f"skipped {note}", style="dim")
+    return 0
+
+
+def reindex(
+    owner: str,
+    spec_version: str | None = None,
+    *,
+    as_json: bool = False,
+    model_dir: Path | None = None,
+    out: Console | None = None,
+    err: Console | None = None,
+) -> int:
+    """`se reindex`: the owner's search tables rebuilt from the artifacts (drop, then batches), in this
+    process, with the sweeper's settings."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from shared.aws.runtime import build_pipeline
+    from shared.errors import InvalidInput
+    from shared.pipeline.keys import check_id
+
+    out, err = consoles(out, err)
+    try:
+        check_id(owner, "owner_id")
+        env = sweeper_env(model_dir)
+        pipeline = build_pipeline(env, dispatch=False, text_model=_text_model(env, err), webhook=False)
+        columns = (TextColumn("reindex {task.description}"), BarColumn(), MofNCompleteColumn())
+        bar = Progress(*columns, console=err, transient=True)  # shown from the first batch on
+        task = bar.add_task(owner, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.start()
+            bar.update(task, completed=done, total=total)
+
+        try:
+            result = pipeline.reindex_search(owner, spec_version, progress=progress)
+        finally:
+            bar.stop()
+    except InvalidInput as e:
+        err.print(f"error: {e.public_message}", style="red")
+        return 2
+    result["tables"] = pipeline.search.engines(result["spec_version"]).counts(owner)
+    if as_json:
+        out.print_json(json.dumps(result), highlight=False)
+        return 0
+    tables = ", ".join(f"{t} {n}" for t, n in sorted(result["tables"].items())) or "none"
+    out.print(
+        f"reindexed {owner}: {result['items']} items, {result['rows']} rows in spec version "
+        f"{result['spec_version']} (tables: {tables})"
+    )
+    out.print(
+        "queries read this version" if result["current"] else "queries read another version until it switches"
+    )
+    for item, note in sorted(result["left_out"].items()):
+        out.print(f"  {item}: left out {note}", style="yellow")
+    for item, reason in sorted(result["retry"].items()):
+        out.print(f"  {item}: not indexed yet ({reason}); the sweeper retries it", style="yellow")
+    return 0
+
+
 # ---------------------------------------------------------------------- se invoke
 
 
@@ -271,6 +422,19 @@ def invoke(function: str, event_file: Path, endpoints: Path = ENDPOINTS_FILE) ->
         return _invoke(function, event_file, endpoints, log)
 
 
+def stack_function_env(function: str, ep: Mapping[str, Any]) -> dict[str, str]:
+    """The environment template.yaml gives `function` on the stack `se stack up` runs (`ep`: its
+    endpoints.json)."""
+    if function not in FUNCTIONS:
+        raise StackError(f"unknown function {function}; one of {', '.join(FUNCTIONS)}")
+    res = Resources(None, load_template(), dict(ep["resources"]["physical"]))
+    res.parameters = dict(ep["resources"]["parameters"])
+    res.urls = dict(ep["resources"]["urls"])
+    extra = {k: v for k, v in ep.items() if k.startswith("AWS_")}
+    extra.update(MODEL_DIR=ep["MODEL_DIR"], **ep.get("overrides", {}))
+    return function_env(res, FUNCTIONS[function], extra)
+
+
 def _invoke(function: str, event_file: Path, endpoints: Path, log: TextIO) -> dict[str, Any]:
     from shared.pipeline import lambdas
 
@@ -279,12 +443,7 @@ def _invoke(function: str, event_file: Path, endpoints: Path, log: TextIO) -> di
     ep = read_endpoints(endpoints)
     if "resources" not in ep:
         raise StackError("`se invoke` needs a local stack started with `se stack up`")
-    res = Resources(None, load_template(), dict(ep["resources"]["physical"]))
-    res.parameters = dict(ep["resources"]["parameters"])
-    res.urls = dict(ep["resources"]["urls"])
-    extra = {k: v for k, v in ep.items() if k.startswith("AWS_")}
-    extra.update(MODEL_DIR=ep["MODEL_DIR"], **ep.get("overrides", {}))
-    env = function_env(res, FUNCTIONS[function], extra)
+    env = stack_function_env(function, ep)
     raw = event_file.read_text().replace("media-bucket", ep["MEDIA_BUCKET"])
     event = json.loads(raw)
     if function == "embed_text":
@@ -427,11 +586,51 @@ def _demo(model_dir: Path, timeout_s: float, out: Console, err: Console) -> int:
         }
         if state != expected:
             raise StackError(f"unexpected final statuses {state}, expected {expected}")
+        _demo_search(stack, ledger, items, timeout_s, out, err)
     out.print(
         f"\ndemo done in {time.perf_counter() - started:.1f} s (CLIP, VideoMAE, wav2vec2: tiny random "
         "dev models: their vectors mean nothing; MiniLM and Whisper tiny.en are the real weights)"
     )
     return 0
+
+
+def _demo_search(
+    stack: LocalStack, ledger: Any, items: list[str], timeout_s: float, out: Console, err: Console
+) -> None:
+    """The demo's last step: a paraphrase of the sentence spoken in the clip finds the clip, and when."""
+    from shared.search.query import NotFound
+
+    env = stack.envs["sweeper"]
+    request = {"owner_id": DEMO_OWNER, "text": DEMO_QUERY, "k": 3}
+    deadline = time.monotonic() + timeout_s
+    with err.status("waiting for the sweeper to write the search tables ..."):
+        while True:
+            indexed = all(
+                str((ledger.item(DEMO_OWNER, i) or {}).get("search_indexed") or "").startswith(
+                    spec.SPEC_VERSION
+                )
+                for i in items
+            )
+            try:
+                if indexed:
+                    answer = run_search(request, env)
+                    break
+            except NotFound:  # the search pointer comes with the same rebuild, just after
+                pass
+            if time.monotonic() > deadline:
+                raise StackError("the items were not indexed for search in time")
+            time.sleep(0.3)
+    out.print(
+        f"\nsearch {DEMO_QUERY!r} (the clip says: please remember to water the plants every morning), "
+        f"{answer['took_ms']:.0f} ms:"
+    )
+    out.print(render_hits(answer))
+    for note in answer["skipped"]:
+        out.print(f"skipped {note}", style="dim")
+    top = answer["hits"][0] if answer["hits"] else None
+    if top is None or top["item_id"] != "garden-clip":
+        raise StackError(f"the paraphrase did not find garden-clip first: {answer['hits']}")
+    out.print(f"-> garden-clip, {top['start_s']:.1f} s to {top['end_s']:.1f} s: {top['text']!r}")
 
 
 def _wait_manifest(s3: Any, bucket: str, key: str, want_rows: int, timeout_s: float) -> list[dict[str, Any]]:

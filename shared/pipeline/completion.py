@@ -1,6 +1,7 @@
 """Step 5, completion and manifests: an item whose channels are all final for its current inputs is
 COMPLETE, PARTIAL or QUARANTINED; its owner's manifest is marked for a rebuild, which the sweeper
-writes (one parquet per owner and spec version) and with which the owner's readers switch versions.
+writes (one parquet per owner and spec version) together with the owner's search tables
+(shared.pipeline.search_sync), and with which the owner's readers switch versions.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 
 from shared import spec
 from shared.pipeline import keys, manifests, plan
-from shared.pipeline.core import Core
 from shared.pipeline.ledger import (
     COMPLETE,
     ITEM_SK,
@@ -23,6 +23,7 @@ from shared.pipeline.ledger import (
     RETRY,
 )
 from shared.pipeline.plan import QUARANTINED, SUCCEEDED
+from shared.pipeline.search_sync import SearchSync
 from shared.timestamps import now_iso
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,8 @@ log = logging.getLogger(__name__)
 PARQUET = "application/vnd.apache.parquet"
 
 
-class Completion(Core):
-    """Item status, the owner's manifest and spec version."""
+class Completion(SearchSync):
+    """Item status, the owner's manifest, search tables and spec version."""
 
     def complete(
         self,
@@ -155,14 +156,19 @@ class Completion(Core):
         `manifests/current/{owner}.json` in S3). It moves to the deployed version only once every item of
         the owner is settled under it (each channel final for its current inputs and recipe, with its
         artifact under that version), so nobody reads a half-migrated mix. An owner with no version yet
-        gets the deployed one at once. Returns the owner's version state (recorded on its row)."""
+        gets the deployed one at once. With search tables kept, they are brought up to the ledger first
+        and the switch also waits for the deployed version's tables to hold every item; the search
+        pointer follows the current version. Returns the owner's version state (recorded on its row)
+        and, under "search", the index's (shared.pipeline.search_sync.SearchState)."""
         rows = list(self.ledger.owner_rows(owner_id))
         version = spec.SPEC_VERSION
         key = keys.manifest_key(version, owner_id)
         self.storage.put(key, manifests.to_parquet(manifests.manifest_rows(rows, version)), PARQUET)
         progress = self.version_progress(rows)
         current = (state or {}).get("current_version")
-        if current != version and (current is None or progress["settled"] == progress["items"]):
+        search = self.sync_search(owner_id, rows, state or {}) if self.search is not None else None
+        indexed = search is None or search.pending == 0
+        if current != version and (current is None or (progress["settled"] == progress["items"] and indexed)):
             pointer = {
                 "owner_id": owner_id,
                 "spec_version": version,
@@ -175,11 +181,14 @@ class Completion(Core):
                 log.info("owner %s now reads spec version %s (was %s)", owner_id, version, current)
                 self.metric("VersionSwitches", 1)
             current = version
+        if search is not None and current == version:
+            self.write_search_pointer(owner_id, version)
         return {
             "current_version": current,
             "next_version": version if current != version else None,
             "items": progress["items"],
             "settled": progress["settled"],
+            "search": search,
         }
 
     def version_progress(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:

@@ -20,6 +20,7 @@ from shared.pipeline.settings import PipelineSettings
 
 if TYPE_CHECKING:  # the S3 adapter is injected; the pipeline never imports shared.aws
     from shared.aws.storage import Storage
+    from shared.pipeline.search_sync import SearchWriter
 
 
 @dataclass
@@ -70,6 +71,7 @@ class Core:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         metric: Callable[[str, float], None] = lambda name, value: None,
+        search: SearchWriter | None = None,
     ) -> None:
         want = {spec.CHANNELS[c].preprocessing.get("precision") for c in settings.channels} - {None}
         have = getattr(text_model, "precision", None)
@@ -88,6 +90,7 @@ class Core:
         self.rng = rng or random.Random()
         self.policy = RetryPolicy.from_settings(settings)
         self.metric = metric
+        self.search = search  # the owners' search tables (shared.pipeline.search_sync); None: not kept
         self._manifest_due: dict[str, float] = {}  # owner -> its pending rebuild's due time (mark_manifest)
 
     artifact_key = staticmethod(artifact_key)

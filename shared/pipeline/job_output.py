@@ -6,29 +6,33 @@ one channel, so no output a worker returns can make the webhook or the sweeper f
      "executionTime": ms, "error": worker error (JSON text or object),
      "output": {"item": {"owner_id", "item_id", ...}, "seconds": s, "error"?: worker error,
                 "channels": {name: {"status": "succeeded", "sha256", "bytes", "model", "model_name",
-                                    "random", "seconds", ...}
+                                    "random", "seconds", "timestamps"?, ...}
                                   | {"status": "failed", "error": worker error}}}}
 
 The SDK's local API posts {"output": ...} with no status: that is a COMPLETED job. A channel whose
 report does not fit its model is that channel's retryable `bad_output`; times that are not finite, or
-longer than a job can live, count as unknown (0) rather than failing the result.
+longer than a job can live, count as unknown (0) rather than failing the result. A per-frame channel's
+`timestamps` (the seconds of its frame rows, which the search index gives its frames) are kept: at most
+`max_frames` of them, each finite and >= 0, in order, or the channel's report is a bad_output.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 FINAL_JOB_STATES = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 MAX_ARTIFACT_BYTES = 64 * 1024 * 1024
 MAX_CODE_CHARS = 64
 MAX_MESSAGE_CHARS = 500
 BAD_OUTPUT = "bad_output"
+DEFAULT_MAX_FRAMES = 4096  # PipelineSettings.max_frame_timestamps' default
 
 
 def safe_text(value: Any, limit: int) -> str:
@@ -73,7 +77,23 @@ class ChannelReport(BaseModel):
     model_name: str = ""
     random: bool = Field(default=False, strict=True)
     seconds: Seconds = 0.0
+    timestamps: list[Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]] | None = None
     error: Any = None
+
+    @field_validator("timestamps", mode="before")
+    @classmethod
+    def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
+        limit = (info.context or {}).get("max_frames", DEFAULT_MAX_FRAMES)
+        if isinstance(v, list) and len(v) > limit:
+            raise ValueError(f"more than {limit} frame times")  # before each one is parsed
+        return v
+
+    @field_validator("timestamps")
+    @classmethod
+    def _ordered(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and any(b < a for a, b in itertools.pairwise(v)):
+            raise ValueError("frame times out of order")
+        return v
 
     @field_validator("model", "model_name", mode="before")
     @classmethod
@@ -124,9 +144,11 @@ def _seconds(value: Any, max_s: float) -> float | None:
     return round(s, 3) if math.isfinite(s) and 0.0 <= s <= max_s else None
 
 
-def parse_result(payload: Mapping[str, Any], *, max_seconds: float) -> JobResult:
+def parse_result(
+    payload: Mapping[str, Any], *, max_seconds: float, max_frames: int = DEFAULT_MAX_FRAMES
+) -> JobResult:
     """The job's answer (never raises). `max_seconds`: the longest a job can run (its TTL); a time
-    beyond it is not a time."""
+    beyond it is not a time. `max_frames`: the most frame times a channel's report may carry."""
     status = payload.get("status")
     output = payload.get("output")
     if status is None and "output" in payload:
@@ -165,7 +187,7 @@ def parse_result(payload: Mapping[str, Any], *, max_seconds: float) -> JobResult
         if not isinstance(name, str):
             continue
         try:
-            rep = ChannelReport.model_validate(raw)
+            rep = ChannelReport.model_validate(raw, context={"max_frames": max_frames})
         except ValidationError as e:
             where = ".".join(str(p) for p in e.errors()[0]["loc"]) or "report"
             result.channels[name] = bad_output(f"the report's {where} is not valid")

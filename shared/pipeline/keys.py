@@ -7,6 +7,8 @@
     transcripts/{spec_version}/{owner_id}/{item_id}.json
     manifests/{spec_version}/{owner_id}/manifest.parquet
     manifests/current/{owner_id}.json                              the version readers use now
+    search/{spec_version}/{owner_id}/                              the owner's search tables (LanceDB)
+    search/current/{owner_id}.json                                 the version search reads now
 
 Ids are `[A-Za-z0-9_-]{1,64}`. S3 event keys arrive URL-encoded (`+` for a space, `%2F` for `/` in
 moto's notifications): `decode_event_key` undoes that once, for every record. A key that is not
@@ -160,6 +162,12 @@ def current_key(owner_id: str) -> str:
     """The owner's reader pointer: which spec version (and manifest) to read now. "current" can never be a
     spec version (those start with their date label)."""
     return f"manifests/current/{owner_id}.json"
+
+
+def search_current_key(owner_id: str) -> str:
+    """The owner's search pointer: the spec version whose search tables queries read now (beside the
+    tables, so a reader of the search/ prefix needs nothing else)."""
+    return f"search/current/{owner_id}.json"
 
 
 def meta_key(owner_id: str, item_id: str) -> str:

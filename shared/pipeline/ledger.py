@@ -6,6 +6,7 @@ Keys (template.yaml's LedgerTable is the one definition; tests/integration/infra
 
     pk = "{owner_id}#{item_id}"   sk = "ITEM" | "CH#{channel}"
     pk = "{owner_id}#~"           sk = "MANIFEST"        the owner's row: manifest generation, spec versions
+    pk = "{owner_id}#~"           sk = "SEARCH"          the owner's search alarm (a due time, nothing else)
     pk = "~runs"                  sk = "RUN#{run_id}"    reprocess runs (run ids sort by start time)
     owner-index   owner_id + osk ("{item_id}#{sk}")     every row of an owner, items and channels
     sweep-index   sweep ("due", only while a dispatch or retry is open) + due_at (epoch seconds)
@@ -74,6 +75,7 @@ from shared.timestamps import iso_epoch, now_iso  # noqa: F401  (iso_epoch: impo
 OWNERS = "owners"
 ITEM_SK = "ITEM"
 MANIFEST_SK = "MANIFEST"  # one row per owner, pk "{owner_id}#~" ("~" is outside the id pattern)
+SEARCH_SK = "SEARCH"  # the owner's search alarm, pk "{owner_id}#~": when its tables want a rebuild
 DUE = "due"
 PROCESSING, COMPLETE, PARTIAL, REMOVED = "PROCESSING", "COMPLETE", "PARTIAL", "REMOVED"
 UPLOAD, PERSON, PERSON_PHOTO = "upload", "person", "person_photo"  # item kinds
@@ -317,6 +319,12 @@ class Ledger:
         upd = Update().set(status=PROCESSING, attempts=0, updated_at=now_iso(self.clock()))
         upd.copy("last_quarantine_reason", "quarantine_reason").remove("quarantine_reason")
         return bool(self._update(owner_id, item_id, ITEM_SK, upd, eq("status", QUARANTINED)))
+
+    def set_search(self, owner_id: str, item_id: str, indexed: str | None, note: str | None = None) -> bool:
+        """What the owner's search tables hold of the item: `indexed` ("{spec_version}:{hash}" of the
+        rows written) or None (none), and what was left out of them, if anything."""
+        upd = Update().set(search_indexed=indexed, search_note=note)
+        return bool(self._update(owner_id, item_id, ITEM_SK, upd, exists(PK)))
 
     def set_item_status(self, owner_id: str, item_id: str, status: str, **fields: Any) -> bool:
         upd = Update().set(status=status, updated_at=now_iso(self.clock()), **fields)
@@ -584,6 +592,17 @@ class Ledger:
         again = Update().set(written_gen=generation, due_at=float(again_at), **state)
         self._update(owner_id, "~", MANIFEST_SK, again)
         return False
+
+    def set_search_alarm(self, owner_id: str, due_at: float) -> None:
+        """The owner's search tables want a manifest rebuild at `due_at` (a retry, an optimize): its own
+        row in the sweep-index, so that a later time never holds back the rebuild a completion asks for."""
+        upd = Update().set(alarm_owner=owner_id, sweep=DUE, due_at=float(due_at))
+        self._update(owner_id, "~", SEARCH_SK, upd)
+
+    def search_alarm_rang(self, owner_id: str, due_at: float) -> bool:
+        """The alarm of `due_at` went off: it leaves the sweep-index, unless it was set again since."""
+        upd = Update().remove("sweep", SWEEP_SORT)
+        return bool(self._update(owner_id, "~", SEARCH_SK, upd, eq(SWEEP_SORT, float(due_at))))
 
     def switch_version(self, owner_id: str, new: str, old: str | None) -> bool:
         """The owner's readers move from `old` (None: the owner had none yet) to `new`; once."""

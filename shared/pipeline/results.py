@@ -14,7 +14,7 @@ from shared import spec
 from shared.errors import InvalidInput
 from shared.pipeline import tokens
 from shared.pipeline.core import Core, Outcome, artifact_key, error_fields, json_object
-from shared.pipeline.job_output import MAX_ARTIFACT_BYTES, ChannelReport, parse_result
+from shared.pipeline.job_output import MAX_ARTIFACT_BYTES, ChannelReport, bad_output, parse_result
 from shared.pipeline.plan import FAILED, PENDING, QUARANTINED, SUCCEEDED
 from shared.pipeline.policy import quarantine_reason
 from shared.vectors import BadVector, check_vector, load_npy
@@ -36,7 +36,11 @@ class Results(Core):
         ("stale"), and so does one whose job id or item is not that dispatch's ("stale", detail
         "mismatch"). The answer is parsed and checked before anything is written; nothing in it can
         make this raise."""
-        result = parse_result(payload, max_seconds=float(self.settings.job_ttl_s))
+        result = parse_result(
+            payload,
+            max_seconds=float(self.settings.job_ttl_s),
+            max_frames=self.settings.max_frame_timestamps,
+        )
         item, rows = self.ledger.rows(owner_id, item_id)  # one consistent read serves the whole apply
         if item is None or item.get("dispatch_id") != dispatch_id:
             return Outcome("stale", "not the item's open dispatch (already applied or superseded)")
@@ -137,13 +141,21 @@ class Results(Core):
             cache[key] = data
             if len(data) != report.bytes or hashlib.sha256(data).hexdigest() != report.sha256:
                 raise _Retry("the artifact in S3 does not match what the worker reported")
-            dims = _check_artifact(channel, data)
+            dims, rows = _check_artifact(channel, data)
         except _Retry as e:
             return PENDING, {"error": {"code": "artifact_mismatch", "message": str(e), "retryable": True}}
         except (BadVector, InvalidInput) as e:
             self.storage.delete(key)  # never leave an artifact that failed its check
             return FAILED, {"error": error_fields(e)}
+        extra: dict[str, Any] = {}
+        if spec.CHANNELS[channel].per_row:
+            # the frame rows' times (the search index's frame moments); None: the worker sent none
+            times = report.timestamps
+            if times is not None and len(times) != rows - 1:
+                return PENDING, {"error": bad_output("the report's timestamps do not match the frame rows")}
+            extra["timestamps"] = times
         return SUCCEEDED, {
+            **extra,
             "artifact_key": key,
             "dims": dims,
             "model": report.model,
@@ -160,13 +172,14 @@ class _Retry(Exception):
     pass
 
 
-def _check_artifact(channel: str, data: bytes) -> int | None:
-    """Dims of a vector artifact after the one vector check; a transcript must be a transcript JSON."""
+def _check_artifact(channel: str, data: bytes) -> tuple[int | None, int]:
+    """(dims, rows) of a vector artifact after the one vector check (rows: 1 for one vector); a
+    transcript must be a transcript JSON (None, 0)."""
     ch = spec.CHANNELS[channel]
     if ch.artifact == "json":
         doc = json_object(data, channel)
         if not isinstance(doc.get("text"), str) or not isinstance(doc.get("segments"), list):
             raise InvalidInput("the transcript has no text or segments", field=channel)
-        return None
-    arr = load_npy(data, channel)
-    return int(check_vector(arr, ch.dims, channel, rows=ch.per_row).shape[-1])
+        return None, 0
+    arr = check_vector(load_npy(data, channel), ch.dims, channel, rows=ch.per_row)
+    return int(arr.shape[-1]), int(arr.shape[0]) if arr.ndim == 2 else 1

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from shared import spec
 from shared.errors import ConfigError
-from shared.settings import STRING, parser, positive, read_settings, setting
+from shared.settings import BOOL, STRING, parser, positive, read_settings, setting
 
 DEFAULT_CHANNELS = tuple(n for n, c in spec.CHANNELS.items() if c.default_on)
 
@@ -172,6 +172,45 @@ class PipelineSettings:
         float,
         "an owner's manifest is rebuilt this long after an item completes, once for a burst of completions",
         default=30.0,
+    )
+    max_frame_timestamps: int = setting(
+        "MAX_FRAME_TIMESTAMPS",
+        positive(int),
+        "frame times a per-frame channel's report (video_clip) may carry; a report with more, or with "
+        "times that are not finite, negative or out of order, is the channel's bad_output",
+        default=4096,
+    )
+    search_index: bool = setting(
+        "SEARCH_INDEX",
+        BOOL,
+        "keep the owners' search tables (search/{spec_version}/{owner}/ in MEDIA_BUCKET, LanceDB) "
+        "current as items settle; the sweeper writes them with the manifests",
+        default=True,
+    )
+    search_batch_items: int = setting(
+        "SEARCH_BATCH_ITEMS",
+        positive(int),
+        "items one manifest rebuild indexes at most (one write per table); the rest wait for the next "
+        "sweep, and the owner's version switch waits for them",
+        default=100,
+    )
+    search_retry_s: float = setting(
+        "SEARCH_RETRY_S",
+        positive(float),
+        "a failed index write is tried again this long after (the items stay settled meanwhile)",
+        default=60.0,
+    )
+    search_optimize_every_s: float = setting(
+        "SEARCH_OPTIMIZE_EVERY_S",
+        positive(float),
+        "an owner's search tables are optimized (compaction, index upkeep) at most this often ...",
+        default=600.0,
+    )
+    search_optimize_writes: int = setting(
+        "SEARCH_OPTIMIZE_WRITES",
+        positive(int),
+        "... or as soon as this many index writes piled up since the last optimize",
+        default=20,
     )
     reprocess_queue_url: str = setting(
         "REPROCESS_QUEUE_URL",

@@ -1,7 +1,8 @@
 """Step 6, sweep: what is due on the sweep-index. A retry whose backoff has passed is advanced; a claim
 past its deadline is retried with a true reason; a submitted job is polled (its answer applied, or
 it is waited for, expired past its TTL, or lost when its /status cannot be read past its deadline);
-an owner's pending manifest is rebuilt; a person's query vector is rebuilt.
+an owner's pending manifest is rebuilt (with its search tables: shared.pipeline.search_sync); an
+owner's search alarm asks for such a rebuild; a person's query vector is rebuilt.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from shared.pipeline.ledger import (
     MANIFEST_SK,
     PERSON,
     RETRY,
+    SEARCH_SK,
     SUBMITTED,
 )
 from shared.pipeline.plan import PENDING
@@ -42,6 +44,8 @@ class Sweep(Core):
     def _sweep_one(self, row: Mapping[str, Any]) -> str:
         if row.get("sk") == MANIFEST_SK:
             return self._sweep_manifest(row)
+        if row.get("sk") == SEARCH_SK:
+            return self._sweep_search_alarm(row)
         owner_id, item_id = row["owner_id"], row["item_id"]
         try:
             if row.get("kind") == PERSON:
@@ -61,14 +65,33 @@ class Sweep(Core):
         except EmbeddingError as e:
             log.warning("manifest of %s: %s", owner_id, e.public_message)
             return "manifest_error"
+        search = state["search"]
+        fields = {"next_version": state["next_version"], "items": state["items"], "settled": state["settled"]}
         # done unless more items completed meanwhile (then it stays due for the next sweep)
         done = self.ledger.manifest_written(
             owner_id,
             int(row["dirty_gen"]),
             self.clock() + self.settings.manifest_delay_s,
-            {"next_version": state["next_version"], "items": state["items"], "settled": state["settled"]},
+            {**fields, **(search.fields if search is not None else {})},
         )
+        if search is not None and search.again_at is not None:
+            # the search tables are behind (a batch over the cap: now; a failed write: later) or hold
+            # writes not yet optimized (later): the owner's rebuild is due again then
+            if search.again_at <= self.clock():
+                self.ledger.mark_manifest(owner_id, search.again_at)
+            else:
+                self.ledger.set_search_alarm(owner_id, search.again_at)
         return "manifest" if done else "manifest_again"
+
+    def _sweep_search_alarm(self, row: Mapping[str, Any]) -> str:
+        """The owner's search tables want a rebuild now (a retry, an optimize): the manifest is marked."""
+        try:
+            self.ledger.mark_manifest(row["alarm_owner"], self.clock())
+            self.ledger.search_alarm_rang(row["alarm_owner"], float(row["due_at"]))
+        except EmbeddingError as e:
+            log.warning("search alarm of %s: %s", row["alarm_owner"], e.public_message)
+            return "search_alarm_error"
+        return "search_alarm"
 
     def _sweep_row(self, owner_id: str, item_id: str, row: Mapping[str, Any]) -> str:
         state = row.get("dispatch_state")

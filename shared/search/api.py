@@ -113,25 +113,6 @@ class SearchApiSettings:
         return cls(**read_settings(cls, os.environ if env is None else env))
 
 
-def storage_options(env: Mapping[str, str]) -> dict[str, str]:
-    """LanceDB's S3 options from the environment boto3 reads: the region; with AWS_ENDPOINT_URL (the
-    local stack's moto) that endpoint, plain http allowed, and the keys given there. Without an endpoint
-    LanceDB finds the role's credentials itself (the Lambda environment)."""
-    opts: dict[str, str] = {}
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
-        opts["aws_region"] = region
-    endpoint = env.get("AWS_ENDPOINT_URL")
-    if endpoint:
-        opts["aws_endpoint"] = endpoint
-        if endpoint.startswith("http://"):
-            opts["allow_http"] = "true"
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
-            if env.get(key):
-                opts[key.lower()] = env[key]
-    return opts
-
-
 def service_from_env(env: Mapping[str, str]) -> SearchService:
     """The SearchService a process serves (the function's init, `se admin`): settings, both query
     encoders loaded and checked once from MODEL_DIR, one boto3 client per service, LanceDB engines
@@ -144,7 +125,7 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
     from shared.aws.storage import Storage
     from shared.models.clip_text_onnx import ClipTextOnnx
     from shared.models.minilm_onnx import MiniLMOnnx
-    from shared.search.lance import LanceSearch  # LanceDB: seconds to import, at the cold start
+    from shared.search.indexes import Indexes, storage_options
     from shared.search.service import Searchers
 
     minilm = MiniLMOnnx.load(text)
@@ -152,15 +133,12 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
     clip = ClipTextOnnx.load(text.model_dir, threads=text.threads)
     clip.warmup()
     options = storage_options(env) if settings.index_uri.startswith("s3://") else {}
-
-    def open_engine(version: str) -> LanceSearch:
-        return LanceSearch(settings.index_uri, version, storage_options=options)
-
-    searchers = Searchers(open_engine, embed_text=minilm.embed, clip_text=clip.embed)
+    indexes = Indexes(settings.index_uri, storage_options=options)
+    searchers = Searchers(indexes.engine, embed_text=minilm.embed, clip_text=clip.embed)
     storage = Storage(client("s3", env), settings.bucket)
     return SearchService(
         searchers,
-        LedgerDirectory(client("dynamodb", env), settings.table),
+        LedgerDirectory(client("dynamodb", env), settings.table, storage),
         storage.presign_get,
         url_expires_s=settings.url_expires_s,
         cache_s=settings.cache_s,

@@ -247,6 +247,12 @@ class LanceSearch:
                 removed += int(tbl.delete(pred).num_deleted_rows)
         return removed
 
+    def forget(self, owner_id: str) -> None:
+        """Let go of the owner's warm handles (opened again on the next call): after a failed write, whose
+        cause may be tables another process dropped and wrote again (`se reindex`)."""
+        with self._lock:
+            self._owners.pop(owner_id, None)
+
     def drop(self, owner_id: str) -> None:
         owner = self._owner(owner_id, create=False)
         if owner is None:

@@ -9,11 +9,12 @@ What each channel's artifact becomes (DESIGN.md, S3 keys; shapes from shared/wor
     text_meta     .npy [384] + meta.json's title/description/query -> one item row with that text
     person_query  .npy [512] -> one person row (item_id "@{person_id}")
 
-Frame timestamps: the worker reports them (video_clip's result metadata `timestamps`), but the pipeline
-does not keep them today (shared.pipeline.job_output.ChannelReport ignores extra fields), so the artifact
-alone has none. Given `frame_timestamps`, they are used; otherwise they are derived the way the worker
-samples in its "seek" mode: uniform targets t_i = (i + 0.5) * duration / n (shared.media.video.
-target_timestamps), which needs the item's duration; with neither, only the pooled item row is made.
+Frame timestamps: the artifact holds none; the worker reports them (video_clip's result metadata
+`timestamps`) and the pipeline keeps them, validated, on the channel's ledger row (shared.pipeline.
+job_output, results), whence `frame_timestamps` (shared.search.indexer). Without them (a row written
+before they were kept) they are derived the way the worker samples in its "seek" mode: uniform targets
+t_i = (i + 0.5) * duration / n (shared.media.video.target_timestamps), which needs the item's duration;
+with neither, only the pooled item row is made.
 
 Every count is bounded by SearchSettings: windows per item, frames per item, characters of text.
 Channels with no query-side encoder (video_mae, audio_wav2vec2, text_transcript, text_fused,

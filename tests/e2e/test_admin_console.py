@@ -288,6 +288,8 @@ def stack_with_quarantine(dev_model_dir: Path) -> Iterator[tuple[Any, Any, dict[
         for i in ("p1", "p2"):
             s3.put_object(Bucket=ep["MEDIA_BUCKET"], Key=f"uploads/adm/{i}/photo.png", Body=photo)
         wait_items({"p1": "COMPLETE", "p2": "COMPLETE"})
+        # and the sweeper's rebuild of the owner's manifest (and search tables) recorded them
+        wait_for("the owner's manifest", lambda: (ledger.owner_state("adm") or {}).get("items") == 3)
         yield stack, ledger, ep, standin
 
 

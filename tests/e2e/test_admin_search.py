@@ -59,7 +59,7 @@ def test_search_panel_finds_and_plays_the_moment(tmp_path: Path) -> None:
                 "mallory", item_rows("mallory", "x", ItemArtifacts(transcript=hostile), embed).rows
             )
             for owner in ("demo", "mallory"):
-                assert w.ledger.switch_version(owner, VERSION, None)
+                w.switch(owner, VERSION)
             creds = Credentials(*next(iter(SECRETS.items())))
             with (
                 AdminServer(

@@ -34,6 +34,8 @@ def test_demo_runs_sample_media_through_the_whole_pipeline(dev_model_dir: Path, 
     ] in rows
     assert "not a readable media file" in out and "7/7 channels" in err  # the progress bars, on stderr
     assert "transcript of garden-clip: 'Please remember to" in out
+    # the demo ends with a search: a paraphrase of that sentence finds the clip, and when it is said
+    assert "-> garden-clip, 0.0 s to 3.0 s" in out
     assert "X-Amz-Signature" not in out + err and "token=" not in out + err
     # the in-process functions' JSON lines and EMF metrics never reach the terminal
     assert '"_aws"' not in out + err and '"level":' not in out + err

@@ -173,6 +173,81 @@ def test_upload_human_and_json(capsys, fake_stack, tmp_path: Path) -> None:
     assert json.loads(out) == {"key": "uploads/me/pic/x.png"}
 
 
+ANSWER = {
+    "hits": [
+        {"owner_id": "me", "item_id": "clip", "score": 0.0325, "start_s": 12.0, "end_s": 27.5,
+         "channels": ["text_meta", "transcript"], "text": "the ferry leaves at nine"},
+    ],
+    "took_ms": 12.3,
+    "spec_version": "2026-11-23-abc",
+    "skipped": ["clip_vec: no CLIP text encoder configured"],
+}  # fmt: skip
+
+
+def test_search_human_and_json(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    asked = []
+    monkeypatch.setattr(
+        stack_cli, "sweeper_env", lambda model_dir: {"MEDIA_BUCKET": "b", "LEDGER_TABLE": "t"}
+    )
+    monkeypatch.setattr(stack_cli, "run_search", lambda req, env: asked.append(req) or ANSWER)
+    rc, out, _ = run(capsys, "search", "when does the ferry leave", "--owner", "me", "--k", "3")
+    assert rc == 0 and asked[0] == {
+        "owner_id": "me", "text": "when does the ferry leave", "k": 3, "mode": "hybrid", "person": None,
+        "item_id": None,
+    }  # fmt: skip
+    lines = out.splitlines()
+    assert lines[0].startswith("1 moment for 'when does the ferry leave' in me's media (12 ms")
+    assert lines[2].split()[:5] == ["1", "0.0325", "clip", "12.0-27.5", "s"]
+    assert "skipped clip_vec" in out
+    rc, out, _ = run(capsys, "search", "ferry", "--owner", "me", "--json")
+    assert rc == 0 and json.loads(out) == ANSWER
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (["x", "--owner", "../s3cr3t"], "owner_id"),
+        (["x", "--owner", "me", "--k", "0"], "k"),
+        (["", "--owner", "me"], "text"),
+        (["x", "--owner", "me", "--item", "s3cr3t/.."], "item_id"),
+    ],
+)
+def test_a_bad_search_is_refused_before_anything_loads(capsys, monkeypatch, args, field) -> None:
+    monkeypatch.setattr(stack_cli, "sweeper_env", lambda m: pytest.fail("nothing may load for a bad request"))
+    rc, out, err = run(capsys, "search", *args)
+    assert rc == 2 and out == "" and err.startswith(f"error: {field}: ") and "s3cr3t" not in err
+
+
+def test_reindex_human_and_json(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.aws import runtime
+
+    class Engine:
+        def counts(self, owner: str) -> dict:
+            return {"text": 3, "visual": 17}
+
+    class Pipe:
+        search = type("W", (), {"engines": staticmethod(lambda v: Engine())})()
+
+        def reindex_search(self, owner, version, progress):
+            progress(2, 2)
+            return {"owner_id": owner, "spec_version": "v1", "items": 2, "rows": 20, "current": True,
+                    "left_out": {"clip": "transcript: is not valid JSON"}, "retry": {}}  # fmt: skip
+
+    monkeypatch.setattr(stack_cli, "sweeper_env", lambda model_dir: {})
+    monkeypatch.setattr(stack_cli, "_text_model", lambda env, err: "model")
+    monkeypatch.setattr(runtime, "build_pipeline", lambda *a, **k: Pipe())
+    rc, out, _ = run(capsys, "reindex", "--owner", "me")
+    assert rc == 0 and out.splitlines()[:2] == [
+        "reindexed me: 2 items, 20 rows in spec version v1 (tables: text 3, visual 17)",
+        "queries read this version",
+    ]
+    assert "clip: left out transcript: is not valid JSON" in out
+    rc, out, _ = run(capsys, "reindex", "--owner", "me", "--json")
+    assert rc == 0 and json.loads(out)["tables"] == {"text": 3, "visual": 17}
+    rc, out, err = run(capsys, "reindex", "--owner", "../me")
+    assert rc == 2 and out == "" and "owner_id" in err
+
+
 def test_errors_go_to_stderr(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
     def no_stack(*a: Any) -> dict:
         raise stack_cli.StackError("no running stack: start one with `se stack up`")

@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 
 from shared.aws.ledger import Ledger
-from shared.aws.runtime import secret
+from shared.aws.runtime import search_index, secret
 from shared.aws.storage import Storage
 from shared.dev.localstack import REGION, MotoServer
 from shared.dev.memory_ledger import memory_ledger
@@ -48,9 +48,11 @@ class Harness:
         faults: Faults | None = None,
         overrides: Mapping[str, str] | None = None,
         ledger: str = "dynamodb",
+        search: bool = False,
     ) -> None:
         """`ledger`: "dynamodb" (the stack's table in moto) or "memory" (shared.dev.memory_ledger; the
-        stack's S3 and SQS stay moto's)."""
+        stack's S3 and SQS stay moto's). `search`: the sweeper keeps the owners' search tables (LanceDB
+        on moto's S3), as build_pipeline makes it."""
         self.moto = moto
         self.clock = Clock()
         self.standin = RunPodStandIn(faults).start()
@@ -92,15 +94,17 @@ class Harness:
             backoff_base_s=0.001,
             timeout_s=self.settings.runpod_timeout_s,
         )
+        storage = Storage(self.s3, self.settings.bucket)
         self.pipeline = Pipeline(
             self.settings,
             self.ledger,
-            Storage(self.s3, self.settings.bucket),
+            storage,
             text_model=text_model,
             runpod=self.runpod,
             webhook_key=secret(self.settings.webhook_secret, "key", self.env).encode(),
             clock=self.clock,
             rng=random.Random(0),
+            search=search_index(self.env, self.settings, storage, text_model) if search else None,
         )
         metrics = Metrics(namespace="Tests", service="tests")
         logger = Logger(service="tests", level="ERROR")

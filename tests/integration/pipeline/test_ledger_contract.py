@@ -480,6 +480,24 @@ def test_the_manifest_generation_and_the_owners_directory(ledger, clock) -> None
     assert state["current_version"] == "v2" and state["previous_version"] == "v1" and state["switches"] == 2
 
 
+def test_search_marks_and_the_owners_search_alarm(ledger, clock) -> None:
+    assert not ledger.set_search("o", "it", "v1:abc")  # no such item: nothing is made
+    media(ledger)
+    assert ledger.set_search("o", "it", "v1:abc", "transcript: is not valid JSON")
+    item = ledger.item("o", "it")
+    assert item["search_indexed"] == "v1:abc" and item["search_note"] == "transcript: is not valid JSON"
+    assert ledger.set_search("o", "it", None)
+    assert ledger.item("o", "it").get("search_indexed") is None
+    ledger.set_search_alarm("o", 50.0)
+    ledger.set_search_alarm("o", 60.0)  # set again: the later time
+    (row,) = [r for r in ledger.due(100.0, 10) if r["sk"] == "SEARCH"]
+    assert row["alarm_owner"] == "o" and row["due_at"] == 60
+    assert not ledger.search_alarm_rang("o", 50.0)  # not the alarm that is set
+    assert ledger.search_alarm_rang("o", 60.0)
+    assert [r for r in ledger.due(100.0, 10) if r["sk"] == "SEARCH"] == []
+    assert ledger.owners() == [] and [r["sk"] for r in ledger.owner_rows("o")] == [ITEM_SK]
+
+
 def test_quarantine_and_reopen(ledger) -> None:
     media(ledger)
     d = claim(ledger)

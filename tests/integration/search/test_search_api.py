@@ -14,7 +14,7 @@ import pytest
 
 from shared.dev.localstack import MotoServer
 from shared.dev.models import setup_dev_models
-from shared.search.api import storage_options
+from shared.search.indexes import storage_options
 from shared.search.rows import ItemArtifacts, image_rows, item_rows
 from shared.settings import DEFAULT_MODEL_DIR, REPO_ROOT
 from tests.integration.search.world import VERSION, World
@@ -50,8 +50,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         w.engine().write("demo", rows, replace_items=["trip", "office", "car"])
         other = item_rows("other", "secret", ItemArtifacts(transcript=TRIP), embed).rows
         w.engine().write("other", other, replace_items=["secret"])
-        assert w.ledger.switch_version("demo", VERSION, None)
-        assert w.ledger.switch_version("other", VERSION, None)
+        w.switch("demo", VERSION)
+        w.switch("other", VERSION)
         yield w
 
 
@@ -122,11 +122,11 @@ def test_the_owners_current_version_is_the_one_read(world: World) -> None:
         item_rows("demo", "trip", ItemArtifacts(transcript=doc), world.service.searchers.embed_text).rows,
     )
     try:
-        assert world.ledger.switch_version("demo", OLD, VERSION)
+        world.switch("demo", OLD)
         _, body = world.call({"owner_id": "demo", "text": "ferry", "k": 5})
         assert body["spec_version"] == OLD and [h["start_s"] for h in body["hits"]] == [1.0]
     finally:
-        assert world.ledger.switch_version("demo", VERSION, OLD)
+        world.switch("demo", VERSION)
     _, body = world.call({"owner_id": "demo", "text": "ferry", "k": 5})
     assert body["spec_version"] == VERSION
 

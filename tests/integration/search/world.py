@@ -84,6 +84,14 @@ class World:
             mtime="2026-12-01T00:00:00.000Z", media_hash=f"h-{item}", seq=None,
         )  # fmt: skip
 
+    def switch(self, owner: str, version: str) -> None:
+        """The owner's queries read `version` from now on: its search pointer, as the sweeper writes it
+        once that version's tables hold every item."""
+        from shared.aws.storage import Storage
+        from shared.pipeline.search_sync import write_search_pointer
+
+        write_search_pointer(Storage(self.s3, self.bucket), owner, version, "2026-12-01T00:00:00.000Z")
+
     def engine(self, version: str = VERSION) -> Any:
         """The service's own engine of `version` (a second LanceSearch would see its writes only after
         read_consistency_s)."""

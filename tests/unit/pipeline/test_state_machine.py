@@ -213,6 +213,31 @@ def test_free_overdue_frees_only_a_dispatch_past_its_deadline(m: Machine) -> Non
     assert len(m.runpod.jobs) == 2
 
 
+def test_the_workers_frame_times_are_kept_only_when_they_fit() -> None:
+    m = Machine()
+    m.upload("o", "a")
+    body = m.runpod.finish(m.job("o", "a"))
+    assert m.webhook("o", "a", body) == "applied"
+    assert m.ledger.rows("o", "a")[1]["video_clip"]["timestamps"] == [0.125, 0.375, 0.625, 0.875]
+
+    def report(ts):
+        out = json.loads(json.dumps(body))
+        out["output"]["channels"]["video_clip"]["timestamps"] = ts
+        return parse_result(out, max_seconds=3600, max_frames=4).report("video_clip")
+
+    for bad in ([1.0, 0.5, 2, 3], [0.1, float("nan"), 1, 2], [-1, 0, 1, 2], ["0", 1, 2, 3], [0, 1, 2, 3, 4]):
+        assert report(bad)["code"] == "bad_output", bad
+    assert report([0, 0.5, 0.5, 2]).timestamps == [0, 0.5, 0.5, 2]
+    # as many times as the artifact has frame rows, or the channel's output is bad
+    m2 = Machine(max_attempts=1)
+    m2.upload("o", "a")
+    body = m2.runpod.finish(m2.job("o", "a"))
+    body["output"]["channels"]["video_clip"]["timestamps"] = [0.5, 1.5]
+    m2.webhook("o", "a", body)
+    row = m2.ledger.rows("o", "a")[1]["video_clip"]
+    assert row["status"] != "SUCCEEDED" and "frame rows" in row["error"]["message"]
+
+
 def test_full_jitter_spans_zero_to_the_capped_exponential() -> None:
     rng = random.Random(1)
     draws = [full_jitter(3, 10.0, 30.0, rng) for _ in range(2000)]
@@ -249,6 +274,7 @@ def test_parsing_never_raises_on_garbage() -> None:
         if rng.random() < 0.5:
             return [garbage(depth + 1) for _ in range(rng.randint(0, 3))]
         keys = ["status", "output", "channels", "seconds", "error", "id", "executionTime", "item", "sha256"]
+        keys.append("timestamps")
         return {rng.choice(keys): garbage(depth + 1) for _ in range(rng.randint(0, 4))}
 
     for _ in range(3000):
