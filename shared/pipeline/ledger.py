@@ -679,6 +679,12 @@ class Refusals:
         owner = None if owner_id == UNOWNED else owner_id
         return [{"owner_id": owner, **{k: r.get(k) for k in fields}} for r in rows[:keep]]
 
+    def newest(self, owner_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` refusals not expired, newest first: the owner's, or (None) every owner's and
+        the pseudo-owner's."""
+        rows = [r for o in ([owner_id] if owner_id else self.owners()) for r in self.of(o, limit)]
+        return sorted(rows, key=lambda r: str(r["at"]), reverse=True)[:limit]
+
 
 RUNS_PK = "~runs"  # "~" is outside the id pattern: no owner's item can have this key
 RUN_COUNTS = ("items", "planned", "done", "failed", "skipped", "skipped_in_flight", "skipped_current")

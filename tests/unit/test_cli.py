@@ -134,6 +134,17 @@ class FakeLedger:
          "status": "FAILED", "attempts": 2, "error": {"message": "not a readable media file"}},
     )  # fmt: skip
 
+    def __init__(self) -> None:  # refused uploads: a real ring on the in-memory table
+        from shared.dev.memory_ledger import MemoryTable
+        from shared.pipeline.ledger import Refusals
+
+        self.table, self.clock = MemoryTable(), lambda: 1_800_000_000.0
+        for key, owner, reason in (
+            ("uploads/me/harbour clip/x.mp4", "me", "bad_id"),
+            ("uploads/bad owner/i/x.mp4", "~", "bad_id"),
+        ):
+            Refusals(self).record(owner, reason=reason, message=f"{reason}!", key=key, keep=5, ttl_s=60)
+
     def owners(self) -> list[str]:
         return ["me"]
 
@@ -162,6 +173,22 @@ def test_status_table_and_json(capsys, fake_stack) -> None:
     rc, out, _ = run(capsys, "status", "--owner", "me", "--json")
     body = json.loads(out)
     assert rc == 0 and len(body["rows"]) == 3 and body["owners"]["me"]["items"] == 1
+
+
+def test_status_shows_refused_uploads(capsys, fake_stack) -> None:
+    rc, out, _ = run(capsys, "status", "--owner", "me")
+    assert rc == 0 and "Refused uploads (1)" in out and "uploads/me/harbour clip/x.mp4" in out
+    assert "bad owner" not in out  # another owner's (here: no valid owner's)
+    rc, out, _ = run(capsys, "status")
+    assert "Refused uploads (2)" in out and "(none)" in out
+    rc, out, _ = run(capsys, "status", "--json")
+    refused = json.loads(out)["refused"]
+    assert [(r["owner_id"], r["key"], r["reason"]) for r in refused] == [
+        ("me", "uploads/me/harbour clip/x.mp4", "bad_id"),
+        (None, "uploads/bad owner/i/x.mp4", "bad_id"),
+    ]
+    rc, out, _ = run(capsys, "status", "--owner", "me", "--item", "clip", "--json")
+    assert json.loads(out)["refused"] == []
 
 
 def test_upload_human_and_json(capsys, fake_stack, tmp_path: Path) -> None:

@@ -122,3 +122,23 @@ def test_uploads_refused_is_counted_by_reason_from_a_fixed_set(capsys: pytest.Ca
 def test_an_unbounded_ring_is_a_config_error(var: str, value: str) -> None:
     with pytest.raises(ConfigError, match=var):
         PipelineSettings.from_env({"MEDIA_BUCKET": "b", "LEDGER_TABLE": "t", var: value})
+
+
+def test_the_admin_api_lists_refusals_of_every_owner_or_of_one() -> None:
+    from shared.errors import InvalidInput
+    from shared.pipeline.admin import Admin
+    from shared.pipeline.reprocess import Reprocessor
+
+    m = Machine()
+    deliver(m, record("uploads/me/a+b/x.mp4"), record("uploads/bad+o/i/x.mp4"))
+    admin = Admin(Reprocessor(m.p, object()))
+    status, out = admin.route("GET", "/refusals", {}, None)
+    assert status == 200 and [(r["owner_id"], r["reason"]) for r in out["refusals"]] == [
+        ("me", "bad_id"),
+        (None, "bad_id"),
+    ]
+    _, out = admin.route("GET", "/refusals", {"owner_id": "me", "limit": "1"}, None)
+    assert [r["key"] for r in out["refusals"]] == ["uploads/me/a b/x.mp4"]
+    with pytest.raises(InvalidInput) as e:
+        admin.route("GET", "/refusals", {"owner_id": "bad one"}, None)
+    assert e.value.field == "owner_id"
