@@ -336,7 +336,8 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None:
             body[{"owner": "owner_id", "item": "item_id"}.get(k, k)] = getattr(args, k)
     try:
-        return reprocess(AdminApi.resolve(args.url), body, wait=not args.no_wait, out=args.out.file)
+        api = AdminApi.resolve(args.url)
+        return reprocess(api, body, wait=not args.no_wait, out=args.out, err=args.err, as_json=args.json)
     except ApiError as e:
         args.err.print(f"error: {e}", style="red")
         return 2
@@ -442,6 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="report what would run; change nothing")
     s.add_argument("--no-wait", action="store_true", help="start the run and return")
     s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    json_flag(s)
 
     s = command("runs", "reprocess runs with their counts, newest first", cmd_runs)
     s.add_argument("run", nargs="?", help="one run's id: its whole row (JSON)")
