@@ -281,7 +281,8 @@ class Smoke:
                 return None, f"the search function answers, but the owner has no search index yet ({e})"
             raise Failed(f"the search function: {e}") from None
         hits = answer.get("hits", []) if isinstance(answer, dict) else []
-        return True, f"{len(hits)} hits for the item in {answer.get('took_ms', '?')} ms"
+        n = len(hits)
+        return True, f"{n} hit{'' if n == 1 else 's'} for the item in {answer.get('took_ms', '?')} ms"
 
     # ------------------------------------------------------------------ reading the ledger
 
