@@ -421,6 +421,10 @@ def _demo(model_dir: Path, timeout_s: float, out: Console, err: Console) -> int:
         rows = status_rows(ledger, DEMO_OWNER)
         out.print()
         out.print(render_status(rows))
+        refused = refused_rows(ledger, DEMO_OWNER)  # the '..' key, refused with its reason
+        if refused:
+            out.print()
+            out.print(render_refused(refused))
         doc = json.loads(
             s3.get_object(Bucket=bucket, Key=transcript_key(spec.SPEC_VERSION, DEMO_OWNER, "garden-clip"))[
                 "Body"
