@@ -520,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command(
         "smoke",
-        "push one sample upload through a deployed stack, step by step",
+        "check a deployed stack with one sample upload",
         cmd_smoke,
         description="Uploads a bundled sample (infra/samples/) under a fresh item id to the stack's bucket "
         "and follows it through the ledger: uploaded, item seen, dispatched, complete, artifacts present, "
