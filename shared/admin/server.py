@@ -94,6 +94,7 @@ ROUTES = (
     Route("GET", re.compile(r"/owners")),
     Route("GET", re.compile(r"/items"), query=("owner_id", "status", "limit")),
     Route("GET", re.compile(r"/quarantined"), query=("owner_id", "limit")),
+    Route("GET", re.compile(r"/refusals"), query=("owner_id", "limit")),
     Route("GET", re.compile(r"/runs"), query=("limit",)),
     Route("GET", re.compile(r"/runs/[A-Za-z0-9_-]{1,128}")),
     Route("POST", re.compile(r"/reprocess"), body=True),

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.aws import sigv4
+
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
 
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
@@ -96,73 +99,135 @@ class AdminApi:
 # ---------------------------------------------------------------------- se reprocess / se runs
 
 
-def reprocess(api: AdminApi, body: dict[str, Any], *, wait: bool = True, out: Any = sys.stdout) -> int:
+def reprocess(
+    api: AdminApi,
+    body: dict[str, Any],
+    *,
+    out: Console,
+    err: Console,
+    wait: bool = True,
+    as_json: bool = False,
+) -> int:
+    """A dry run (its estimate), or a run started and followed to its end with a progress bar on `err`.
+    `as_json`: the API's answers as JSON on `out` (the dry run; the started run, then the finished one)."""
+    answer = api.call("POST", "/reprocess", body)
     if body.get("dry_run"):
-        dry = api.call("POST", "/reprocess", body)
-        print(render_dry_run(dry), file=out)
+        _show(out, answer, as_json, render_dry_run)
         return 0
-    run = api.call("POST", "/reprocess", body)
-    print(run["message"], file=out)
+    if not as_json:
+        out.print(answer["message"])
     if not wait:
-        print(f"run {run['run_id']}", file=out)
+        _show(out, answer, as_json, lambda run: f"run {run['run_id']}")
         return 0
-    final = follow(api, run["run_id"], out=out)
-    print(
-        f"run {final['run_id']} finished: {final.get('done', 0)} done, {final.get('failed', 0)} failed, "
-        f"{final.get('skipped', 0)} skipped of {final.get('items', 0)} "
-        f"(spec version {final.get('spec_version')})",
-        file=out,
+    final = follow(api, answer["run_id"], err=err)
+    _show(
+        out,
+        final,
+        as_json,
+        lambda r: (
+            f"run {r['run_id']} finished: {r.get('done', 0)} done, {r.get('failed', 0)} failed, "
+            f"{r.get('skipped', 0)} skipped of {r.get('items', 0)} (spec version {r.get('spec_version')})"
+        ),
     )
     return 1 if final.get("failed") else 0
 
 
-def follow(api: AdminApi, run_id: str, *, poll_s: float = 1.0, out: Any = sys.stdout) -> dict[str, Any]:
-    """A progress bar (tqdm) that follows the run row until the run finishes."""
-    from tqdm import tqdm
+def _show(out: Console, answer: Any, as_json: bool, render: Any) -> None:
+    if as_json:
+        out.file.write(json.dumps(answer, indent=2, default=str) + "\n")
+        out.file.flush()
+    else:
+        out.print(render(answer))
 
+
+def follow(api: AdminApi, run_id: str, *, err: Console, poll_s: float = 1.0) -> dict[str, Any]:
+    """A progress bar (rich, on `err`) that follows the run row until the run finishes."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("run {task.fields[run_id]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}: {task.fields[done]} done, {task.fields[failed]} failed"),
+        TimeElapsedColumn(),
+    )
     run = api.call("GET", f"/runs/{run_id}")
-    with tqdm(total=max(1, int(run.get("items", 0))), unit="item", file=out, desc=f"run {run_id}") as bar:
+    with Progress(*columns, console=err, transient=True) as bar:
+        task = bar.add_task("", total=None, run_id=run_id, status="", done=0, failed=0)
         while True:
             total = int(run.get("items", 0))
             settled = int(run.get("done", 0)) + int(run.get("failed", 0)) + int(run.get("skipped", 0))
-            bar.total = max(1, total)
-            bar.n = settled
-            bar.set_postfix(
-                status=run.get("status"), done=run.get("done", 0), failed=run.get("failed", 0), refresh=False
+            bar.update(
+                task,
+                total=total or None,
+                completed=settled,
+                status=run.get("status", "?"),
+                done=run.get("done", 0),
+                failed=run.get("failed", 0),
             )
-            bar.refresh()
             if run.get("status") == "finished":
                 return run
             time.sleep(poll_s)
             run = api.call("GET", f"/runs/{run_id}")
 
 
-def render_dry_run(d: Mapping[str, Any]) -> str:
-    lines = [
-        f"dry run, spec version {d['spec_version']}, scope {d['scope']}: nothing was changed",
-        f"  items in scope {d.get('items_in_scope', 0)}, would reprocess {d['item_count']}"
-        f" (skipped: {d['skipped']['in_flight']} in flight, {d['skipped']['current']} current)",
-        f"  channel runs {d['channel_count']}: "
-        + (", ".join(f"{k} {v}" for k, v in d["channels"].items()) or "none"),
-        "  why: " + (", ".join(f"{k} {v}" for k, v in d["reasons"].items()) or "-"),
-        f"  estimate: {d['gpu_seconds']:.1f} GPU s, ${d['cost_usd']:.4f} at ${d['gpu_price_per_s']}/GPU s",
-    ]
-    return "\n".join(lines)
+def render_dry_run(d: Mapping[str, Any]) -> Group:
+    """The dry run's estimate: what would run, why, what is skipped, and the cost."""
+    from rich.columns import Columns
+    from rich.console import Group
+    from rich.table import Table
+
+    head = f"dry run, spec version {d['spec_version']}, scope {d['scope']}: nothing was changed"
+    summary = Table(box=None, show_header=False, pad_edge=False)
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    summary.add_column()
+    skipped = d["skipped"]
+    summary.add_row("items in scope", str(d.get("items_in_scope", 0)), "")
+    summary.add_row(
+        "would reprocess",
+        str(d["item_count"]),
+        f"skipped: {skipped['in_flight']} in flight, {skipped['current']} current",
+    )
+    summary.add_row("channel runs", str(d["channel_count"]), "")
+    summary.add_row(
+        "estimate",
+        f"{d['gpu_seconds']:.1f} GPU s",
+        f"${d['cost_usd']:.4f} at ${d['gpu_price_per_s']}/GPU s",
+    )
+    tables = []
+    for title, counts in (("channel", d["channels"]), ("why", d["reasons"])):
+        if counts:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            table.add_column(title)
+            table.add_column("runs" if title == "channel" else "items", justify="right")
+            for k, v in counts.items():
+                table.add_row(k, str(v))
+            tables.append(table)
+    parts: list[Any] = [head, summary]
+    if tables:
+        parts += ["", Columns(tables, padding=(0, 6))]
+    return Group(*parts)
 
 
-def render_runs(runs: list[Mapping[str, Any]]) -> str:
-    lines = [
-        f"{'run':26s} {'status':9s} {'scope':14s} {'items':>6s} {'planned':>7s} {'done':>6s} "
-        f"{'failed':>6s} {'skipped':>7s}  spec version"
-    ]
+def render_runs(runs: list[Mapping[str, Any]]) -> Table | str:
+    """Reprocess runs, one row each: status, scope, counts, spec version."""
+    from rich.table import Table
+
+    if not runs:
+        return "no runs"
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("run", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("scope", no_wrap=True)
+    for name in ("items", "planned", "done", "failed", "skipped"):
+        table.add_column(name, justify="right")
+    table.add_column("spec version", no_wrap=True)
     for r in runs:
         scope = r.get("scope", "?") + (f":{r['owner_id']}" if r.get("owner_id") else "")
-        lines.append(
-            f"{r['run_id']:26s} {r.get('status', '?'):9s} {scope[:14]:14s} {r.get('items', 0):>6} "
-            f"{r.get('planned', 0):>7} {r.get('done', 0):>6} {r.get('failed', 0):>6} {r.get('skipped', 0):>7}"
-            f"  {r.get('spec_version', '')}"
-        )
-    return "\n".join(lines) if runs else "no runs"
+        counts = [str(r.get(k, 0)) for k in ("items", "planned", "done", "failed", "skipped")]
+        table.add_row(r["run_id"], r.get("status", "?"), scope, *counts, r.get("spec_version", ""))
+    return table
 
 
 __all__ = ["AdminApi", "ApiError", "follow", "render_dry_run", "render_runs", "reprocess"]

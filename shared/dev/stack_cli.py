@@ -42,6 +42,7 @@ DEMO_ITEMS = (
 )
 FINAL = ("COMPLETE", "PARTIAL", "QUARANTINED")
 DEMO_QUERY = "don't forget to give the flowers some water each day"  # a paraphrase of the clip's sentence
+REFUSED_SHOWN = 20  # refused uploads `se status` shows (--json: all)
 STYLES = {
     "COMPLETE": "green",
     "SUCCEEDED": "green",
@@ -245,19 +246,57 @@ def version_lines(ledger: Any, owners: Iterable[str]) -> list[str]:
     return lines
 
 
+def refused_rows(ledger: Any, owner: str | None = None, item: str | None = None) -> list[dict[str, Any]]:
+    """Refused uploads not expired, newest first: the owner's, or every owner's and those of keys that
+    name no valid owner (owner_id None); with `item`, those whose key names that item."""
+    from shared.pipeline.ledger import Refusals
+    from shared.pipeline.settings import MAX_REFUSALS_KEPT
+
+    rows = Refusals(ledger).newest(owner, MAX_REFUSALS_KEPT)
+    return rows if item is None else [r for r in rows if r["key"].split("/")[2:3] == [item]]
+
+
+def render_refused(rows: list[Mapping[str, Any]], shown: int = REFUSED_SHOWN) -> Table:
+    """The Refused section: when, owner, why (the reason code and our message), the key as recorded."""
+    from rich.table import Table
+
+    table = Table(
+        title=f"Refused uploads ({len(rows)})",
+        title_justify="left",
+        box=None,
+        header_style="bold",
+        pad_edge=False,
+    )
+    table.add_column("when", no_wrap=True)
+    table.add_column("owner", no_wrap=True)
+    table.add_column("reason", no_wrap=True, style="red")
+    table.add_column("key", overflow="fold", max_width=60)
+    table.add_column("message", overflow="fold", max_width=60)
+    for r in rows[:shown]:
+        table.add_row(r["at"], r["owner_id"] or "(none)", r["reason"], r["key"], r["message"])
+    if len(rows) > shown:
+        table.caption = f"the newest {shown}; --json lists all {len(rows)}"
+    return table
+
+
 def status(owner: str | None, item: str | None, as_json: bool, *, out: Console | None = None) -> int:
     out, _ = consoles(out)
     ep = read_endpoints()
     ledger = _ledger(ep)
     rows = status_rows(ledger, owner, item)
+    refused = refused_rows(ledger, owner, item)
     owners = sorted({r["owner_id"] for r in rows})
     if as_json:
         states = {o: ledger.owner_state(o) for o in owners}
-        out.print_json(json.dumps({"rows": rows, "owners": states}, default=str), highlight=False)
+        doc = {"rows": rows, "owners": states, "refused": refused}
+        out.print_json(json.dumps(doc, default=str), highlight=False)
     else:
         out.print(render_status(rows) if rows else "no items")
         for line in version_lines(ledger, owners):
             out.print(line)
+        if refused:
+            out.print()
+            out.print(render_refused(refused))
     return 0
 
 
@@ -541,6 +580,10 @@ def _demo(model_dir: Path, timeout_s: float, out: Console, err: Console) -> int:
         rows = status_rows(ledger, DEMO_OWNER)
         out.print()
         out.print(render_status(rows))
+        refused = refused_rows(ledger, DEMO_OWNER)  # the '..' key, refused with its reason
+        if refused:
+            out.print()
+            out.print(render_refused(refused))
         doc = json.loads(
             s3.get_object(Bucket=bucket, Key=transcript_key(spec.SPEC_VERSION, DEMO_OWNER, "garden-clip"))[
                 "Body"

@@ -13,6 +13,8 @@ the URL may act on every owner.
     GET  /owners      -> {"owners": [{"owner_id", "current_version", "next_version", "items", "settled"}]}
     GET  /items?owner_id=O[&status=S][&limit=N]   -> {"owner_id", "items": [...]}  (owner-index)
     GET  /quarantined?owner_id=O                  -> the same, QUARANTINED items only
+    GET  /refusals[?owner_id=O][&limit=N]         -> {"refusals": [{"owner_id" (null: the key named
+                      no valid owner), "seq", "at", "reason", "message", "key"}, ...]} newest first
 
 Errors: {"error": {"code", "field"?, "message"}} with 400 / 404 / 405 / 413; messages never repeat
 what the caller sent.
@@ -32,6 +34,7 @@ from shared.pipeline.reprocess import NotFound, Reprocessor, Request, parse_requ
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_ITEMS = 1000
+MAX_REFUSALS = 200  # what GET /refusals answers by default (the console's panel)
 ITEM_FIELDS = (
     "item_id",
     "kind",
@@ -91,6 +94,11 @@ class Admin:
                 if len(owners) >= limit:
                     break
             return 200, {"spec_version": spec.SPEC_VERSION, "owners": owners}
+        if parts == ["refusals"]:
+            self._only(method, "GET")
+            owner = _owner_id(query) if "owner_id" in query else None
+            limit = _limit(query, MAX_REFUSALS)
+            return 200, {"refusals": self.p.refusals.newest(owner, limit)}
         if parts in (["items"], ["quarantined"]):
             self._only(method, "GET")
             owner = _owner_id(query)

@@ -10,8 +10,9 @@ notifications carry no userIdentity/requestParameters/sequencer, so those are op
 
 A body that is not JSON or not one of these raises `PoisonMessage`: that message alone fails, SQS
 delivers it again and, after the queue's maxReceiveCount, moves it to the dead-letter queue. A record
-whose key is not ours, or that names another bucket, is refused with a logged reason and consumed
-(retrying cannot help). A retryable failure (DynamoDB or S3 throttling) raises, so SQS retries.
+whose key is not ours, or that names another bucket, is refused with a logged reason, recorded for the
+operator (`Pipeline.refuse`: the ledger's refusal rows) and consumed (retrying cannot help). A retryable
+failure (DynamoDB or S3 throttling) raises, so SQS retries.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared.errors import EmbeddingError, InvalidInput
+from shared.pipeline import refusals
 from shared.pipeline.keys import InvalidKey
 from shared.pipeline.service import Outcome, Pipeline
 
@@ -100,13 +102,15 @@ def handle_message(pipeline: Pipeline, body: Any) -> list[Outcome]:
     for i, rec in enumerate(note.Records):
         if rec.eventSource != "aws:s3" or rec.s3.bucket.name != pipeline.settings.bucket:
             log.warning("record %d refused: not an event of this stack's bucket", i)
-            outcomes.append(Outcome("refused", "not an event of this stack's bucket"))
+            key = refusals.event_key(rec.s3.object.key)
+            msg = "not an event of this stack's bucket"
+            outcomes.append(pipeline.refuse(key, refusals.WRONG_BUCKET, msg, owned=False))
             continue
         try:
             out = pipeline.on_s3_record(rec.model_dump())
         except InvalidKey as e:
             log.warning("record %d refused: %s", i, e.public_message)
-            out = Outcome("refused", e.public_message)
+            out = pipeline.refuse(refusals.event_key(rec.s3.object.key), e.reason, e.public_message)
         except EmbeddingError as e:
             if e.retryable:
                 raise

@@ -5,6 +5,9 @@ source recorded in the ledger under S3's event order (the sequencer, else LastMo
 is advanced (shared.pipeline.advance). A source over MAX_SOURCE_BYTES fails its media channels before
 any GPU work. An ObjectRemoved record marks the item REMOVED (its artifacts stay) and rebuilds the
 owner's manifest without it.
+
+A refused upload (a bad key, another bucket's event: shared.pipeline.events; a source too large: here)
+is recorded by `refuse`, the one place that does it (shared.pipeline.refusals).
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from shared.errors import PayloadTooLarge
-from shared.pipeline import keys, plan
+from shared.errors import PayloadTooLarge, StoreError
+from shared.pipeline import keys, plan, refusals
 from shared.pipeline.core import Core, Outcome, error_fields
 from shared.pipeline.ledger import (
     RETRY,
@@ -108,4 +111,25 @@ class Ingest(Core):
                 ref.owner_id, ref.item_id, ch, FAILED, hashes[ch], {"error": error_fields(err)}
             )
         self.advance(ref.owner_id, ref.item_id)
-        return Outcome("refused", reason)
+        return self.refuse(ref.key, refusals.TOO_BIG, reason)
+
+    def refuse(self, key: str, reason: str, message: str, *, owned: bool = True) -> Outcome:
+        """A refused upload, recorded for the operator under the key's owner (`owned` and the key names a
+        valid owner id) or the pseudo-owner, in that owner's bounded ring of refusal rows. Best effort:
+        when the ledger cannot take it, the refusal is logged and consumed all the same (retrying the
+        message would refuse it again). The Outcome's detail names the reason (one of REASONS)."""
+        reason = refusals.reason_code(reason)
+        owner = keys.owner_part(key) if owned else None
+        s = self.settings
+        try:
+            self.refusals.record(
+                owner or refusals.UNOWNED,
+                reason=reason,
+                message=refusals.shown(message, refusals.MAX_MESSAGE),
+                key=refusals.shown(key, refusals.MAX_SHOWN_KEY),
+                keep=s.refusals_per_owner if owner else s.refusals_unowned,
+                ttl_s=s.refusals_days * 86400,
+            )
+        except StoreError as e:
+            log.warning("refusal not recorded: %s", e.public_message)
+        return Outcome("refused", message, {"reason": reason})

@@ -48,10 +48,20 @@ MODALITY_BY_SUFFIX = {
 }
 
 
+# Why a key is refused, as a fixed set (the UploadsRefused metric's dimension, the ledger's refusal
+# rows): whatever a key holds, it names one of these.
+BAD_KEY, BAD_ID, NOT_MEDIA = "bad_key", "bad_id", "not_media"
+
+
 class InvalidKey(InvalidInput):
-    """An S3 key outside our layout, with a bad id, traversal, or a file we do not process."""
+    """An S3 key outside our layout, with a bad id, traversal, or a file we do not process. `reason`:
+    BAD_KEY (layout, encoding, file name), BAD_ID (an owner, item or person id) or NOT_MEDIA."""
 
     code = "invalid_key"
+
+    def __init__(self, message: str, *, field: str | None = None, reason: str = BAD_KEY) -> None:
+        super().__init__(message, field=field)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -91,7 +101,7 @@ def sequencer(raw: object) -> str | None:
 
 def check_id(value: str, what: str) -> str:
     if not isinstance(value, str) or not ID_RE.fullmatch(value):
-        raise InvalidKey(f"{what} must match [A-Za-z0-9_-]{{1,64}}", field=what)
+        raise InvalidKey(f"{what} must match [A-Za-z0-9_-]{{1,64}}", field=what, reason=BAD_ID)
     return value
 
 
@@ -122,12 +132,22 @@ def parse_key(key: str) -> SourceKey:
         return SourceKey(key, "upload", owner, item, file, "meta", None)
     modality = MODALITY_BY_SUFFIX.get(suffix)
     if modality is None:
-        raise InvalidKey("the file type is not one we embed (video, audio, image, or meta.json)")
+        raise InvalidKey(
+            "the file type is not one we embed (video, audio, image, or meta.json)", reason=NOT_MEDIA
+        )
     if prefix == "persons":
         if modality != "image":
-            raise InvalidKey("a person reference must be an image")
+            raise InvalidKey("a person reference must be an image", reason=NOT_MEDIA)
         return SourceKey(key, "person", owner, item, file, "media", "image")
     return SourceKey(key, "upload", owner, item, file, "media", modality)
+
+
+def owner_part(key: str) -> str | None:
+    """The owner id a key names (`uploads/{owner_id}/...`, `persons/{owner_id}/...`) when that part is a
+    valid id, whatever the rest of the key holds; else None."""
+    prefix, _, rest = key.partition("/")
+    owner = rest.partition("/")[0]
+    return owner if prefix in ("uploads", "persons") and ID_RE.fullmatch(owner) else None
 
 
 def person_item_id(person_id: str) -> str:

@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools import Logger, Metrics, single_metric
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 
@@ -46,6 +46,7 @@ from shared.lambda_text.proxy import (
 )
 from shared.logs import lambda_logger
 from shared.pipeline.events import handle_message
+from shared.pipeline.refusals import reason_code
 from shared.pipeline.service import Pipeline
 from shared.pipeline.tokens import BadToken
 
@@ -58,6 +59,20 @@ def metric_sink(metrics: Metrics) -> Callable[[str, float], None]:
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
 
     return emit
+
+
+def refused_metric(metrics: Metrics, reason: Any) -> None:
+    """UploadsRefused, one EMF document of its own with the reason as a dimension (one of REASONS:
+    whatever an upload's key holds, the metric's dimensions stay a fixed set)."""
+    dims = {"service": str(metrics.service), "reason": reason_code(reason)}
+    with single_metric(
+        name="UploadsRefused",
+        unit=MetricUnit.Count,
+        value=1,
+        namespace=metrics.namespace,
+        default_dimensions=dims,
+    ):
+        pass
 
 
 def sqs_processor() -> BatchProcessor:
@@ -104,6 +119,8 @@ def build_on_upload(
         outcomes = handle_message(pipeline, record.body)
         for out in outcomes:
             metrics.add_metric(name=f"Records_{out.action}", unit=MetricUnit.Count, value=1)
+            if out.action == "refused":
+                refused_metric(metrics, out.detail.get("reason"))
         return [o.action for o in outcomes]
 
     record_handler = logging_failures(handle_record, logger, metrics, "upload")

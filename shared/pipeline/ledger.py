@@ -8,9 +8,13 @@ Keys (template.yaml's LedgerTable is the one definition; tests/integration/infra
     pk = "{owner_id}#~"           sk = "MANIFEST"        the owner's row: manifest generation, spec versions
     pk = "{owner_id}#~"           sk = "SEARCH"          the owner's search alarm (a due time, nothing else)
     pk = "~runs"                  sk = "RUN#{run_id}"    reprocess runs (run ids sort by start time)
+    pk = "{owner_id}#~refused"    sk = "HEAD" | "R#{slot}"   refused uploads: a counter, a ring of rows
+                                  ("~" for the owner when the key names no valid one)
     owner-index   owner_id + osk ("{item_id}#{sk}")     every row of an owner, items and channels
     sweep-index   sweep ("due", only while a dispatch or retry is open) + due_at (epoch seconds)
     owners-index  directory ("owners", owner rows only) + manifest_owner   the list of owners
+                  directory ("refusals", refusal counters only) + manifest_owner   owners with refusals
+    expires_at    the table's TTL attribute (epoch seconds): only refusal rows carry it
 
 Item row: kind, modality, media_key/etag/size/mtime/seq, media_hash, meta_key/meta_hash/meta_mtime,
 status (PROCESSING | COMPLETE | PARTIAL | QUARANTINED | REMOVED), attempts, the open dispatch
@@ -73,6 +77,10 @@ from shared.pipeline.policy import CLAIMED, RETRY, SUBMITTED
 from shared.timestamps import iso_epoch, now_iso  # noqa: F401  (iso_epoch: importable from here, as before)
 
 OWNERS = "owners"
+REFUSALS_DIR = "refusals"  # owners-index partition of the refusal counters
+REFUSED_ITEM, REFUSED_HEAD = "~refused", "HEAD"
+UNOWNED = "~"  # the refusals of keys that name no valid owner ("~" is outside the id pattern)
+TTL_ATTR = "expires_at"  # template.yaml's TimeToLiveSpecification
 ITEM_SK = "ITEM"
 MANIFEST_SK = "MANIFEST"  # one row per owner, pk "{owner_id}#~" ("~" is outside the id pattern)
 SEARCH_SK = "SEARCH"  # the owner's search alarm, pk "{owner_id}#~": when its tables want a rebuild
@@ -640,6 +648,63 @@ class Ledger:
         return bool(self._update(owner_id, item_id, ITEM_SK, upd))
 
 
+class Refusals:
+    """Refused uploads in the ledger table (shared.pipeline.refusals says what and why). Per owner (or
+    the pseudo-owner UNOWNED, shown as owner None), a counter row HEAD and a ring of `keep` rows
+    R#{slot}: the n-th refusal takes slot (n-1) % keep, so an owner never holds more than `keep` rows,
+    however many refusals come. Every row carries the table's TTL attribute; HEAD's is the latest, so a
+    ring expires as a whole, and its counter restarts. DynamoDB deletes expired rows late (within
+    days): reads skip them."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    @staticmethod
+    def _pk(owner_id: str) -> str:
+        return item_pk(owner_id, REFUSED_ITEM)
+
+    def record(
+        self, owner_id: str, *, reason: str, message: str, key: str, keep: int, ttl_s: float
+    ) -> dict[str, Any]:
+        """One refusal under `owner_id` (UNOWNED for none): two writes, the counter then its slot."""
+        now = self.ledger.clock()
+        expires = int(now + ttl_s)
+        head = (
+            Update()
+            .increment("seq")
+            .set(directory=REFUSALS_DIR, manifest_owner=owner_id, last_at=now_iso(now), **{TTL_ATTR: expires})
+        )
+        pk = self._pk(owner_id)
+        row = self.ledger.table.update({PK: pk, SK: REFUSED_HEAD}, head, return_new=True)
+        seq = int((row or {}).get("seq", 1))  # type: ignore[union-attr]
+        refusal = {"seq": seq, "at": now_iso(now), "reason": reason, "message": message, "key": key}
+        self.ledger.table.put({PK: pk, SK: f"R#{(seq - 1) % keep:05d}", **refusal, TTL_ATTR: expires})
+        return refusal
+
+    def owners(self) -> list[str]:
+        """Owners (and UNOWNED) with refusals not expired, by owner id (owners-index; never a scan)."""
+        now = self.ledger.clock()
+        rows = query_all(self.ledger.table, Query(REFUSALS_DIR, index=OWNERS_INDEX))
+        return [r[OWNERS_SORT] for r in rows if float(r.get(TTL_ATTR, 0)) > now]
+
+    def of(self, owner_id: str, keep: int) -> list[dict[str, Any]]:
+        """The owner's refusals not expired, newest first, at most `keep` (a ring of a larger REFUSALS_*
+        setting before may hold more until they expire)."""
+        now = self.ledger.clock()
+        query = Query(self._pk(owner_id), sort=BeginsWith(SK, "R#"))
+        rows = [r for r in query_all(self.ledger.table, query) if float(r.get(TTL_ATTR, 0)) > now]
+        rows.sort(key=lambda r: -int(r.get("seq", 0)))
+        fields = ("seq", "at", "reason", "message", "key")
+        owner = None if owner_id == UNOWNED else owner_id
+        return [{"owner_id": owner, **{k: r.get(k) for k in fields}} for r in rows[:keep]]
+
+    def newest(self, owner_id: str | None, limit: int) -> list[dict[str, Any]]:
+        """At most `limit` refusals not expired, newest first: the owner's, or (None) every owner's and
+        the pseudo-owner's."""
+        rows = [r for o in ([owner_id] if owner_id else self.owners()) for r in self.of(o, limit)]
+        return sorted(rows, key=lambda r: str(r["at"]), reverse=True)[:limit]
+
+
 RUNS_PK = "~runs"  # "~" is outside the id pattern: no owner's item can have this key
 RUN_COUNTS = ("items", "planned", "done", "failed", "skipped", "skipped_in_flight", "skipped_current")
 
@@ -794,10 +859,12 @@ __all__ = [
     "PENDING",
     "PROCESSING",
     "QUARANTINED",
+    "REFUSALS_DIR",
     "REMOVED",
     "RETRY",
     "SUBMITTED",
     "SUCCEEDED",
     "Ledger",
+    "Refusals",
     "Runs",
 ]

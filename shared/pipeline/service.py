@@ -20,7 +20,7 @@ from shared.pipeline.completion import Completion
 from shared.pipeline.core import Outcome, artifact_key
 from shared.pipeline.dispatch import Dispatch
 from shared.pipeline.ingest import Ingest
-from shared.pipeline.ledger import PROCESSING, Runs
+from shared.pipeline.ledger import PROCESSING, Refusals, Runs
 from shared.pipeline.persons import Persons
 from shared.pipeline.plan import DISPATCHED
 from shared.pipeline.results import Results
@@ -34,6 +34,7 @@ class Pipeline(Sweep, Completion, Results, Dispatch, Advance, Ingest):
         super().__init__(*args, **kwargs)
         self.persons = Persons(self)
         self.runs = Runs(self.ledger)
+        self.refusals = Refusals(self.ledger)
 
 
 __all__ = ["DISPATCHED", "PROCESSING", "Outcome", "Pipeline", "artifact_key"]

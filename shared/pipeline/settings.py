@@ -34,6 +34,17 @@ def _streams(raw: str) -> int:
     return n
 
 
+MAX_REFUSALS_KEPT = 10_000
+
+
+@parser(f"int, 1 to {MAX_REFUSALS_KEPT}")
+def _kept(raw: str) -> int:
+    n = int(raw)
+    if not 1 <= n <= MAX_REFUSALS_KEPT:
+        raise ValueError(raw)
+    return n
+
+
 @parser("http(s) URL")
 def _url(raw: str) -> str:
     if not raw.startswith(("https://", "http://")):
@@ -128,6 +139,24 @@ class PipelineSettings:
         positive(int),
         "sources over this are refused before any GPU work",
         default=2_147_483_648,
+    )
+    refusals_per_owner: int = setting(
+        "REFUSALS_PER_OWNER",
+        _kept,
+        "refused uploads kept per owner in the ledger (the newest; `se status`, the admin console)",
+        default=50,
+    )
+    refusals_unowned: int = setting(
+        "REFUSALS_UNOWNED",
+        _kept,
+        "refused uploads kept whose key names no valid owner, all together (the newest)",
+        default=200,
+    )
+    refusals_days: float = setting(
+        "REFUSALS_DAYS",
+        positive(float),
+        "a refused upload's ledger row expires after this many days (the table's TTL attribute)",
+        default=14.0,
     )
     max_meta_bytes: int = setting(
         "MAX_META_BYTES", positive(int), "meta.json over this is refused", default=65_536

@@ -189,6 +189,11 @@ def test_page_escapes_ledger_values_and_names_the_bad_field(tmp_path: Path) -> N
 
     api = FakeApi().start()
     api.items["o1"].append(item("q1", "QUARANTINED", {"code": "worker_error", "message": XSS}))
+    refused_key = f"uploads/o1/{XSS}/x.mp4"  # as a refusal row holds a key: text, whatever it says
+    api.refusals.append(
+        {"owner_id": None, "seq": 1, "at": "2026-01-02T03:04:05.000Z", "reason": "bad_id",
+         "message": "item_id: item_id must match [A-Za-z0-9_-]{1,64}", "key": refused_key}
+    )  # fmt: skip
     try:
         with (
             AdminServer(api.url, Credentials(*next(iter(SECRETS.items()))), REGION) as srv,
@@ -198,6 +203,9 @@ def test_page_escapes_ledger_values_and_names_the_bad_field(tmp_path: Path) -> N
             wait_for("the quarantined row", lambda: css(d, '#quarantined-body tr[data-item-id="q1"]'))
             reason = css(d, '#quarantined-body tr[data-item-id="q1"] .item-reason')
             assert reason.text == XSS
+            wait_for("the refused upload", lambda: css_all(d, "#refused-body tr"))
+            assert css(d, "#refused-body .refused-key").text == refused_key
+            assert css(d, "#refused-body .refused-reason").text == "bad_id"
             assert css_all(d, "main img") == [] and css_all(d, "main script") == []
             ch_err = css(d, '#items-body tr[data-item-id="q1"] li[data-channel="image_clip"] .ch-error')
             assert ch_err.text == f"worker_error: {XSS}"

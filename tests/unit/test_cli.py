@@ -134,6 +134,17 @@ class FakeLedger:
          "status": "FAILED", "attempts": 2, "error": {"message": "not a readable media file"}},
     )  # fmt: skip
 
+    def __init__(self) -> None:  # refused uploads: a real ring on the in-memory table
+        from shared.dev.memory_ledger import MemoryTable
+        from shared.pipeline.ledger import Refusals
+
+        self.table, self.clock = MemoryTable(), lambda: 1_800_000_000.0
+        for key, owner, reason in (
+            ("uploads/me/harbour clip/x.mp4", "me", "bad_id"),
+            ("uploads/bad owner/i/x.mp4", "~", "bad_id"),
+        ):
+            Refusals(self).record(owner, reason=reason, message=f"{reason}!", key=key, keep=5, ttl_s=60)
+
     def owners(self) -> list[str]:
         return ["me"]
 
@@ -162,6 +173,22 @@ def test_status_table_and_json(capsys, fake_stack) -> None:
     rc, out, _ = run(capsys, "status", "--owner", "me", "--json")
     body = json.loads(out)
     assert rc == 0 and len(body["rows"]) == 3 and body["owners"]["me"]["items"] == 1
+
+
+def test_status_shows_refused_uploads(capsys, fake_stack) -> None:
+    rc, out, _ = run(capsys, "status", "--owner", "me")
+    assert rc == 0 and "Refused uploads (1)" in out and "uploads/me/harbour clip/x.mp4" in out
+    assert "bad owner" not in out  # another owner's (here: no valid owner's)
+    rc, out, _ = run(capsys, "status")
+    assert "Refused uploads (2)" in out and "(none)" in out
+    rc, out, _ = run(capsys, "status", "--json")
+    refused = json.loads(out)["refused"]
+    assert [(r["owner_id"], r["key"], r["reason"]) for r in refused] == [
+        ("me", "uploads/me/harbour clip/x.mp4", "bad_id"),
+        (None, "uploads/bad owner/i/x.mp4", "bad_id"),
+    ]
+    rc, out, _ = run(capsys, "status", "--owner", "me", "--item", "clip", "--json")
+    assert json.loads(out)["refused"] == []
 
 
 def test_upload_human_and_json(capsys, fake_stack, tmp_path: Path) -> None:
@@ -271,3 +298,64 @@ def test_the_cli_leaves_logging_as_it_found_it(capsys) -> None:
     before = (list(root.handlers), root.level, shared.level)
     run(capsys, "spec", "-vv")
     assert (list(root.handlers), root.level, shared.level) == before
+
+
+DRY = {
+    "spec_version": "v2", "scope": "owner", "items_in_scope": 3, "item_count": 2,
+    "skipped": {"in_flight": 1, "current": 0}, "channel_count": 3,
+    "channels": {"video_clip": 2, "transcript": 1}, "reasons": {"new_spec": 2},
+    "gpu_seconds": 12.5, "cost_usd": 0.0145, "gpu_price_per_s": 0.00116,
+}  # fmt: skip
+RUN = {"run_id": "20260101T000000Z-0123abcd", "status": "finished", "scope": "owner", "owner_id": "me",
+       "items": 2, "planned": 2, "done": 2, "failed": 0, "skipped": 0, "spec_version": "v2"}  # fmt: skip
+
+
+class FakeAdminApi:
+    """What the admin API answers se reprocess and se runs (shared/pipeline/admin.py's shapes)."""
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        if path == "/reprocess":
+            if body.get("dry_run"):
+                return DRY
+            return {"status": "queued", "run_id": RUN["run_id"], "message": "2 items queued"}
+        if path.startswith("/runs/"):
+            return RUN
+        return {"runs": [RUN]}
+
+
+@pytest.fixture
+def fake_admin(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.aws import admin_api
+
+    monkeypatch.setattr(admin_api.AdminApi, "resolve", classmethod(lambda cls, url=None: FakeAdminApi()))
+
+
+def test_reprocess_and_runs_render_tables_and_json(capsys, fake_admin) -> None:
+    rc, out, _ = run(capsys, "reprocess", "--scope", "owner", "--owner", "me", "--dry-run")
+    assert rc == 0 and out.startswith("dry run, spec version v2, scope owner: nothing was changed")
+    assert ["would", "reprocess", "2", "skipped:", "1", "in", "flight,", "0", "current"] in (
+        line.split() for line in out.splitlines()
+    )
+    assert ["video_clip", "2", "new_spec", "2"] in (line.split() for line in out.splitlines())  # side by side
+    rc, out, _ = run(capsys, "reprocess", "--scope", "owner", "--owner", "me", "--dry-run", "--json")
+    assert json.loads(out) == DRY
+    rc, out, _ = run(capsys, "reprocess", "--scope", "owner", "--owner", "me")
+    assert rc == 0 and out.splitlines() == [
+        "2 items queued",
+        "run 20260101T000000Z-0123abcd finished: 2 done, 0 failed, 0 skipped of 2 (spec version v2)",
+    ]
+    rc, out, _ = run(capsys, "runs")
+    lines = [line.split() for line in out.splitlines()]
+    assert lines[0] == [
+        "run",
+        "status",
+        "scope",
+        "items",
+        "planned",
+        "done",
+        "failed",
+        "skipped",
+        "spec",
+        "version",
+    ]
+    assert lines[1] == ["20260101T000000Z-0123abcd", "finished", "owner:me", "2", "2", "2", "0", "0", "v2"]

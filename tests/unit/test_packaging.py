@@ -3,6 +3,7 @@ Docker build context."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import pytest
@@ -40,3 +41,11 @@ def test_nothing_outside_dev_and_tests_imports_shared_dev() -> None:
     # the CLI may reach dev tooling lazily inside dev-only commands (setup-models, demo, stack)
     offenders = [o for o in offenders if not o.startswith("handlers/cli.py")]
     assert offenders == []
+
+
+def test_the_cli_needs_no_extra_for_its_output() -> None:
+    """`se` is the distribution's console script, installed with every install: rich (its tables,
+    progress bars and log lines) is a dependency of the distribution itself, not of an extra."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["se"] == "handlers.cli:main"
+    assert "rich" in {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0] for d in project["dependencies"]}

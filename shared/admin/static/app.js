@@ -70,7 +70,7 @@
     trackedRun: null,      // the run the form started (run panel)
     trackedSince: 0,
     pending: null,         // the request the shown estimate is for
-    lastRuns: "", lastOwners: "", lastItems: "", lastQuarantined: "",
+    lastRuns: "", lastOwners: "", lastItems: "", lastQuarantined: "", lastRefused: "",
     anyActive: false,
   };
 
@@ -257,6 +257,25 @@
     const ka = JSON.stringify(a), kb = JSON.stringify(b);
     if (ka !== state.lastItems) { state.lastItems = ka; renderItems(a); }
     if (kb !== state.lastQuarantined) { state.lastQuarantined = kb; renderQuarantined(b); }
+  }
+
+  // refused uploads of every owner; owner_id null: the key named no valid owner
+  function renderRefused(rows) {
+    $("refused-body").replaceChildren(...rows.map((r) => el("tr", { "data-reason": r.reason },
+      el("td", {}, fmt(r.at)),
+      el("td", {}, r.owner_id ? el("code", {}, String(r.owner_id)) : el("span", { class: "muted" }, "(none)")),
+      el("td", { class: "refused-reason" }, fmt(r.reason)),
+      el("td", {}, el("code", { class: "refused-key" }, fmt(r.key))),
+      el("td", { class: "refused-message" }, fmt(r.message)),
+    )));
+    show($("refused-empty"), rows.length === 0);
+  }
+
+  async function refreshRefused() {
+    const data = await api("GET", "/refusals");
+    const rows = Array.isArray(data && data.refusals) ? data.refusals : [];
+    const key = JSON.stringify(rows);
+    if (key !== state.lastRefused) { state.lastRefused = key; renderRefused(rows); }
   }
 
   function selectOwner(owner) {
@@ -505,6 +524,7 @@
       if (state.anyActive || tick % 4 === 0) jobs.push(refreshRuns().catch((err) => showError(err, "runs")));
       if (tick % 3 === 0) jobs.push(refreshOwnerData().catch((err) => showError(err, "items")));
       if (tick % 10 === 0) jobs.push(refreshOwners().catch((err) => showError(err, "owners")));
+      if (tick % 5 === 0) jobs.push(refreshRefused().catch((err) => showError(err, "refused uploads")));
       await Promise.all(jobs);
       busy = false;
     }

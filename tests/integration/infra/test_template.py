@@ -437,6 +437,7 @@ def test_upload_queue_redrives_to_the_dlq(template: dict):
 def test_ledger_table_keys(template: dict):
     """The one definition of the ledger's keys; shared.aws.ledger uses exactly these names."""
     from shared.aws import ledger
+    from shared.pipeline.ledger import TTL_ATTR
 
     (table,) = resources(template, "AWS::DynamoDB::Table").values()
     props = table["Properties"]
@@ -464,6 +465,8 @@ def test_ledger_table_keys(template: dict):
         ledger.OWNERS_INDEX: [ledger.OWNERS_KEY, ledger.OWNERS_SORT],
     }
     assert props["BillingMode"] == "PAY_PER_REQUEST"
+    # refused-upload rows expire through the table's TTL (shared.pipeline.ledger.Refusals)
+    assert props["TimeToLiveSpecification"] == {"AttributeName": TTL_ATTR, "Enabled": True}
     assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
     assert props["SSESpecification"]["SSEType"] == "KMS"
     assert table["DeletionPolicy"] == "Retain"

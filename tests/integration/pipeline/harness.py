@@ -56,7 +56,8 @@ class Harness:
         self.moto = moto
         self.clock = Clock()
         self.standin = RunPodStandIn(faults).start()
-        self.res = create_resources(moto, template, f"t{uuid.uuid4().hex[:10]}", translated=translated)
+        self.stack_name = f"t{uuid.uuid4().hex[:10]}"
+        self.res = create_resources(moto, template, self.stack_name, translated=translated)
         self.res.parameters["RunPodEndpointUrl"] = self.standin.base
         self.urls = FunctionUrls({}, iam={"reprocess": {"testing": "testing"}})
         self.res.urls = {

@@ -8,7 +8,9 @@ import pytest
 
 from shared import spec
 from shared.pipeline import keys
+from shared.pipeline.ledger import UNOWNED
 from shared.pipeline.manifests import read_parquet
+from shared.pipeline.refusals import REASONS
 from tests.integration.pipeline.harness import Harness
 
 pytestmark = pytest.mark.integration
@@ -190,6 +192,12 @@ def test_traversal_invalid_ids_and_foreign_keys_are_refused_once(h: Harness, key
     assert h.pump.failures == 0  # refused and consumed: never retried
     assert h.deliver() == 0
     assert list(h.ledger.owner_rows("o7")) == [] and h.standin.calls["run"] == 0
+    # recorded where the operator looks (`se status`, the admin console): under o7 when the key names
+    # it as its owner, else under the pseudo-owner; the DynamoDB rows as the memory ledger's
+    owner = "o7" if key.startswith(("uploads/o7/", "persons/o7/")) else UNOWNED
+    (row,) = h.pipeline.refusals.of(owner, 10)
+    assert row["key"] == key and row["reason"] in REASONS and row["seq"] == 1
+    assert h.pipeline.refusals.owners() == [owner]
 
 
 def test_a_record_of_another_bucket_is_refused(h: Harness) -> None:

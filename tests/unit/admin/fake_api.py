@@ -42,6 +42,7 @@ class FakeApi:
         self.requests: list[dict[str, Any]] = []
         self.items: dict[str, list[dict[str, Any]]] = {"o1": [item("a"), item("b")]}
         self.runs: list[dict[str, Any]] = []
+        self.refusals: list[dict[str, Any]] = []
         self.lock = threading.RLock()
         api = self
 
@@ -114,6 +115,8 @@ class FakeApi:
                 if path == "/quarantined":
                     rows = [r for r in rows if r["status"] == "QUARANTINED"]
                 return 200, {"owner_id": query.get("owner_id"), "items": rows}
+            if (method, path) == ("GET", "/refusals"):
+                return 200, {"refusals": self.refusals}
             if (method, path) == ("GET", "/runs"):
                 for r in self.runs:
                     self._advance(r)
