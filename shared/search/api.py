@@ -125,6 +125,7 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
     from shared.aws.storage import Storage
     from shared.models.clip_text_onnx import ClipTextOnnx
     from shared.models.minilm_onnx import MiniLMOnnx
+    from shared.search import lance  # noqa: F401  LanceDB: seconds to import, paid at the cold start
     from shared.search.indexes import Indexes, storage_options
     from shared.search.service import Searchers
 

@@ -70,7 +70,8 @@ class World:
         self.handler = build_handler(
             self.service,
             self.settings,
-            logger=Logger(service="search-it", stream=self.log),
+            # a Logger of a service name already set up keeps its first stream: one name per world
+            logger=Logger(service=f"search-it-{tag}", stream=self.log),
             metrics=Metrics(namespace="ServerlessEmbeddingsTest", service="search-it"),
         )
 
