@@ -1,4 +1,4 @@
-"""A reprocess run over 50 items on the local stack (template.yaml on moto, the functions in-process,
+"""A reprocess run over 20 items on the local stack (template.yaml on moto, the functions in-process,
 the SQS pumps and the sweeper running) with the fast RunPod-API stand-in: after a spec change, every
 item ends under the new version and the owner's readers switch exactly once."""
 
@@ -15,7 +15,7 @@ from shared.dev.stack import LocalStack
 from shared.pipeline import keys
 from tests.integration.lambda_text.dev_model import dev_minilm_model_dir
 
-N = 50  # one page of the run either way; bench_reprocess.py measures runs of thousands
+N = 20  # one page of the run either way; bench_reprocess.py measures runs of thousands
 
 
 def wait(predicate, timeout: float, what: str) -> None:

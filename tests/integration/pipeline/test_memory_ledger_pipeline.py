@@ -11,19 +11,16 @@ import pytest
 from shared.dev.memory_ledger import MemoryTable
 from shared.dev.runpod_standin import Faults
 from tests.integration.pipeline import test_faults as faults
-from tests.integration.pipeline import test_no_stuck_items as no_stuck
 from tests.integration.pipeline import test_on_job_done as on_job_done
 from tests.integration.pipeline import test_on_upload as on_upload
 
 pytestmark = pytest.mark.integration
 
 # (test, what it takes: "h" a harness, "lost" one whose webhooks are lost, "make" the harness factory).
-# An endpoint that stays down runs on memory in tests/unit/pipeline/test_state_machine.py (its moto
-# version here took ~25 s of a suite that must stay under 15 minutes).
+# An endpoint that stays down, one upload completing, a forgotten job and sequencers run on memory in
+# tests/unit/pipeline/test_state_machine.py (no moto at all), so they are not repeated here.
 SCENARIOS: list[tuple[Callable[..., None], str]] = [
-    (on_upload.test_upload_dispatches_one_job_and_completes, "h"),
     (on_upload.test_a_message_delivered_three_times_starts_one_gpu_job, "h"),
-    (on_upload.test_older_event_after_newer_does_not_regress, "h"),
     (on_upload.test_removal_marks_the_item, "h"),
     (on_upload.test_a_removed_item_leaves_the_owners_manifest, "h"),
     (on_job_done.test_a_concurrent_apply_of_the_same_result_still_completes_the_item, "lost"),
@@ -32,7 +29,6 @@ SCENARIOS: list[tuple[Callable[..., None], str]] = [
     (faults.test_lost_webhook_is_completed_by_the_sweeper, "make"),
     (faults.test_crash_between_claim_and_post_is_repaired_without_a_second_job, "make"),
     (faults.test_run_429_is_retried_then_quarantined, "make"),
-    (no_stuck.test_a_job_runpod_no_longer_knows_is_lost_and_dispatched_again, "lost"),
 ]
 
 
