@@ -15,7 +15,6 @@ from shared import spec
 from shared.pipeline import keys, manifests, plan
 from shared.pipeline.ledger import (
     COMPLETE,
-    ITEM_SK,
     PARTIAL,
     PERSON,
     PERSON_PHOTO,
@@ -23,7 +22,7 @@ from shared.pipeline.ledger import (
     RETRY,
 )
 from shared.pipeline.plan import QUARANTINED, SUCCEEDED
-from shared.pipeline.search_sync import SearchSync
+from shared.pipeline.search_sync import SearchSync, group
 from shared.timestamps import now_iso
 
 log = logging.getLogger(__name__)
@@ -193,13 +192,7 @@ class Completion(SearchSync):
 
     def version_progress(self, rows: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         """How many of an owner's items (removed ones aside) are settled under the deployed version."""
-        items: dict[str, Mapping[str, Any]] = {}
-        chans: dict[str, dict[str, Mapping[str, Any]]] = {}
-        for r in rows:
-            if r.get("sk") == ITEM_SK:
-                items[r["item_id"]] = r
-            elif r.get("channel"):
-                chans.setdefault(r["item_id"], {})[r["channel"]] = r
+        items, chans = group(rows)
         live = [i for i in items.values() if i.get("status") != REMOVED]
         settled = sum(1 for i in live if self.settled(i, chans.get(i["item_id"], {})))
         return {"items": len(live), "settled": settled}
