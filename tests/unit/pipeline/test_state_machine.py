@@ -281,3 +281,21 @@ def test_parsing_never_raises_on_garbage() -> None:
         body = garbage()
         result = parse_result(body if isinstance(body, dict) else {"output": body}, max_seconds=3600)
         assert 0.0 <= result.gpu_seconds <= 3600.0
+
+
+def test_a_scenes_dispatch_carries_one_thumbnail_put_per_possible_scene() -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    job = m.runpod.jobs[m.job("o", "a")]["input"]
+    assert job["channels"] == ["video_clip", "scenes"]
+    wanted = int(spec.CHANNELS["scenes"].preprocessing["max_scenes"])
+    assert job["thumbnails"] == [
+        m.storage.presign_put(keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", i), 60)
+        for i in range(wanted)
+    ]
+    m2 = Machine()  # a job without scenes carries none
+    m2.upload("o", "b")
+    assert "thumbnails" not in m2.runpod.jobs[m2.job("o", "b")]["input"]
