@@ -61,6 +61,11 @@ class Channel:
         return bool(self.preprocessing.get("per_frame"))
 
     @property
+    def thumbnails(self) -> int:
+        """How many thumbnail JPEGs (one per scene) a job of this channel may PUT: 0 for most channels."""
+        return int(self.preprocessing["max_scenes"]) if "thumbnail" in self.preprocessing else 0
+
+    @property
     def fingerprint(self) -> str:
         return _hash(self.canonical())[:16]
 

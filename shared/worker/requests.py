@@ -73,7 +73,7 @@ MRL_DIMS: tuple[int, ...] = tuple(
 
 # The channels an item of each modality may ask for (a video's audio track feeds the audio channels).
 THUMBNAIL_CHANNEL = "scenes"
-MAX_THUMBNAILS = int(spec.CHANNELS[THUMBNAIL_CHANNEL].preprocessing["max_scenes"])
+MAX_THUMBNAILS = spec.CHANNELS[THUMBNAIL_CHANNEL].thumbnails
 CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
     "video": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality in ("video", "audio")),
     "audio": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality == "audio"),

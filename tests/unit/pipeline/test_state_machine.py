@@ -299,3 +299,36 @@ def test_a_scenes_dispatch_carries_one_thumbnail_put_per_possible_scene() -> Non
     m2 = Machine()  # a job without scenes carries none
     m2.upload("o", "b")
     assert "thumbnails" not in m2.runpod.jobs[m2.job("o", "b")]["input"]
+
+
+def test_carried_scenes_bring_their_thumbnails_beside_the_new_version(monkeypatch) -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    assert m.webhook("o", "a", m.runpod.finish(m.job("o", "a"))) == "applied"
+    old = spec.SPEC_VERSION
+    assert m.storage.objects.get(keys.thumbnail_key(old, "scenes", "o", "a", 3)) is not None
+    monkeypatch.setattr(spec, "SPEC_VERSION", "2099-01-01-00000000")  # every recipe unchanged: all carried
+    m.p.advance("o", "a")
+    _, rows = m.ledger.rows("o", "a")
+    assert rows["scenes"]["spec_version"] == spec.SPEC_VERSION and rows["scenes"]["carried_from"] == old
+    for i in range(4):
+        assert m.storage.objects[keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", i)][0]
+    assert keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", 4) not in m.storage.objects
+    assert len(m.runpod.jobs) == 1  # no GPU work
+
+
+def test_a_carried_scenes_row_whose_thumbnail_is_gone_runs_again(monkeypatch) -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    m.webhook("o", "a", m.runpod.finish(m.job("o", "a")))
+    del m.storage.objects[keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", 2)]
+    monkeypatch.setattr(spec, "SPEC_VERSION", "2099-01-01-00000000")
+    m.p.advance("o", "a")
+    job = m.runpod.jobs[m.job("o", "a")]["input"]
+    assert job["channels"] == ["scenes"] and len(m.runpod.jobs) == 2
