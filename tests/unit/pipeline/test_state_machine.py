@@ -332,3 +332,13 @@ def test_a_carried_scenes_row_whose_thumbnail_is_gone_runs_again(monkeypatch) ->
     m.p.advance("o", "a")
     job = m.runpod.jobs[m.job("o", "a")]["input"]
     assert job["channels"] == ["scenes"] and len(m.runpod.jobs) == 2
+
+
+def test_a_scenes_result_keeps_each_scene_span_for_the_search_index() -> None:
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    assert m.webhook("o", "a", m.runpod.finish(m.job("o", "a"))) == "applied"
+    _, rows = m.ledger.rows("o", "a")
+    assert rows["scenes"]["spans"] == [[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]
+    assert rows["scenes"]["timestamps"] == [0.125, 0.375, 0.625, 0.875]
+    assert "spans" not in rows["video_clip"] or rows["video_clip"]["spans"] is None
