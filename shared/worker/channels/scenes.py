@@ -135,6 +135,13 @@ class Scenes(ChannelRunner):
 
     def check_settings(self, settings) -> None:
         check_clip_model(self, settings)
+        try:  # at start, not on the first video: a worker that cannot detect shots does not start
+            import scenedetect  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(
+                f"channel {self.name} needs PySceneDetect and OpenCV ({e}); install the gpu extra "
+                "(pip install '.[gpu]'), or leave scenes out of WORKER_CHANNELS"
+            ) from e
         pp = self.spec.preprocessing
         pairs = {
             "SCENE_ANALYSIS_FRAMES": (settings.scene_analysis_frames, int(pp["analysis_frames"])),
