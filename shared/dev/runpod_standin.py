@@ -312,6 +312,8 @@ class RunPodStandIn:
             )
             for i, ch in enumerate(inp.get("channels", [])):
                 data, meta = canned_artifact(ch, seed + i)
+                for put_url, _ in zip(inp.get("thumbnails") or (), meta.get("scenes", ()), strict=False):
+                    self.http.request("PUT", put_url, body=b"\xff\xd8canned-jpeg", timeout=30)
                 resp = self.http.request("PUT", inp["outputs"][ch], body=data, timeout=30)
                 if resp.status >= 300:
                     channels[ch] = {

@@ -342,3 +342,24 @@ def test_a_scenes_result_keeps_each_scene_span_for_the_search_index() -> None:
     assert rows["scenes"]["spans"] == [[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]
     assert rows["scenes"]["timestamps"] == [0.125, 0.375, 0.625, 0.875]
     assert "spans" not in rows["video_clip"] or rows["video_clip"]["spans"] is None
+
+
+@pytest.mark.parametrize(
+    "scenes",
+    [
+        [{"start": 0.0, "end": 1.0}, {"start": 2.0, "end": 1.5}],  # ends before it starts
+        [{"start": 2.0, "end": 3.0}, {"start": 0.0, "end": 1.0}],  # out of order
+        [{"start": -1.0, "end": 1.0}],
+        [{"start": 0.0, "end": float("nan")}],
+        [{"start": 0.0, "end": 1.0}] * 5,  # more than max_frames
+    ],
+)
+def test_scene_spans_that_cannot_be_spans_are_a_bad_output(scenes) -> None:
+    from shared.pipeline.job_output import ChannelReport
+
+    payload = {
+        "status": "COMPLETED",
+        "output": {"channels": {"scenes": {"status": "succeeded", "scenes": scenes}}},
+    }
+    got = parse_result(payload, max_seconds=600, max_frames=4).channels["scenes"]
+    assert not isinstance(got, ChannelReport) and got["code"] == "bad_output"
