@@ -61,6 +61,11 @@ class Channel:
         return bool(self.preprocessing.get("per_frame"))
 
     @property
+    def thumbnails(self) -> int:
+        """How many thumbnail JPEGs (one per scene) a job of this channel may PUT: 0 for most channels."""
+        return int(self.preprocessing["max_scenes"]) if "thumbnail" in self.preprocessing else 0
+
+    @property
     def fingerprint(self) -> str:
         return _hash(self.canonical())[:16]
 
@@ -166,6 +171,30 @@ _CHANNELS = (
             normalize="l2",
         ),
         description="CLIP image embedding of an uploaded image (optional 5-crop TTA, panorama tiling)",
+    ),
+    Channel(
+        "scenes",
+        RUNPOD,
+        "clip-vit-b-32",
+        512,
+        "video",
+        "npy",
+        _pp(
+            detector="scenedetect==0.7.2 AdaptiveDetector(adaptive_threshold=3, min_content_val=15)",
+            # analysis frames: the PyAV sampler's uniform timestamps, every frame of a short video
+            analysis_frames=1200,
+            analysis_side=224,  # px, longer side: what the detector reads and the keyframe comes from
+            min_shot_s=1.0,  # shorter shots are merged into a neighbour
+            max_shot_s=60.0,  # longer shots are split evenly
+            max_scenes=64,  # then the shortest scenes are merged until at most this many
+            keyframe="middle analysis frame",
+            thumbnail="jpeg q85",
+            pool="mean",
+            normalize="l2",
+            per_frame=True,  # rows 1..n: the scenes' keyframes; `timestamps` their times
+        ),
+        description="shots by PySceneDetect; per scene its span, a keyframe thumbnail and its CLIP vector",
+        default_on=False,  # opt-in (PIPELINE_CHANNELS/WORKER_CHANNELS) until search reads scene rows
     ),
     Channel(
         "person_query",

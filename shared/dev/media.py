@@ -374,3 +374,71 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
             cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (r != h))
         prev = cur
     return prev[-1] / len(ref)
+
+
+@dataclass(frozen=True)
+class ShotVideo:
+    """What `make_shot_video` wrote: the video, and the frame index where each hard cut starts a shot."""
+
+    video: SyntheticVideo
+    cuts: list[int]
+
+    @property
+    def cut_times(self) -> list[float]:
+        return [self.video.frame_times[i] for i in self.cuts]
+
+
+def _shot_image(seed: int, width: int, height: int) -> np.ndarray:
+    """A shot's look: coloured 8 px blocks over a base hue, different enough between seeds to be a cut."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=3)
+    blocks = rng.integers(-60, 61, size=(height // 8 + 2, width // 8 + 2, 3))
+    img = (base + blocks).clip(0, 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
+    return img[: height + 8, : width + 8]
+
+
+def make_shot_video(
+    path: Path | str,
+    shots: list[tuple[str, int]],
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (64, 48),
+    seed: int = 0,
+) -> ShotVideo:
+    """Encode shots back to back (h264, every frame a keyframe-free GOP of 2 s). Each entry is
+    (kind, frames): "pan" (a shot whose picture drifts 1 px a frame), "static" (one still picture) or
+    "fade" (a cross-fade from the previous shot's last picture to the next shot's first, no cut).
+    A "pan" or "static" shot that follows another directly starts with a hard cut."""
+    path = Path(path)
+    width, height = size
+    pictures: list[np.ndarray] = []
+    cuts: list[int] = []
+    looks = [_shot_image(seed * 1000 + i, width, height) for i in range(len(shots) + 1)]
+
+    def frame_of(look: np.ndarray, j: int, moving: bool) -> np.ndarray:
+        return np.roll(look, j if moving else 0, axis=1)[:height, :width]
+
+    for i, (kind, n) in enumerate(shots):
+        if kind == "fade":
+            prev, nxt = pictures[-1].astype(np.float32), frame_of(looks[i + 1], 0, False).astype(np.float32)
+            for j in range(n):
+                w = (j + 1) / (n + 1)
+                pictures.append(((1 - w) * prev + w * nxt).round().astype(np.uint8))
+            continue
+        if pictures and shots[i - 1][0] != "fade":
+            cuts.append(len(pictures))
+        pictures += [frame_of(looks[i], j, kind == "pan") for j in range(n)]
+    times = [i / fps for i in range(len(pictures))]
+    with av.open(str(path), "w", format="mp4") as out:
+        vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        vs.options = {"preset": "ultrafast", "crf": "12"}
+        vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
+        vs.codec_context.time_base = Fraction(1, 1000)
+        vs.codec_context.gop_size = max(1, round(2 * fps))
+        for t, img in zip(times, pictures, strict=True):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts = round(t * 1000)
+            frame.time_base = Fraction(1, 1000)
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode(None))
+    return ShotVideo(SyntheticVideo(path, times, width, height, fps, None), cuts)

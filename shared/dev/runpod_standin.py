@@ -113,11 +113,16 @@ def canned_artifact(channel: str, seed: int) -> tuple[bytes, dict[str, Any]]:
             "duration": 1.0,
         }
         return json.dumps(doc).encode(), {"language": "en", "segments": 1}
-    arr = _unit(rng, 1 + 4, ch.dims) if channel == "video_clip" else _unit(rng, ch.dims)
+    arr = _unit(rng, 1 + 4, ch.dims) if ch.per_row else _unit(rng, ch.dims)
     meta: dict[str, Any] = {"shape": list(arr.shape), "dims": int(arr.shape[-1]), "dtype": "float32"}
-    if channel == "video_clip":
+    if ch.per_row:  # video_clip's 4 frame rows, or scenes' 4 scene rows (their keyframes' seconds)
         arr[0] = arr[1:].mean(axis=0) / np.linalg.norm(arr[1:].mean(axis=0))
         meta["timestamps"] = [0.125, 0.375, 0.625, 0.875]  # the worker's pts of its 4 frame rows
+        if ch.thumbnails:
+            meta["scenes"] = [
+                {"start": i / 4, "end": (i + 1) / 4, "keyframe": t, "thumbnail": i}
+                for i, t in enumerate(meta["timestamps"])
+            ]
     return _npy(arr), meta
 
 
@@ -307,6 +312,8 @@ class RunPodStandIn:
             )
             for i, ch in enumerate(inp.get("channels", [])):
                 data, meta = canned_artifact(ch, seed + i)
+                for put_url, _ in zip(inp.get("thumbnails") or (), meta.get("scenes", ()), strict=False):
+                    self.http.request("PUT", put_url, body=b"\xff\xd8canned-jpeg", timeout=30)
                 resp = self.http.request("PUT", inp["outputs"][ch], body=data, timeout=30)
                 if resp.status >= 300:
                     channels[ch] = {

@@ -19,7 +19,7 @@ import numpy as np
 from shared import spec
 from shared.errors import EmbeddingError, InvalidInput
 from shared.pipeline import lambda_channels, plan
-from shared.pipeline.core import Core, Outcome, artifact_key, error_fields
+from shared.pipeline.core import Core, Outcome, artifact_key, error_fields, thumbnail_keys
 from shared.pipeline.ledger import (
     PERSON,
     REMOVED,
@@ -108,13 +108,25 @@ class Advance(Core):
             new_key = None
             if row.get("status") == SUCCEEDED:
                 new_key = artifact_key(d.channel, owner_id, item_id)
-                if not self.storage.copy(str(row.get("artifact_key") or ""), new_key):
+                if not self._carry_thumbnails(owner_id, item_id, d.channel, row) or not self.storage.copy(
+                    str(row.get("artifact_key") or ""), new_key
+                ):
                     out.append(plan.Decision(d.channel, True, "artifact_missing"))
                     continue
             if self.ledger.carry_channel(owner_id, item_id, d.channel, row, spec.SPEC_VERSION, new_key):
                 row.update(spec_version=spec.SPEC_VERSION, **({"artifact_key": new_key} if new_key else {}))
             out.append(plan.Decision(d.channel, False, "carried"))
         return out
+
+    def _carry_thumbnails(self, owner_id: str, item_id: str, channel: str, row: Mapping[str, Any]) -> bool:
+        """A carried channel's thumbnails (scenes: one per scene row, counted by its timestamps) are
+        copied beside the new version too, before its artifact; False when one is gone."""
+        if not spec.CHANNELS[channel].thumbnails or not row.get("spec_version"):
+            return True
+        count = len(row.get("timestamps") or ())
+        old = thumbnail_keys(channel, owner_id, item_id, count, str(row["spec_version"]))
+        new = thumbnail_keys(channel, owner_id, item_id, count)
+        return all(self.storage.copy(a, b) for a, b in zip(old, new, strict=True))
 
     def _run_lambda_channels(
         self,

@@ -41,6 +41,14 @@ def artifact_key(channel: str, owner_id: str, item_id: str, spec_version: str | 
     return keys.embedding_key(spec_version, channel, owner_id, item_id)
 
 
+def thumbnail_keys(
+    channel: str, owner_id: str, item_id: str, count: int, spec_version: str | None = None
+) -> list[str]:
+    """Where a channel's first `count` thumbnails (its scenes' keyframes) of one spec version live."""
+    spec_version = spec_version or spec.SPEC_VERSION
+    return [keys.thumbnail_key(spec_version, channel, owner_id, item_id, i) for i in range(count)]
+
+
 def error_fields(e: EmbeddingError) -> dict[str, Any]:
     """An error as a ledger row records it."""
     return {"code": e.code, "message": e.public_message[:500], "retryable": bool(e.retryable)}

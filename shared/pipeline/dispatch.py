@@ -12,7 +12,7 @@ from typing import Any
 from shared import spec
 from shared.errors import InvalidInput
 from shared.pipeline import tokens
-from shared.pipeline.core import Core, Outcome, artifact_key, error_fields
+from shared.pipeline.core import Core, Outcome, artifact_key, error_fields, thumbnail_keys
 from shared.pipeline.plan import PENDING, QUARANTINED
 from shared.pipeline.policy import quarantine_reason
 from shared.pipeline.runpod_client import AmbiguousSubmit, RunPodError
@@ -65,6 +65,12 @@ class Dispatch(Core):
             },
             "fingerprints": {ch: spec.CHANNELS[ch].fingerprint for ch in channels},
         }
+        for ch in channels:  # scenes: one PUT per possible scene, the worker fills the first n
+            if spec.CHANNELS[ch].thumbnails:
+                job_input["thumbnails"] = [
+                    self.storage.presign_put(key, ttl)
+                    for key in thumbnail_keys(ch, owner_id, item_id, spec.CHANNELS[ch].thumbnails)
+                ]
         token = tokens.sign(self.webhook_key, owner_id, item_id, dispatch_id, int(now + ttl + 3600))
         policy = {"executionTimeout": self.settings.execution_timeout_s * 1000, "ttl": ttl * 1000}
         try:

@@ -65,6 +65,15 @@ def bad_output(message: str) -> dict[str, Any]:
 Seconds = Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]
 
 
+class SceneSpan(BaseModel):
+    """One scene of a thumbnail channel's report: its span in seconds (other keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    start: Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]
+    end: Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]
+
+
 class ChannelReport(BaseModel):
     """One channel as the worker reports it."""
 
@@ -78,9 +87,11 @@ class ChannelReport(BaseModel):
     random: bool = Field(default=False, strict=True)
     seconds: Seconds = 0.0
     timestamps: list[Annotated[float, Field(ge=0.0, allow_inf_nan=False, strict=True)]] | None = None
+    # a thumbnail channel's scenes ({start, end, ...} each; only the span is kept), one per scene row
+    scenes: list[SceneSpan] | None = None
     error: Any = None
 
-    @field_validator("timestamps", mode="before")
+    @field_validator("timestamps", "scenes", mode="before")
     @classmethod
     def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
         limit = (info.context or {}).get("max_frames", DEFAULT_MAX_FRAMES)
@@ -93,6 +104,15 @@ class ChannelReport(BaseModel):
     def _ordered(cls, v: list[float] | None) -> list[float] | None:
         if v is not None and any(b < a for a, b in itertools.pairwise(v)):
             raise ValueError("frame times out of order")
+        return v
+
+    @field_validator("scenes")
+    @classmethod
+    def _spans(cls, v: list[SceneSpan] | None) -> list[SceneSpan] | None:
+        if v is not None and (
+            any(s.end < s.start for s in v) or any(b.start < a.start for a, b in itertools.pairwise(v))
+        ):
+            raise ValueError("scene spans out of order")
         return v
 
     @field_validator("model", "model_name", mode="before")

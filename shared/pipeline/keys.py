@@ -5,6 +5,7 @@
     embeddings/{spec_version}/{channel}/{owner_id}/{item_id}.npy   float32, L2-normalised
     embeddings/{spec_version}/{channel}/{owner_id}/persons/{person_id}[/{photo}].npy   persons
     transcripts/{spec_version}/{owner_id}/{item_id}.json
+    thumbnails/{spec_version}/{channel}/{owner_id}/{item_id}/{index}.jpg   scene keyframes
     manifests/{spec_version}/{owner_id}/manifest.parquet
     manifests/current/{owner_id}.json                              the version readers use now
     search/{spec_version}/{owner_id}/                              the owner's search tables (LanceDB)
@@ -168,6 +169,11 @@ def _artifact_stem(item_id: str) -> str:
 
 def embedding_key(spec_version: str, channel: str, owner_id: str, item_id: str) -> str:
     return f"embeddings/{spec_version}/{channel}/{owner_id}/{_artifact_stem(item_id)}.npy"
+
+
+def thumbnail_key(spec_version: str, channel: str, owner_id: str, item_id: str, index: int) -> str:
+    """A channel's thumbnail `index` (a scene's keyframe) of one item, beside the version's artifacts."""
+    return f"thumbnails/{spec_version}/{channel}/{owner_id}/{item_id}/{index}.jpg"
 
 
 def transcript_key(spec_version: str, owner_id: str, item_id: str) -> str:

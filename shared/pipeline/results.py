@@ -154,6 +154,11 @@ class Results(Core):
             if times is not None and len(times) != rows - 1:
                 return PENDING, {"error": bad_output("the report's timestamps do not match the frame rows")}
             extra["timestamps"] = times
+            if spec.CHANNELS[channel].thumbnails:  # scenes: each row's span, kept for the search index
+                spans = report.scenes
+                if spans is not None and len(spans) != rows - 1:
+                    return PENDING, {"error": bad_output("the report's scenes do not match the scene rows")}
+                extra["spans"] = [[s.start, s.end] for s in spans] if spans is not None else None
         return SUCCEEDED, {
             **extra,
             "artifact_key": key,

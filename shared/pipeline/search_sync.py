@@ -128,6 +128,7 @@ class SearchSync(Core):
         mine = self.indexed_rows(item, rows)
         parts = [
             f"{c}:{r.get('status')}:{r.get('sha256', '')}:{r.get('timestamps')}"
+            + (f":{r['spans']}" if r.get("spans") is not None else "")  # scenes only: others' digests stay
             for c, r in sorted(mine.items())
         ]
         digest = plan.hash_of(str(item.get("kind", "")), str(item.get("meta_hash", "")), *parts)

@@ -27,7 +27,8 @@ FRAME = "frame"
 IMAGE = "image"
 ITEM = "item"  # item-level: no span of its own (text_meta, the pooled video vector)
 PERSON = "person"
-KINDS = (TRANSCRIPT_WINDOW, FRAME, IMAGE, ITEM, PERSON)
+SCENE = "scene"  # a shot of a video: its span, its keyframe's vector (thumbnail: rows.scene_thumbnail_key)
+KINDS = (TRANSCRIPT_WINDOW, FRAME, IMAGE, ITEM, PERSON, SCENE)
 
 # vector spaces: table name -> (model, dims). A channel's space follows from its spec entry's model.
 TEXT, VISUAL, PERSONS = "text", "visual", "persons"

@@ -149,6 +149,9 @@ class ArtifactIndex:
                 elif channel == "video_clip":
                     art.video_clip = vector(channel)
                     art.frame_timestamps = ready[channel].get("timestamps")
+                elif channel == "scenes":
+                    art.scenes = vector(channel)
+                    art.scene_spans = ready[channel].get("spans")
                 elif channel == "image_clip":
                     art.image_clip = vector(channel)
                 elif channel == "text_meta":

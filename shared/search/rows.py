@@ -5,6 +5,9 @@ What each channel's artifact becomes (DESIGN.md, S3 keys; shapes from shared/wor
     transcript    JSON {"segments": [{"start", "end", "text"}], "duration", ...} -> transcript windows
                   (segments merged into ~10-30 s overlapping windows), each embedded with MiniLM
     video_clip    .npy [1 + n, 512], row 0 the pooled video vector -> one item row (pooled) + n frames
+    scenes        .npy [1 + n, 512], rows 1..n the scenes' keyframes -> n scene rows, each spanning its
+                  scene (the ledger's `spans`), its thumbnail at `scene_thumbnail_key`; frames stay for
+                  refining the moment inside a scene
     image_clip    .npy [512] -> one image row
     text_meta     .npy [384] + meta.json's title/description/query -> one item row with that text
     person_query  .npy [512] -> one person row (item_id "@{person_id}")
@@ -32,13 +35,14 @@ from typing import Any
 import numpy as np
 
 from shared.errors import InvalidInput
-from shared.pipeline.keys import ID_RE, person_item_id
+from shared.pipeline.keys import ID_RE, person_item_id, thumbnail_key
 from shared.search.engine import (
     FRAME,
     IMAGE,
     ITEM,
     PERSON,
     PERSONS,
+    SCENE,
     SPACES,
     TEXT,
     TRANSCRIPT_WINDOW,
@@ -56,6 +60,7 @@ INDEXED_CHANNELS: dict[str, str] = {
     "video_clip": VISUAL,
     "image_clip": VISUAL,
     "person_query": PERSONS,
+    "scenes": VISUAL,
 }
 META_FIELDS = ("title", "description", "query")
 
@@ -75,6 +80,8 @@ class ItemArtifacts:
     video_clip: np.ndarray | None = None  # [1 + n, 512]
     frame_timestamps: Sequence[float] | None = None  # the worker's `timestamps`, when kept
     duration_s: float | None = None  # the media's duration, when known
+    scenes: np.ndarray | None = None  # [1 + n, 512]
+    scene_spans: Sequence[Sequence[float]] | None = None  # [start, end] per scene row, as the ledger keeps
     image_clip: np.ndarray | None = None  # [512]
     text_meta: np.ndarray | None = None  # [384]
     meta: Mapping[str, Any] | None = None  # meta.json: title, description, query
@@ -303,6 +310,70 @@ def video_rows(
     return rows
 
 
+def scene_rows(
+    owner_id: str,
+    item_id: str,
+    matrix: np.ndarray,
+    spans: Sequence[Sequence[float]] | None,
+    *,
+    settings: SearchSettings = DEFAULTS,
+    notes: list[str] | None = None,
+) -> list[Row]:
+    """scenes' [1 + n, 512]: rows 1..n -> scene rows `{item_id}:scenes:{i}` spanning their scenes (row 0,
+    the pooled vector, is left out: video_clip's item row stands for the whole video). Without spans, no
+    rows; more than max_frames_per_item scenes are thinned evenly."""
+    check_ids(owner_id, item_id)
+    dims = SPACES[VISUAL][1]
+    m = np.asarray(matrix, dtype=np.float32)
+    if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] != dims:
+        raise InvalidInput(f"must be a [1 + scenes, {dims}] matrix", field="scenes")
+    n = len(m) - 1
+    if n == 0:
+        return []
+    if spans is None:
+        if notes is not None:
+            notes.append("scenes: left out (no spans kept)")
+        return []
+    pairs = []
+    for span in spans:
+        start, end = (_finite(span[0]), _finite(span[1])) if len(span) == 2 else (None, None)
+        if start is None or end is None or start < 0 or end < start:
+            raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
+        pairs.append((start, end))
+    if len(pairs) != n:
+        raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
+    keep = np.arange(n)
+    if n > settings.max_frames_per_item:
+        keep = np.unique(np.linspace(0, n - 1, settings.max_frames_per_item).round().astype(int))
+        if notes is not None:
+            notes.append(f"scenes: {n} scenes thinned to {len(keep)}")
+    return [
+        Row(
+            f"{item_id}:scenes:{i + 1}",
+            VISUAL,
+            SCENE,
+            owner_id,
+            item_id,
+            "scenes",
+            round(pairs[i][0], 3),
+            round(pairs[i][1], 3),
+            "",
+            _unit(m[i + 1], dims, "scenes"),
+        )
+        for i in (int(k) for k in keep)
+    ]
+
+
+def scene_thumbnail_key(spec_version: str, owner_id: str, item_id: str, row_id: str) -> str | None:
+    """The keyframe JPEG of a scene row (or hit) `{item_id}:scenes:{i}` of an index of `spec_version`;
+    None for any other row."""
+    prefix = f"{item_id}:scenes:"
+    if not row_id.startswith(prefix) or not row_id[len(prefix) :].isdigit():
+        return None
+    index = int(row_id[len(prefix) :]) - 1
+    return thumbnail_key(spec_version, "scenes", owner_id, item_id, index) if index >= 0 else None
+
+
 def image_rows(owner_id: str, item_id: str, vector: np.ndarray) -> list[Row]:
     check_ids(owner_id, item_id)
     v = _unit(vector, SPACES[VISUAL][1], "image_clip")
@@ -368,6 +439,8 @@ def item_rows(
             settings=settings,
             notes=out.notes,
         )
+    if a.scenes is not None:
+        out.rows += scene_rows(owner_id, item_id, a.scenes, a.scene_spans, settings=settings, notes=out.notes)
     if a.image_clip is not None:
         out.rows += image_rows(owner_id, item_id, a.image_clip)
     if a.text_meta is not None:

@@ -7,8 +7,10 @@ Accepted `job["input"]` shapes (every object refuses unknown keys; types are str
      "source_url": URL,                      presigned GET of the source object
      "channels": [CHANNEL, ...],             RunPod channels of shared.spec valid for the modality
      "outputs": {CHANNEL: URL, ...},         one presigned PUT per channel, no others
-     "fingerprints": {CHANNEL: HEX, ...}?}   what the dispatcher expects (shared.spec); a channel whose
+     "fingerprints": {CHANNEL: HEX, ...}?,  what the dispatcher expects (shared.spec); a channel whose
                                              fingerprint differs fails instead of writing a stale artifact
+     "thumbnails": [URL, ...]?}              presigned PUTs of the scenes channel's keyframe JPEGs: with
+                                             scenes exactly its spec's max_scenes, without it none
     {"task": "transcribe", "source_url": URL, "language": "en"?, "vad": bool?, "word_timestamps": bool?,
      "beam_size": 1..10?}
     {"task": "clip_text", "texts": [str, ...]}
@@ -22,7 +24,7 @@ MAX_TEXT_CHARS characters here; its token limit (QWEN3VL_MAX_TEXT_TOKENS) is che
 before any download.
 
 ID is `[A-Za-z0-9_-]{1,64}`; URL is absolute http(s). Channels valid per modality: video -> video_clip,
-video_mae, audio_wav2vec2, transcript (the audio track), video_qwen3vl; audio -> audio_wav2vec2,
+scenes, video_mae, audio_wav2vec2, transcript (the audio track), video_qwen3vl; audio -> audio_wav2vec2,
 transcript; image -> image_clip. Errors are InvalidInput (PayloadTooLarge for an oversized base64 image) whose
 `field` is the path into the job, e.g. "input.item.owner_id"; messages never echo the value sent, and
 a key the schema does not know appears in the path as `*`.
@@ -70,6 +72,8 @@ MRL_DIMS: tuple[int, ...] = tuple(
 )
 
 # The channels an item of each modality may ask for (a video's audio track feeds the audio channels).
+THUMBNAIL_CHANNEL = "scenes"
+MAX_THUMBNAILS = spec.CHANNELS[THUMBNAIL_CHANNEL].thumbnails
 CHANNELS_BY_MODALITY: dict[str, tuple[str, ...]] = {
     "video": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality in ("video", "audio")),
     "audio": tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].modality == "audio"),
@@ -141,6 +145,7 @@ class EmbedItemRequest(_Strict):
     channels: list[str] = Field(min_length=1)
     outputs: dict[str, Url]
     fingerprints: dict[str, str] | None = None
+    thumbnails: list[Url] | None = Field(default=None, max_length=MAX_THUMBNAILS)
 
     def check_channels(self) -> None:
         """Channels valid for the modality, each with exactly one output URL (InvalidInput with the path)."""
@@ -163,6 +168,13 @@ class EmbedItemRequest(_Strict):
                 raise InvalidInput(
                     "an output URL for a channel that was not requested", field=f"input.outputs.{_name(ch)}"
                 )
+        wanted = MAX_THUMBNAILS if THUMBNAIL_CHANNEL in seen else 0
+        if len(self.thumbnails or ()) != wanted:
+            raise InvalidInput(
+                f"expected {wanted} thumbnail URLs (one per possible scene of the {THUMBNAIL_CHANNEL} "
+                "channel, none without it)",
+                field="input.thumbnails",
+            )
         for ch in self.fingerprints or {}:
             if ch not in seen:
                 raise InvalidInput(

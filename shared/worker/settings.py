@@ -32,6 +32,7 @@ EMBEDDING_BACKENDS = ("qwen3_vl", "deterministic")
 WHISPER_BACKENDS = ("faster_whisper", "transformers")
 TEXT_OVERFLOW = ("truncate", "refuse")
 DEFAULT_TASKS = tuple(t for t in TASKS if t not in QWEN3VL_TASKS)
+_SCENES = spec.CHANNELS["scenes"].preprocessing
 DEFAULT_CHANNELS = tuple(c for c in spec.RUNPOD_CHANNELS if spec.CHANNELS[c].default_on)
 
 
@@ -208,6 +209,29 @@ class WorkerSettings:
         "most panorama tiles per image; a wider image is cut into N tiles, each squeezed to a square and "
         "one view (no 5-crop TTA per tile), so an image costs at most max(5, N) views",
         default=2,
+    )
+    scene_analysis_frames: int = setting(
+        "SCENE_ANALYSIS_FRAMES",
+        positive(int),
+        "frames the scenes channel decodes and analyses per video (uniform by timestamp: every frame of a "
+        "short video, fewer per second of a long one), so a long video costs a bounded amount",
+        default=int(_SCENES["analysis_frames"]),
+    )
+    scene_min_shot_s: float = setting(
+        "SCENE_MIN_SHOT_S", _non_negative_float, "scenes shorter than this are merged", default=1.0
+    )
+    scene_max_shot_s: float = setting(
+        "SCENE_MAX_SHOT_S",
+        _seconds,
+        "scenes longer than this are split evenly (SCENE_MAX_SCENES has the last word on a long video)",
+        default=60.0,
+    )
+    scene_max_scenes: int = setting(
+        "SCENE_MAX_SCENES",
+        positive(int),
+        "most scenes per video (the shortest are merged into a neighbour until this many); the dispatcher "
+        "presigns this many thumbnail PUTs",
+        default=int(_SCENES["max_scenes"]),
     )
     max_image_aspect: float = setting(
         "MAX_IMAGE_ASPECT",

@@ -37,6 +37,7 @@ class Artifact:
     data: bytes
     content_type: str
     meta: dict[str, Any]
+    thumbnails: tuple[bytes, ...] = ()  # JPEGs PUT to the job's `thumbnails` URLs, in order, before `data`
 
 
 @dataclass

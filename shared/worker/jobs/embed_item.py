@@ -177,6 +177,17 @@ async def _channel(
         with model_time.measure() as model_seconds:
             artifact = await runner.compute(worker, decoded)
         computed = model_time.clock() - started
+        if len(artifact.thumbnails) > len(req.thumbnails or ()):
+            raise InvalidInput(
+                f"{len(artifact.thumbnails)} thumbnails but fewer URLs", field="input.thumbnails"
+            )
+        # thumbnails first: an artifact in S3 means its thumbnails are there too
+        await asyncio.gather(
+            *(
+                asyncio.to_thread(worker.upload, put_url, jpeg, "image/jpeg")
+                for put_url, jpeg in zip(req.thumbnails or (), artifact.thumbnails, strict=False)
+            )
+        )
         await asyncio.to_thread(worker.upload, req.outputs[name], artifact.data, artifact.content_type)
     except Exception as e:  # the channel's fault boundary: the other channels still finish
         payload, refresh = failure(e, f"channel {name}", scrub=(workdir,))

@@ -68,6 +68,12 @@ def test_bad_keys_are_refused_without_echoing_them(key: str) -> None:
     assert key not in e.value.public_message
 
 
+def test_thumbnail_keys_sit_beside_the_spec_versions_artifacts() -> None:
+    assert keys.thumbnail_key("2026-11-23-abcd1234", "scenes", "own", "it", 3) == (
+        "thumbnails/2026-11-23-abcd1234/scenes/own/it/3.jpg"
+    )
+
+
 def test_bad_event_keys() -> None:
     for raw in (None, "", 5, "x" * 4000):
         with pytest.raises(InvalidKey):
@@ -86,6 +92,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "audio_wav2vec2",
         "transcript",
         "text_transcript",
+        "scenes",
         "video_qwen3vl",
     )
     assert set(plan.applicable(inputs("video", meta=True), enabled)) == {
@@ -95,6 +102,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "transcript",
         "text_transcript",
         "video_qwen3vl",
+        "scenes",
         "text_meta",
         "text_fused",
     }

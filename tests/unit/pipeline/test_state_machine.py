@@ -281,3 +281,85 @@ def test_parsing_never_raises_on_garbage() -> None:
         body = garbage()
         result = parse_result(body if isinstance(body, dict) else {"output": body}, max_seconds=3600)
         assert 0.0 <= result.gpu_seconds <= 3600.0
+
+
+def test_a_scenes_dispatch_carries_one_thumbnail_put_per_possible_scene() -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    job = m.runpod.jobs[m.job("o", "a")]["input"]
+    assert job["channels"] == ["video_clip", "scenes"]
+    wanted = int(spec.CHANNELS["scenes"].preprocessing["max_scenes"])
+    assert job["thumbnails"] == [
+        m.storage.presign_put(keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", i), 60)
+        for i in range(wanted)
+    ]
+    m2 = Machine()  # a job without scenes carries none
+    m2.upload("o", "b")
+    assert "thumbnails" not in m2.runpod.jobs[m2.job("o", "b")]["input"]
+
+
+def test_carried_scenes_bring_their_thumbnails_beside_the_new_version(monkeypatch) -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    assert m.webhook("o", "a", m.runpod.finish(m.job("o", "a"))) == "applied"
+    old = spec.SPEC_VERSION
+    assert m.storage.objects.get(keys.thumbnail_key(old, "scenes", "o", "a", 3)) is not None
+    monkeypatch.setattr(spec, "SPEC_VERSION", "2099-01-01-00000000")  # every recipe unchanged: all carried
+    m.p.advance("o", "a")
+    _, rows = m.ledger.rows("o", "a")
+    assert rows["scenes"]["spec_version"] == spec.SPEC_VERSION and rows["scenes"]["carried_from"] == old
+    for i in range(4):
+        assert m.storage.objects[keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", i)][0]
+    assert keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", 4) not in m.storage.objects
+    assert len(m.runpod.jobs) == 1  # no GPU work
+
+
+def test_a_carried_scenes_row_whose_thumbnail_is_gone_runs_again(monkeypatch) -> None:
+    from shared import spec
+    from shared.pipeline import keys
+
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    m.webhook("o", "a", m.runpod.finish(m.job("o", "a")))
+    del m.storage.objects[keys.thumbnail_key(spec.SPEC_VERSION, "scenes", "o", "a", 2)]
+    monkeypatch.setattr(spec, "SPEC_VERSION", "2099-01-01-00000000")
+    m.p.advance("o", "a")
+    job = m.runpod.jobs[m.job("o", "a")]["input"]
+    assert job["channels"] == ["scenes"] and len(m.runpod.jobs) == 2
+
+
+def test_a_scenes_result_keeps_each_scene_span_for_the_search_index() -> None:
+    m = Machine(channels=("video_clip", "scenes"))
+    m.upload("o", "a")
+    assert m.webhook("o", "a", m.runpod.finish(m.job("o", "a"))) == "applied"
+    _, rows = m.ledger.rows("o", "a")
+    assert rows["scenes"]["spans"] == [[0.0, 0.25], [0.25, 0.5], [0.5, 0.75], [0.75, 1.0]]
+    assert rows["scenes"]["timestamps"] == [0.125, 0.375, 0.625, 0.875]
+    assert "spans" not in rows["video_clip"] or rows["video_clip"]["spans"] is None
+
+
+@pytest.mark.parametrize(
+    "scenes",
+    [
+        [{"start": 0.0, "end": 1.0}, {"start": 2.0, "end": 1.5}],  # ends before it starts
+        [{"start": 2.0, "end": 3.0}, {"start": 0.0, "end": 1.0}],  # out of order
+        [{"start": -1.0, "end": 1.0}],
+        [{"start": 0.0, "end": float("nan")}],
+        [{"start": 0.0, "end": 1.0}] * 5,  # more than max_frames
+    ],
+)
+def test_scene_spans_that_cannot_be_spans_are_a_bad_output(scenes) -> None:
+    from shared.pipeline.job_output import ChannelReport
+
+    payload = {
+        "status": "COMPLETED",
+        "output": {"channels": {"scenes": {"status": "succeeded", "scenes": scenes}}},
+    }
+    got = parse_result(payload, max_seconds=600, max_frames=4).channels["scenes"]
+    assert not isinstance(got, ChannelReport) and got["code"] == "bad_output"

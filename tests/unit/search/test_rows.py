@@ -207,3 +207,31 @@ def test_load_transcript():
 def test_settings_are_bounded(kw):
     with pytest.raises(ConfigError):
         SearchSettings(**kw)
+
+
+def test_scene_rows_span_their_scenes_and_name_their_thumbnails():
+    from shared.search.engine import SCENE
+
+    rng = np.random.default_rng(5)
+    m = rng.standard_normal((4, 512)).astype(np.float32)
+    spans = [[0, 2.5], [2.5, 7.25], [7.25, 9.0]]
+    notes: list[str] = []
+    rows = R.scene_rows("own", "vid", m, spans, notes=notes)
+    assert [(r.id, r.kind, r.space, r.channel) for r in rows] == [
+        (f"vid:scenes:{i}", SCENE, VISUAL, "scenes") for i in (1, 2, 3)
+    ]
+    assert [(r.start_s, r.end_s) for r in rows] == [(0.0, 2.5), (2.5, 7.25), (7.25, 9.0)]
+    np.testing.assert_allclose(rows[1].vector, m[2] / np.linalg.norm(m[2]), atol=1e-6)
+    assert R.scene_thumbnail_key("v1", "own", "vid", rows[0].id) == "thumbnails/v1/scenes/own/vid/0.jpg"
+    assert R.scene_thumbnail_key("v1", "own", "vid", "vid:video_clip:1") is None
+    assert R.scene_rows("own", "vid", m, None, notes=notes) == [] and notes == [
+        "scenes: left out (no spans kept)"
+    ]
+    with pytest.raises(InvalidInput):
+        R.scene_rows("own", "vid", m, spans[:2])
+    with pytest.raises(InvalidInput):
+        R.scene_rows("own", "vid", m, [[0, 1], [3, 2], [3, 4]])
+    few = R.scene_rows("own", "vid", m, spans, settings=SearchSettings(max_frames_per_item=2))
+    assert [r.id for r in few] == ["vid:scenes:1", "vid:scenes:3"]
+    built = R.item_rows("own", "vid", R.ItemArtifacts(scenes=m, scene_spans=spans), lambda t: None)
+    assert [r.kind for r in built.rows] == [SCENE] * 3

@@ -26,6 +26,7 @@ def test_default_channels_match_design():
         "image_clip",
         "person_query",
         "video_qwen3vl",
+        "scenes",
     }
     assert set(spec.RUNPOD_CHANNELS) == {
         "video_clip",
@@ -34,6 +35,7 @@ def test_default_channels_match_design():
         "transcript",
         "image_clip",
         "video_qwen3vl",
+        "scenes",
     }
     assert spec.CHANNELS["text_fused"].dims == 768
     assert spec.CHANNELS["text_meta"].dims == 384
@@ -79,7 +81,7 @@ def test_a_model_revision_change_reaches_every_channel_using_it(monkeypatch):
     before = spec.fingerprints()
     monkeypatch.setattr(registry, "REGISTRY", patched)
     after = spec.fingerprints()
-    assert {n for n in before if before[n] != after[n]} == {"video_clip", "image_clip"}
+    assert {n for n in before if before[n] != after[n]} == {"video_clip", "image_clip", "scenes"}
 
 
 def test_registry_entries_are_pinned_and_complete():
@@ -102,7 +104,7 @@ def test_video_qwen3vl_is_in_the_spec_but_off_by_default():
 
     ch = spec.CHANNELS["video_qwen3vl"]
     assert ch.default_on is False and ch.dims == registry.get(ch.model).dims == 2048
-    assert [n for n, c in spec.CHANNELS.items() if not c.default_on] == ["video_qwen3vl"]
+    assert [n for n, c in spec.CHANNELS.items() if not c.default_on] == ["scenes", "video_qwen3vl"]
     assert "video_qwen3vl" not in DEFAULT_CHANNELS and "video_clip" in DEFAULT_CHANNELS
     assert "video_qwen3vl" not in WorkerSettings().channels
     # the deployment's channel settings turn it on

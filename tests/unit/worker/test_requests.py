@@ -272,6 +272,7 @@ def test_channel_table_follows_the_spec():
         "video_mae",
         "audio_wav2vec2",
         "transcript",
+        "scenes",
         "video_qwen3vl",
     )
     assert CHANNELS_BY_MODALITY["audio"] == ("audio_wav2vec2", "transcript")

@@ -21,7 +21,7 @@ def test_defaults_on_a_cpu_machine():
     s = build()
     assert s.device == "cpu" and s.precision == "fp32"
     assert s.clip_model == "clip-vit-b-32"
-    assert s.channels == tuple(c for c in spec.RUNPOD_CHANNELS if c != "video_qwen3vl")
+    assert s.channels == tuple(c for c in spec.RUNPOD_CHANNELS if c not in ("video_qwen3vl", "scenes"))
     assert (s.embedding_backend, s.whisper_backend, s.embedding_dims) == ("qwen3_vl", "faster_whisper", 2048)
     assert s.tasks == ("embed_item", "transcribe", "clip_text", "clip_image")
     assert s.tta is True and s.panorama_max_ratio == 2.6
