@@ -26,6 +26,7 @@ video_qwen3vl) are not indexed: `INDEXED_CHANNELS` says which are.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -169,6 +170,44 @@ def transcript_windows(segments: Any, settings: SearchSettings = DEFAULTS) -> li
                 break
         i = nxt
     return windows
+
+
+def check_spans(spans: Any, limit: int) -> list[tuple[float, float]]:
+    """A scenes row's `spans` ([start, end] seconds per scene row, as the ledger keeps them) as pairs:
+    at most `limit` of them (counted before any is read), each finite with 0 <= start <= end, in time
+    order."""
+    if not isinstance(spans, list | tuple):
+        raise InvalidInput("must be a list of [start, end] pairs", field="scene_spans")
+    if len(spans) > limit:
+        raise InvalidInput(f"holds more than {limit} scenes", field="scene_spans")
+    pairs = []
+    for span in spans:
+        ok = isinstance(span, list | tuple) and len(span) == 2
+        start, end = (_finite(span[0]), _finite(span[1])) if ok else (None, None)
+        if start is None or end is None or start < 0 or end < start:
+            raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
+        if pairs and start < pairs[-1][0]:
+            raise InvalidInput("must be in time order", field="scene_spans")
+        pairs.append((start, end))
+    return pairs
+
+
+def scene_texts(segments: Any, spans: Sequence[tuple[float, float]]) -> list[str]:
+    """The transcript's words inside each scene's [start, end) (the last scene's end included): a word
+    belongs to the scene holding its midpoint. Whisper's segments carry no word times here (the spec's
+    transcript has word_timestamps off), so a segment's words share its span evenly. One text per
+    scene, "" for a scene without words; the scene_text channel and the index both read this."""
+    out: list[list[str]] = [[] for _ in spans]
+    starts = [s for s, _ in spans]
+    for seg in clean_segments(segments):
+        words = seg.text.split()
+        step = (seg.end_s - seg.start_s) / len(words)
+        for n, word in enumerate(words):
+            t = seg.start_s + (n + 0.5) * step
+            i = bisect.bisect_right(starts, t) - 1
+            if i >= 0 and (t < spans[i][1] or (i == len(spans) - 1 and t <= spans[i][1])):
+                out[i].append(word)
+    return [" ".join(words) for words in out]
 
 
 def _unit(vector: Any, dims: int, what: str) -> np.ndarray:
@@ -334,12 +373,7 @@ def scene_rows(
         if notes is not None:
             notes.append("scenes: left out (no spans kept)")
         return []
-    pairs = []
-    for span in spans:
-        start, end = (_finite(span[0]), _finite(span[1])) if len(span) == 2 else (None, None)
-        if start is None or end is None or start < 0 or end < start:
-            raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
-        pairs.append((start, end))
+    pairs = check_spans(spans, n)
     if len(pairs) != n:
         raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
     keep = np.arange(n)
