@@ -106,7 +106,7 @@ class SceneText:
         if vectors.shape != (len(texts), dims):
             raise InvalidInput(f"the text model returned a wrong shape (want [n, {dims}])", field=self.name)
         worded = [i for i, t in enumerate(texts) if t]
-        pooled = vectors[worded].mean(axis=0) if worded else np.asarray(model.embed([""]), np.float32)[0]
+        pooled = vectors[worded].mean(axis=0) if worded else vectors[0]  # no words at all: MiniLM("")
         return np.vstack([pooled / max(float(np.linalg.norm(pooled)), 1e-12), vectors])
 
 

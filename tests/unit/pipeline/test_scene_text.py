@@ -89,3 +89,21 @@ def test_a_scenes_row_without_spans_fails_scene_text_with_its_reason_and_writes_
     assert rows["scene_text"]["error"]["message"] == "scenes: the scenes result keeps no scene spans"
     assert artifact_key("scene_text", "o", "v") not in m.storage.objects
     assert item["status"] == "PARTIAL"
+
+
+def test_a_video_where_nothing_is_said_gets_the_empty_texts_vector_in_every_row() -> None:
+    from shared.dev.memory_stack import MemoryStorage
+    from shared.pipeline.lambda_channels import Reader, runner
+    from shared.pipeline.settings import PipelineSettings
+
+    storage = MemoryStorage()
+    storage.put(artifact_key("transcript", "o", "v"), b'{"text": "", "segments": []}')
+    rows = {"scenes": {"spans": [[0.0, 1.0], [1.0, 2.0]]}}
+    read = Reader(storage, PipelineSettings(bucket="b", table="t"), "o", "v", {}, {}, rows)
+    matrix = runner("scene_text").compute(MINILM, read)
+    np.testing.assert_allclose(matrix, np.repeat(MINILM.embed([""]), 3, axis=0), atol=1e-6)
+    too_many = {"scenes": {"spans": [[i, i + 1] for i in range(spec.CHANNELS["scenes"].thumbnails + 1)]}}
+    with pytest.raises(InvalidInput, match="more than"):  # refused before the transcript is read
+        runner("scene_text").compute(
+            MINILM, Reader(MemoryStorage(), read.settings, "o", "v", {}, {}, too_many)
+        )
