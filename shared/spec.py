@@ -194,7 +194,9 @@ _CHANNELS = (
             per_frame=True,  # rows 1..n: the scenes' keyframes; `timestamps` their times
         ),
         description="shots by PySceneDetect; per scene its span, a keyframe thumbnail and its CLIP vector",
-        default_on=False,  # opt-in (PIPELINE_CHANNELS/WORKER_CHANNELS) until search reads scene rows
+        # opt-in (PIPELINE_CHANNELS/WORKER_CHANNELS): its decode and detector cost a short video's job
+        # again on the worker's CPU (docs/benchmarks.md, Scenes)
+        default_on=False,
     ),
     Channel(
         "scene_text",
