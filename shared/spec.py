@@ -194,7 +194,32 @@ _CHANNELS = (
             per_frame=True,  # rows 1..n: the scenes' keyframes; `timestamps` their times
         ),
         description="shots by PySceneDetect; per scene its span, a keyframe thumbnail and its CLIP vector",
-        default_on=False,  # opt-in (PIPELINE_CHANNELS/WORKER_CHANNELS) until search reads scene rows
+        # opt-in (PIPELINE_CHANNELS/WORKER_CHANNELS): its decode and detector cost a short video's job
+        # again on the worker's CPU (docs/benchmarks.md, Scenes)
+        default_on=False,
+    ),
+    Channel(
+        "scene_text",
+        LAMBDA,
+        "minilm-l6-v2",
+        384,
+        "video",
+        "npy",
+        _pp(
+            source="transcript words inside each scene's span (the scenes row's spans)",
+            # a word belongs to the scene holding its midpoint; a segment's words share its span evenly
+            # (the transcript has no word timestamps): shared.search.rows.scene_texts
+            assign="word midpoint, words spread evenly over their segment",
+            empty='""',  # a scene without words embeds "" (as text_meta does); the index leaves it out
+            max_tokens=256,
+            pool="mean of the scenes with words",
+            normalize="l2",
+            precision="fp32",
+            per_frame=True,  # rows 1..n: the scenes' texts, aligned with the scenes artifact's rows
+        ),
+        depends_on=("transcript", "scenes"),
+        description="MiniLM of the transcript's words inside each scene (row 0: their mean)",
+        default_on=False,  # follows scenes
     ),
     Channel(
         "person_query",

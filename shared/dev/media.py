@@ -411,31 +411,36 @@ def make_shot_video(
     A "pan" or "static" shot that follows another directly starts with a hard cut."""
     path = Path(path)
     width, height = size
-    pictures: list[np.ndarray] = []
     cuts: list[int] = []
     looks = [_shot_image(seed * 1000 + i, width, height) for i in range(len(shots) + 1)]
 
     def frame_of(look: np.ndarray, j: int, moving: bool) -> np.ndarray:
         return np.roll(look, j if moving else 0, axis=1)[:height, :width]
 
-    for i, (kind, n) in enumerate(shots):
-        if kind == "fade":
-            prev, nxt = pictures[-1].astype(np.float32), frame_of(looks[i + 1], 0, False).astype(np.float32)
+    def pictures():  # made one at a time: a long video never sits in memory
+        last = None
+        for i, (kind, n) in enumerate(shots):
+            if kind == "fade":
+                prev, nxt = last.astype(np.float32), frame_of(looks[i + 1], 0, False).astype(np.float32)
+                for j in range(n):
+                    w = (j + 1) / (n + 1)
+                    last = ((1 - w) * prev + w * nxt).round().astype(np.uint8)
+                    yield last
+                continue
+            if i and shots[i - 1][0] != "fade":
+                cuts.append(sum(m for _, m in shots[:i]))
             for j in range(n):
-                w = (j + 1) / (n + 1)
-                pictures.append(((1 - w) * prev + w * nxt).round().astype(np.uint8))
-            continue
-        if pictures and shots[i - 1][0] != "fade":
-            cuts.append(len(pictures))
-        pictures += [frame_of(looks[i], j, kind == "pan") for j in range(n)]
-    times = [i / fps for i in range(len(pictures))]
+                last = frame_of(looks[i], j, kind == "pan")
+                yield last
+
+    times = [i / fps for i in range(sum(n for _, n in shots))]
     with av.open(str(path), "w", format="mp4") as out:
         vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         vs.options = {"preset": "ultrafast", "crf": "12"}
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         vs.codec_context.time_base = Fraction(1, 1000)
         vs.codec_context.gop_size = max(1, round(2 * fps))
-        for t, img in zip(times, pictures, strict=True):
+        for t, img in zip(times, pictures(), strict=True):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             frame.pts = round(t * 1000)
             frame.time_base = Fraction(1, 1000)

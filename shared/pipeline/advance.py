@@ -180,7 +180,7 @@ class Advance(Core):
                         **fields,
                     }
                 continue
-            status, fields = self._lambda_channel(owner_id, item_id, item, d.channel, cache)
+            status, fields = self._lambda_channel(owner_id, item_id, item, d.channel, cache, rows)
             if self.ledger.put_lambda_channel(
                 owner_id, item_id, d.channel, status, hashes[d.channel], fields, run_id=run_id
             ):
@@ -196,16 +196,24 @@ class Advance(Core):
         return ran
 
     def _lambda_channel(
-        self, owner_id: str, item_id: str, item: Mapping[str, Any], channel: str, cache: dict[str, bytes]
+        self,
+        owner_id: str,
+        item_id: str,
+        item: Mapping[str, Any],
+        channel: str,
+        cache: dict[str, bytes],
+        rows: Mapping[str, Mapping[str, Any]],
     ) -> tuple[str, dict[str, Any]]:
-        """Compute one Lambda channel, check its vector, PUT it; (status, ledger fields)."""
+        """Compute one Lambda channel, check its vector (a per-row channel: its matrix), PUT it;
+        (status, ledger fields)."""
         started = time.perf_counter()
+        ch = spec.CHANNELS[channel]
         try:
             if self.text_model is None:
                 raise InvalidInput("this function has no text model loaded")
-            read = lambda_channels.Reader(self.storage, self.settings, owner_id, item_id, item, cache)
+            read = lambda_channels.Reader(self.storage, self.settings, owner_id, item_id, item, cache, rows)
             vec = lambda_channels.runner(channel).compute(self.text_model, read)
-            vec = check_vector(np.asarray(vec, dtype=np.float32), spec.CHANNELS[channel].dims, channel)
+            vec = check_vector(np.asarray(vec, dtype=np.float32), ch.dims, channel, rows=ch.per_row)
             data = npy_bytes(vec)
             key = artifact_key(channel, owner_id, item_id)
             self.storage.put(key, data, "application/octet-stream")
@@ -215,7 +223,7 @@ class Advance(Core):
                 raise
             log.info("lambda channel %s of %s/%s failed: %s", channel, owner_id, item_id, e.public_message)
             return FAILED, {"error": error_fields(e)}
-        model = spec.CHANNELS[channel].model
+        model = ch.model
         return SUCCEEDED, {
             "artifact_key": key,
             "dims": int(vec.shape[-1]),

@@ -45,7 +45,8 @@ class _Skip(Exception):
 
 class ArtifactIndex:
     """SearchWriter: `engines(spec_version)` gives that version's SearchEngine (shared.search.indexes.
-    Indexes), `storage` reads the artifacts, `embed` is MiniLM (transcript windows)."""
+    Indexes), `storage` reads the artifacts, `embed` is MiniLM (transcript windows; scene_text rows
+    carry the vectors of their artifact)."""
 
     channels = frozenset(INDEXED_CHANNELS)
 
@@ -149,9 +150,9 @@ class ArtifactIndex:
                 elif channel == "video_clip":
                     art.video_clip = vector(channel)
                     art.frame_timestamps = ready[channel].get("timestamps")
-                elif channel == "scenes":
-                    art.scenes = vector(channel)
-                    art.scene_spans = ready[channel].get("spans")
+                elif channel in ("scenes", "scene_text"):  # scene-aligned: the scenes row's spans
+                    setattr(art, channel, vector(channel))
+                    art.scene_spans = (chans.get("scenes") or {}).get("spans")
                 elif channel == "image_clip":
                     art.image_clip = vector(channel)
                 elif channel == "text_meta":

@@ -38,7 +38,7 @@ import numpy as np
 
 from shared.errors import InvalidInput
 from shared.pipeline.keys import ID_RE
-from shared.search.engine import ITEM, SPACES, TEXT, VISUAL, Hit, SearchEngine
+from shared.search.engine import ITEM, SCENE, SPACES, TEXT, VISUAL, Hit, SearchEngine
 from shared.search.rows import cut_text
 from shared.search.settings import DEFAULTS, SearchSettings
 
@@ -176,6 +176,8 @@ class Moment:
     lists: set[str] = field(default_factory=set)
     text: str = ""
     text_score: float = -1.0  # the score of the row whose text is the snippet
+    scene: str = ""  # the id of its best scene row: its keyframe is the moment's thumbnail (service.py)
+    scene_score: float = -1.0
 
     def absorb(self, f: Fused, *, span: bool) -> None:
         if span:
@@ -185,6 +187,8 @@ class Moment:
         self.lists |= f.lists
         if f.hit.text and f.score > self.text_score:
             self.text, self.text_score = f.hit.text, f.score
+        if f.hit.kind == SCENE and f.score > self.scene_score:
+            self.scene, self.scene_score = f.hit.id, f.score
 
     def answer(self, snippet_chars: int) -> dict[str, Any]:
         return {
@@ -195,6 +199,7 @@ class Moment:
             "end_s": round(self.end_s, 3),
             "channels": sorted(self.channels),
             "text": cut_text(self.text, snippet_chars),
+            **({"scene": self.scene} if self.scene else {}),
         }
 
 

@@ -5,9 +5,12 @@ What each channel's artifact becomes (DESIGN.md, S3 keys; shapes from shared/wor
     transcript    JSON {"segments": [{"start", "end", "text"}], "duration", ...} -> transcript windows
                   (segments merged into ~10-30 s overlapping windows), each embedded with MiniLM
     video_clip    .npy [1 + n, 512], row 0 the pooled video vector -> one item row (pooled) + n frames
-    scenes        .npy [1 + n, 512], rows 1..n the scenes' keyframes -> n scene rows, each spanning its
-                  scene (the ledger's `spans`), its thumbnail at `scene_thumbnail_key`; frames stay for
-                  refining the moment inside a scene
+    scenes        .npy [1 + n, 512], rows 1..n the scenes' keyframes -> n visual scene rows, each spanning
+                  its scene (the ledger's `spans`), its thumbnail at `scene_thumbnail_key`, its text the
+                  scene's words (with a transcript); frames stay for refining the moment inside a scene
+    scene_text    .npy [1 + n, 384], rows aligned with scenes' -> a text scene row per scene with words
+                  (`scene_texts`: the transcript's words inside its span, recomputed here for BM25), same
+                  span and thumbnail
     image_clip    .npy [512] -> one image row
     text_meta     .npy [384] + meta.json's title/description/query -> one item row with that text
     person_query  .npy [512] -> one person row (item_id "@{person_id}")
@@ -26,6 +29,7 @@ video_qwen3vl) are not indexed: `INDEXED_CHANNELS` says which are.
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from shared import spec
 from shared.errors import InvalidInput
 from shared.pipeline.keys import ID_RE, person_item_id, thumbnail_key
 from shared.search.engine import (
@@ -61,6 +66,7 @@ INDEXED_CHANNELS: dict[str, str] = {
     "image_clip": VISUAL,
     "person_query": PERSONS,
     "scenes": VISUAL,
+    "scene_text": TEXT,
 }
 META_FIELDS = ("title", "description", "query")
 
@@ -82,6 +88,7 @@ class ItemArtifacts:
     duration_s: float | None = None  # the media's duration, when known
     scenes: np.ndarray | None = None  # [1 + n, 512]
     scene_spans: Sequence[Sequence[float]] | None = None  # [start, end] per scene row, as the ledger keeps
+    scene_text: np.ndarray | None = None  # [1 + n, 384], rows aligned with the scenes'
     image_clip: np.ndarray | None = None  # [512]
     text_meta: np.ndarray | None = None  # [384]
     meta: Mapping[str, Any] | None = None  # meta.json: title, description, query
@@ -169,6 +176,44 @@ def transcript_windows(segments: Any, settings: SearchSettings = DEFAULTS) -> li
                 break
         i = nxt
     return windows
+
+
+def check_spans(spans: Any, limit: int) -> list[tuple[float, float]]:
+    """A scenes row's `spans` ([start, end] seconds per scene row, as the ledger keeps them) as pairs:
+    at most `limit` of them (counted before any is read), each finite with 0 <= start <= end, in time
+    order."""
+    if not isinstance(spans, list | tuple):
+        raise InvalidInput("must be a list of [start, end] pairs", field="scene_spans")
+    if len(spans) > limit:
+        raise InvalidInput(f"holds more than {limit} scenes", field="scene_spans")
+    pairs = []
+    for span in spans:
+        ok = isinstance(span, list | tuple) and len(span) == 2
+        start, end = (_finite(span[0]), _finite(span[1])) if ok else (None, None)
+        if start is None or end is None or start < 0 or end < start:
+            raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
+        if pairs and start < pairs[-1][0]:
+            raise InvalidInput("must be in time order", field="scene_spans")
+        pairs.append((start, end))
+    return pairs
+
+
+def scene_texts(segments: Any, spans: Sequence[tuple[float, float]]) -> list[str]:
+    """The transcript's words inside each scene's [start, end) (the last scene's end included): a word
+    belongs to the scene holding its midpoint. Whisper's segments carry no word times here (the spec's
+    transcript has word_timestamps off), so a segment's words share its span evenly. One text per
+    scene, "" for a scene without words; the scene_text channel and the index both read this."""
+    out: list[list[str]] = [[] for _ in spans]
+    starts = [s for s, _ in spans]
+    for seg in clean_segments(segments):
+        words = seg.text.split()
+        step = (seg.end_s - seg.start_s) / len(words)
+        for n, word in enumerate(words):
+            t = seg.start_s + (n + 0.5) * step
+            i = bisect.bisect_right(starts, t) - 1
+            if i >= 0 and (t < spans[i][1] or (i == len(spans) - 1 and t <= spans[i][1])):
+                out[i].append(word)
+    return [" ".join(words) for words in out]
 
 
 def _unit(vector: Any, dims: int, what: str) -> np.ndarray:
@@ -316,62 +361,79 @@ def scene_rows(
     matrix: np.ndarray,
     spans: Sequence[Sequence[float]] | None,
     *,
+    channel: str = "scenes",
+    texts: Sequence[str] | None = None,
     settings: SearchSettings = DEFAULTS,
     notes: list[str] | None = None,
 ) -> list[Row]:
-    """scenes' [1 + n, 512]: rows 1..n -> scene rows `{item_id}:scenes:{i}` spanning their scenes (row 0,
-    the pooled vector, is left out: video_clip's item row stands for the whole video). Without spans, no
-    rows; more than max_frames_per_item scenes are thinned evenly."""
+    """A scene-aligned channel's [1 + n, dims] (`scenes`: CLIP keyframes, visual; `scene_text`: MiniLM of
+    the scene's words, text): rows 1..n -> scene rows `{item_id}:{channel}:{i}` spanning their scenes
+    (row 0, pooled, is left out: the item's own rows stand for the whole video). `texts`: each scene's
+    words (scene_texts), the rows' text; a text row is made only for a scene with words. Without spans,
+    no rows; more than max_frames_per_item scenes are thinned evenly (the same scenes in both spaces)."""
     check_ids(owner_id, item_id)
-    dims = SPACES[VISUAL][1]
+    space = INDEXED_CHANNELS[channel]
+    dims = SPACES[space][1]
     m = np.asarray(matrix, dtype=np.float32)
     if m.ndim != 2 or m.shape[0] < 1 or m.shape[1] != dims:
-        raise InvalidInput(f"must be a [1 + scenes, {dims}] matrix", field="scenes")
+        raise InvalidInput(f"must be a [1 + scenes, {dims}] matrix", field=channel)
     n = len(m) - 1
     if n == 0:
         return []
     if spans is None:
         if notes is not None:
-            notes.append("scenes: left out (no spans kept)")
+            notes.append(f"{channel}: left out (no spans kept)")
         return []
-    pairs = []
-    for span in spans:
-        start, end = (_finite(span[0]), _finite(span[1])) if len(span) == 2 else (None, None)
-        if start is None or end is None or start < 0 or end < start:
-            raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
-        pairs.append((start, end))
-    if len(pairs) != n:
+    pairs = check_spans(spans, n)
+    if len(pairs) != n or (texts is not None and len(texts) != n):
         raise InvalidInput("must hold one finite [start, end] per scene row", field="scene_spans")
     keep = np.arange(n)
     if n > settings.max_frames_per_item:
         keep = np.unique(np.linspace(0, n - 1, settings.max_frames_per_item).round().astype(int))
         if notes is not None:
-            notes.append(f"scenes: {n} scenes thinned to {len(keep)}")
-    return [
-        Row(
-            f"{item_id}:scenes:{i + 1}",
-            VISUAL,
-            SCENE,
-            owner_id,
-            item_id,
-            "scenes",
-            round(pairs[i][0], 3),
-            round(pairs[i][1], 3),
-            "",
-            _unit(m[i + 1], dims, "scenes"),
+            notes.append(f"{channel}: {n} scenes thinned to {len(keep)}")
+    rows = []
+    for i in (int(k) for k in keep):
+        text = cut_text(texts[i], settings.max_text_chars) if texts is not None else ""
+        if space == TEXT and not text:
+            continue  # a scene without words: its vector is MiniLM(""), nothing to find it by
+        start, end = pairs[i]
+        vector = _unit(m[i + 1], dims, channel)
+        rows.append(
+            Row(
+                f"{item_id}:{channel}:{i + 1}",
+                space,
+                SCENE,
+                owner_id,
+                item_id,
+                channel,
+                round(start, 3),
+                round(end, 3),
+                text,
+                vector,
+            )
         )
-        for i in (int(k) for k in keep)
-    ]
+    return rows
+
+
+def thumbnail_channel(channel: str) -> str | None:
+    """The channel whose thumbnails a scene-aligned channel's rows show: `scenes` for scenes and for a
+    per-row channel that depends on it (scene_text); None for any other."""
+    ch = spec.CHANNELS.get(channel)
+    if ch is None or not ch.per_row:
+        return None
+    return next((c for c in (channel, *ch.depends_on) if spec.CHANNELS[c].thumbnails), None)
 
 
 def scene_thumbnail_key(spec_version: str, owner_id: str, item_id: str, row_id: str) -> str | None:
-    """The keyframe JPEG of a scene row (or hit) `{item_id}:scenes:{i}` of an index of `spec_version`;
-    None for any other row."""
-    prefix = f"{item_id}:scenes:"
-    if not row_id.startswith(prefix) or not row_id[len(prefix) :].isdigit():
+    """The keyframe JPEG of a scene row (or hit) `{item_id}:{channel}:{i}` of a scene-aligned channel
+    (scenes, scene_text) of an index of `spec_version`; None for any other row."""
+    head, _, index = row_id.rpartition(":")
+    item, _, channel = head.partition(":")
+    thumbs = thumbnail_channel(channel) if item == item_id and index.isdigit() else None
+    if thumbs is None or int(index) < 1:
         return None
-    index = int(row_id[len(prefix) :]) - 1
-    return thumbnail_key(spec_version, "scenes", owner_id, item_id, index) if index >= 0 else None
+    return thumbnail_key(spec_version, thumbs, owner_id, item_id, int(index) - 1)
 
 
 def image_rows(owner_id: str, item_id: str, vector: np.ndarray) -> list[Row]:
@@ -439,8 +501,26 @@ def item_rows(
             settings=settings,
             notes=out.notes,
         )
-    if a.scenes is not None:
-        out.rows += scene_rows(owner_id, item_id, a.scenes, a.scene_spans, settings=settings, notes=out.notes)
+    texts = None
+    aligned = a.scenes if a.scenes is not None else a.scene_text
+    if aligned is not None and a.scene_spans is not None and a.transcript is not None:
+        # at most one span per scene row: checked before the transcript's words are read
+        texts = scene_texts(
+            a.transcript.get("segments"), check_spans(a.scene_spans, max(0, len(aligned) - 1))
+        )
+    for channel in ("scenes", "scene_text"):
+        matrix = getattr(a, channel)
+        if matrix is not None:
+            out.rows += scene_rows(
+                owner_id,
+                item_id,
+                matrix,
+                a.scene_spans,
+                channel=channel,
+                texts=texts,
+                settings=settings,
+                notes=out.notes,
+            )
     if a.image_clip is not None:
         out.rows += image_rows(owner_id, item_id, a.image_clip)
     if a.text_meta is not None:

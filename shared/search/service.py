@@ -14,9 +14,12 @@ Steps, each one call:
 4. The hits' items from the Directory in one read (each item's current source key, its modality, whether
    it was removed), cached like the version. A hit whose item is gone or removed is dropped: the index
    lags a removal by one settle. `media_url` is the source presigned for `url_expires_s` plus
-   `#t={start_s}` (Media Fragments: the player starts at the moment); an image's own URL is also its
-   `thumbnail_url` (scene keyframes will give videos one). An item with no source (meta.json only) has
-   `media_url: null`. `highlights`: the spans of the snippet's words that match the query's terms.
+   `#t={start_s}` (Media Fragments: the player starts at the moment); `thumbnail_url`: a moment holding
+   a scene row (a video's shot: scenes, scene_text) shows that scene's keyframe JPEG (the best-scoring
+   scene's, presigned like the media), an image its own URL; other moments have none. An item with no
+   source (meta.json only) has `media_url: null`. `modality`: the item's (video, audio, image, text),
+   so a client plays a video and shows an image. `highlights`: the spans of the snippet's words that
+   match the query's terms.
 
 Answer: the Searcher's `{"hits", "spec_version", "skipped"}`, each hit with its URLs, `took_ms` the
 whole request's. Presigned URLs are credentials: this module never logs one.
@@ -42,6 +45,7 @@ from shared.search.query import (
     parse_request,
     terms,
 )
+from shared.search.rows import scene_thumbnail_key
 from shared.search.settings import DEFAULTS, SearchSettings
 
 MAX_CACHED_OWNERS = 4_096
@@ -181,7 +185,7 @@ class SearchService:
         start = self.clock()
         req = parse_request(raw, self.settings)
         answer = self.searchers(self.version(req.owner_id)).search(req)
-        answer["hits"] = self._linked(req.owner_id, answer["hits"], req.text)
+        answer["hits"] = self._linked(req.owner_id, answer["hits"], req.text, answer["spec_version"])
         answer["took_ms"] = round((self.clock() - start) * 1000.0, 3)
         return answer
 
@@ -204,16 +208,23 @@ class SearchService:
                     out[item_id] = media
         return out
 
-    def _linked(self, owner_id: str, hits: list[dict[str, Any]], query: str) -> list[dict[str, Any]]:
+    def _linked(
+        self, owner_id: str, hits: list[dict[str, Any]], query: str, version: str
+    ) -> list[dict[str, Any]]:
         items = self._items(owner_id, [h["item_id"] for h in hits])
         out = []
         for hit in hits:
             media = items.get(hit["item_id"])
+            scene = hit.pop("scene", None)
             if media is None or media.removed:
                 continue
             url = self.presign(media.key, self.url_expires_s) if media.key else None
             hit["media_url"] = url + fragment(hit["start_s"]) if url else None
-            if url and media.modality == IMAGE:
+            hit["modality"] = media.modality
+            thumb = scene_thumbnail_key(version, owner_id, hit["item_id"], scene) if scene else None
+            if thumb is not None:
+                hit["thumbnail_url"] = self.presign(thumb, self.url_expires_s)
+            elif url and media.modality == IMAGE:
                 hit["thumbnail_url"] = url
             hit["highlights"] = highlights(query, hit["text"])
             out.append(hit)

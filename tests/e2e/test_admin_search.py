@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from botocore.credentials import Credentials
 
@@ -16,7 +17,8 @@ from shared.admin.server import AdminServer, in_process_search
 from shared.dev.localstack import MotoServer
 from shared.dev.media import make_image_bytes, make_video
 from shared.dev.models import setup_dev_models
-from shared.search.rows import ItemArtifacts, image_rows, item_rows
+from shared.pipeline.keys import thumbnail_key
+from shared.search.rows import ItemArtifacts, image_rows, item_rows, scene_texts
 from shared.settings import DEFAULT_MODEL_DIR
 from tests.e2e.test_admin_console import XSS, chromium, css, css_all, page_errors, wait_for
 from tests.integration.search.world import VERSION, World
@@ -24,6 +26,7 @@ from tests.unit.admin.fake_api import REGION, SECRETS, FakeApi
 
 pytestmark = pytest.mark.e2e
 
+SCENES = [(0.0, 20.0), (20.0, 40.0), (40.0, 60.0)]
 TRIP = {
     "duration": 60.0,
     "segments": [
@@ -31,6 +34,13 @@ TRIP = {
         {"start": 40.0, "end": 52.0, "text": "the ferry leaves at noon from pier seven"},
     ],
 }
+
+
+def pooled(rows: np.ndarray) -> np.ndarray:
+    """A scene-aligned artifact: row 0 the renormalised mean, then the scenes' rows."""
+    rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    mean = rows.mean(axis=0)
+    return np.vstack([mean / np.linalg.norm(mean), rows]).astype(np.float32)
 
 
 def search(d, owner: str, text: str, k: str = "10") -> None:
@@ -50,7 +60,22 @@ def test_search_panel_finds_and_plays_the_moment(tmp_path: Path) -> None:
             embed, clip = w.service.searchers.embed_text, w.service.searchers.clip_text
             w.upload("demo", "trip", "trip.webm", "video", video.read_bytes(), "video/webm")
             w.upload("demo", "harbour", "harbour.png", "image", make_image_bytes((160, 120)), "image/png")
-            rows = item_rows("demo", "trip", ItemArtifacts(transcript=TRIP), embed).rows
+            # the trip's three scenes: keyframe CLIP vectors, the words said in each (scene_text), the
+            # keyframes' JPEGs where the scenes channel PUTs them
+            texts = scene_texts(TRIP["segments"], SCENES)
+            art = ItemArtifacts(
+                transcript=TRIP,
+                # keyframe vectors far from any query (the dev CLIP text tower has random weights)
+                scenes=pooled(np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32)),
+                scene_text=pooled(embed([t or "-" for t in texts])),
+                scene_spans=[list(s) for s in SCENES],
+            )
+            rows = item_rows("demo", "trip", art, embed).rows
+            for i in range(len(SCENES)):
+                key = thumbnail_key(VERSION, "scenes", "demo", "trip", i)
+                w.s3.put_object(
+                    Bucket=w.bucket, Key=key, Body=make_image_bytes((96, 64)), ContentType="image/jpeg"
+                )
             rows += image_rows("demo", "harbour", clip(["the ferry at the harbour"])[0])
             w.engine().write("demo", rows, replace_items=["trip", "harbour"])
             w.upload("mallory", "x", "x.webm", "video", video.read_bytes(), "video/webm")
@@ -80,9 +105,17 @@ def test_search_panel_finds_and_plays_the_moment(tmp_path: Path) -> None:
                     "trip",
                     "40",
                 )
-                assert first.find_element("css selector", ".span").text == "0:40–0:52"
+                # the moment holds the third scene (40-60 s, where the sentence is said): its span, and
+                # its keyframe as the card's thumbnail
+                assert first.find_element("css selector", ".span").text == "0:40–1:00"
                 marks = [m.text for m in first.find_elements("css selector", ".snippet mark")]
                 assert marks == ["ferry", "leaves"]
+                key = thumbnail_key(VERSION, "scenes", "demo", "trip", 2)
+                scene_thumb = first.find_element("css selector", "img.thumb")
+                assert scene_thumb.get_attribute("src").startswith(f"{moto.endpoint}/{w.bucket}/{key}?")
+                wait_for(
+                    "the keyframe", lambda: d.execute_script("return arguments[0].naturalWidth", scene_thumb)
+                )
                 # the image's card shows its thumbnail, loaded from moto's S3 (the CSP lets that origin in)
                 thumb = css(d, '#sr-results li.card[data-item-id="harbour"] img.thumb')
                 assert thumb.get_attribute("src").startswith(moto.endpoint + "/")

@@ -459,7 +459,9 @@
   function play(hit, li) {
     for (const c of $("sr-results").children) c.classList.toggle("playing", c === li);
     const video = $("sr-video");
-    const image = safeUrl(hit.thumbnail_url), media = safeUrl(hit.media_url);
+    // an image is its own thumbnail; a video's thumbnail is its scene's keyframe: the video plays
+    const media = safeUrl(hit.media_url);
+    const image = (hit.modality ? hit.modality === "image" : !media) ? safeUrl(hit.thumbnail_url) : null;
     show($("sr-player"), true);
     video.pause();
     if (image || !media) {  // an image is shown, not played; an item without a source has nothing to show

@@ -93,6 +93,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "transcript",
         "text_transcript",
         "scenes",
+        "scene_text",
         "video_qwen3vl",
     )
     assert set(plan.applicable(inputs("video", meta=True), enabled)) == {
@@ -103,6 +104,7 @@ def test_applicable_channels_follow_the_spec() -> None:
         "text_transcript",
         "video_qwen3vl",
         "scenes",
+        "scene_text",
         "text_meta",
         "text_fused",
     }

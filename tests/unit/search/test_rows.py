@@ -235,3 +235,50 @@ def test_scene_rows_span_their_scenes_and_name_their_thumbnails():
     assert [r.id for r in few] == ["vid:scenes:1", "vid:scenes:3"]
     built = R.item_rows("own", "vid", R.ItemArtifacts(scenes=m, scene_spans=spans), lambda t: None)
     assert [r.kind for r in built.rows] == [SCENE] * 3
+
+
+def test_scene_text_rows_carry_each_scenes_words_for_bm25_and_minilm():
+    from shared.search.engine import SCENE
+
+    clip, mini = unit(512, 1, 4), unit(384, 2, 4)
+    spans = [[0, 2.0], [2.0, 4.0], [4.0, 9.0]]
+    doc = {
+        "segments": [{"start": 0.0, "end": 2.0, "text": "the ferry"}, {"start": 5, "end": 6, "text": "noon"}]
+    }
+    art = R.ItemArtifacts(transcript=doc, scenes=clip, scene_text=mini, scene_spans=spans)
+    rows = [r for r in R.item_rows("own", "vid", art, fake_embed).rows if r.kind == SCENE]
+    visual = {r.id: r for r in rows if r.space == VISUAL}
+    text = {r.id: r for r in rows if r.space == TEXT}
+    # every scene is a visual row (its words its text); only scenes with words are text rows
+    assert [(r.text, r.start_s, r.end_s) for r in visual.values()] == [
+        ("the ferry", 0.0, 2.0),
+        ("", 2.0, 4.0),
+        ("noon", 4.0, 9.0),
+    ]
+    assert list(text) == ["vid:scene_text:1", "vid:scene_text:3"]
+    assert [(r.text, r.channel, r.start_s, r.end_s) for r in text.values()] == [
+        ("the ferry", "scene_text", 0.0, 2.0),
+        ("noon", "scene_text", 4.0, 9.0),
+    ]
+    np.testing.assert_allclose(text["vid:scene_text:3"].vector, mini[3], atol=1e-6)  # the artifact's row
+    # a scene text row shows the scenes channel's keyframe of the same scene
+    assert (
+        R.scene_thumbnail_key("v1", "own", "vid", "vid:scene_text:3") == "thumbnails/v1/scenes/own/vid/2.jpg"
+    )
+    for other in ("vid:scene_text:0", "vid:text_meta:1", "vid:nope:1", "other:scenes:1", "vid:scenes:x"):
+        assert R.scene_thumbnail_key("v1", "own", "vid", other) is None
+    # without the transcript the text rows have nothing to be found by; thinning keeps the same scenes
+    bare = R.item_rows("own", "vid", R.ItemArtifacts(scene_text=mini, scene_spans=spans), fake_embed)
+    assert bare.rows == []
+    few = SearchSettings(max_frames_per_item=2)
+    thin = R.item_rows("own", "vid", art, fake_embed, few).rows
+    assert sorted(r.id for r in thin if r.kind == SCENE) == [
+        "vid:scene_text:1",
+        "vid:scene_text:3",
+        "vid:scenes:1",
+        "vid:scenes:3",
+    ]
+    with pytest.raises(InvalidInput):  # a text matrix of other rows than the spans: refused, not guessed
+        R.item_rows(
+            "own", "vid", R.ItemArtifacts(transcript=doc, scene_text=mini[:3], scene_spans=spans), fake_embed
+        )

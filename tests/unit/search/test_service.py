@@ -28,6 +28,7 @@ class Directory:
         self.versions: dict[str, str | None] = {"o1": "v1"}
         self.items = {
             "vid": Media("uploads/o1/vid/a.mp4", "video"),
+            "shot": Media("uploads/o1/shot/b.mp4", "video"),
             "img": Media("uploads/o1/img/p.png", "image"),
             "meta": Media(None, "text"),
             "gone": Media("uploads/o1/gone/g.mp4", "video", removed=True),
@@ -64,12 +65,14 @@ class StandIn:
             }
             for i, s, t in (
                 ("vid", 12.5, "The Ferry leaves at noon; ferries leave hourly."),
+                ("shot", 30.0, "the ferry in the fog"),
                 ("img", 0.0, ""),
                 ("meta", 0.0, "Ferry timetable"),
                 ("gone", 3.0, "the ferry"),
                 ("unknown", 1.0, "ferry"),
             )
         ]
+        hits[1]["scene"] = "shot:scene_text:3"  # the moment holds a scene row (query.Moment)
         return {"hits": hits, "took_ms": 0.1, "spec_version": self.version, "skipped": []}
 
 
@@ -91,8 +94,19 @@ def test_hits_get_links_and_the_dead_are_dropped(parts) -> None:
     service, _, _, made = parts
     out = service.search({"owner_id": "o1", "text": "when does the ferry leave", "k": 5})
     by_item = {h["item_id"]: h for h in out["hits"]}
-    assert list(by_item) == ["vid", "img", "meta"]  # removed and unknown items are not answered
+    assert list(by_item) == ["vid", "shot", "img", "meta"]  # removed and unknown items are not answered
     vid, img, meta = by_item["vid"], by_item["img"], by_item["meta"]
+    # a scene's moment shows its keyframe (scene 3 is thumbnail 2), presigned like the media; the row id
+    # the Searcher named it by is not part of the answer
+    shot = by_item["shot"]
+    assert (
+        shot["thumbnail_url"]
+        == "https://s3.example/thumbnails/v1/scenes/o1/shot/2.jpg?X-Amz-Expires=600&X-Amz-Signature=sig"
+    )
+    assert "scene" not in shot and shot["media_url"].endswith(
+        "shot/b.mp4?X-Amz-Expires=600&X-Amz-Signature=sig#t=30"
+    )
+    assert [h["modality"] for h in out["hits"]] == ["video", "video", "image", "text"]
     assert (
         vid["media_url"]
         == "https://s3.example/uploads/o1/vid/a.mp4?X-Amz-Expires=600&X-Amz-Signature=sig#t=12.5"

@@ -27,6 +27,7 @@ def test_default_channels_match_design():
         "person_query",
         "video_qwen3vl",
         "scenes",
+        "scene_text",
     }
     assert set(spec.RUNPOD_CHANNELS) == {
         "video_clip",
@@ -104,7 +105,11 @@ def test_video_qwen3vl_is_in_the_spec_but_off_by_default():
 
     ch = spec.CHANNELS["video_qwen3vl"]
     assert ch.default_on is False and ch.dims == registry.get(ch.model).dims == 2048
-    assert [n for n, c in spec.CHANNELS.items() if not c.default_on] == ["scenes", "video_qwen3vl"]
+    assert [n for n, c in spec.CHANNELS.items() if not c.default_on] == [
+        "scenes",
+        "scene_text",
+        "video_qwen3vl",
+    ]
     assert "video_qwen3vl" not in DEFAULT_CHANNELS and "video_clip" in DEFAULT_CHANNELS
     assert "video_qwen3vl" not in WorkerSettings().channels
     # the deployment's channel settings turn it on
