@@ -38,7 +38,7 @@ import numpy as np
 
 from shared.errors import InvalidInput
 from shared.pipeline.keys import ID_RE
-from shared.search.engine import ITEM, SCENE, SPACES, TEXT, VISUAL, Hit, SearchEngine
+from shared.search.engine import FRAME, ITEM, SCENE, SPACES, TEXT, VISUAL, Hit, SearchEngine
 from shared.search.rows import cut_text
 from shared.search.settings import DEFAULTS, SearchSettings
 
@@ -178,6 +178,8 @@ class Moment:
     text_score: float = -1.0  # the score of the row whose text is the snippet
     scene: str = ""  # the id of its best scene row: its keyframe is the moment's thumbnail (service.py)
     scene_score: float = -1.0
+    at_s: float | None = None  # where playback starts: the best frame inside a scene, else start_s
+    at_score: float = -1.0
 
     def absorb(self, f: Fused, *, span: bool) -> None:
         if span:
@@ -189,6 +191,8 @@ class Moment:
             self.text, self.text_score = f.hit.text, f.score
         if f.hit.kind == SCENE and f.score > self.scene_score:
             self.scene, self.scene_score = f.hit.id, f.score
+        if self.scene and f.hit.kind == FRAME and f.score > self.at_score:
+            self.at_s, self.at_score = f.hit.start_s, f.score  # a frame inside the scene: play from it
 
     def answer(self, snippet_chars: int) -> dict[str, Any]:
         return {
@@ -197,6 +201,7 @@ class Moment:
             "score": round(self.score, 6),
             "start_s": round(self.start_s, 3),
             "end_s": round(self.end_s, 3),
+            "at_s": round(self.start_s if self.at_s is None else self.at_s, 3),
             "channels": sorted(self.channels),
             "text": cut_text(self.text, snippet_chars),
             **({"scene": self.scene} if self.scene else {}),
@@ -210,17 +215,30 @@ def _moment(f: Fused) -> Moment:
 
 
 def merge_moments(fused: Sequence[Fused], settings: SearchSettings = DEFAULTS) -> list[Moment]:
-    """Hits of one item whose spans overlap or lie within merge_gap_s merge into one moment while the
-    union stays within max_moment_s; item-level rows join their item's best moment (or stand alone
-    with their own span). Best first."""
+    """Hits of one item become moments, best first.
+
+    A scene row (a video's shot) is a moment of its own whose span is the scene's: the other span hits
+    that overlap it (frames, transcript windows) join it without widening it (the best-scoring such
+    scene, when several), and the best frame among them is where playback starts (`at_s`). The
+    remaining span hits merge while their spans overlap or lie within merge_gap_s and the union stays
+    within max_moment_s. Item-level rows join their item's best moment (or stand alone with their own
+    span)."""
     by_item: dict[str, list[Fused]] = {}
     for f in fused:
         by_item.setdefault(f.hit.item_id, []).append(f)
     moments: list[Moment] = []
     for group in by_item.values():
-        spans = sorted((f for f in group if f.hit.kind != ITEM), key=lambda f: (f.hit.start_s, f.hit.end_s))
+        scenes = sorted((_moment(f) for f in group if f.hit.kind == SCENE), key=lambda m: m.start_s)
+        spans = sorted(
+            (f for f in group if f.hit.kind not in (ITEM, SCENE)), key=lambda f: (f.hit.start_s, f.hit.end_s)
+        )
         mine: list[Moment] = []
         for f in spans:
+            near = [m for m in scenes if f.hit.start_s < m.end_s and f.hit.end_s > m.start_s]
+            if near:
+                home = max(near, key=lambda m: (m.score, -m.start_s))
+                home.absorb(f, span=False)
+                continue
             cur = mine[-1] if mine else None
             if (
                 cur is not None
@@ -230,6 +248,7 @@ def merge_moments(fused: Sequence[Fused], settings: SearchSettings = DEFAULTS) -
                 cur.absorb(f, span=True)
             else:
                 mine.append(_moment(f))
+        mine += scenes
         for f in (f for f in group if f.hit.kind == ITEM):
             if mine:
                 max(mine, key=lambda m: m.score).absorb(f, span=False)

@@ -14,7 +14,8 @@ Steps, each one call:
 4. The hits' items from the Directory in one read (each item's current source key, its modality, whether
    it was removed), cached like the version. A hit whose item is gone or removed is dropped: the index
    lags a removal by one settle. `media_url` is the source presigned for `url_expires_s` plus
-   `#t={start_s}` (Media Fragments: the player starts at the moment); `thumbnail_url`: a moment holding
+   `#t={at_s}` (Media Fragments: the player starts at the moment: the hit's start, or inside a scene the
+   best-matching frame's time); `thumbnail_url`: a moment holding
    a scene row (a video's shot: scenes, scene_text) shows that scene's keyframe JPEG (the best-scoring
    scene's, presigned like the media), an image its own URL; other moments have none. An item with no
    source (meta.json only) has `media_url: null`. `modality`: the item's (video, audio, image, text),
@@ -219,7 +220,7 @@ class SearchService:
             if media is None or media.removed:
                 continue
             url = self.presign(media.key, self.url_expires_s) if media.key else None
-            hit["media_url"] = url + fragment(hit["start_s"]) if url else None
+            hit["media_url"] = url + fragment(hit["at_s"]) if url else None
             hit["modality"] = media.modality
             thumb = scene_thumbnail_key(version, owner_id, hit["item_id"], scene) if scene else None
             if thumb is not None:

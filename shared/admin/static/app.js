@@ -471,10 +471,10 @@
       return;
     }
     $("sr-still").replaceChildren();
-    const start = num(hit.start_s);
+    const start = num(hit.at_s != null ? hit.at_s : hit.start_s);  // inside a scene: its best frame
     video.dataset.itemId = String(hit.item_id);
     video.dataset.start = String(start);
-    video.src = media;  // presigned, ending in #t=start: the browser starts there
+    video.src = media;  // presigned, ending in #t=at_s: the browser starts there
     video.addEventListener("loadedmetadata", () => {  // and where a browser ignores the fragment, we seek
       if (Math.abs(video.currentTime - start) > 0.5 && start < (video.duration || Infinity)) video.currentTime = start;
     }, { once: true });

@@ -74,8 +74,12 @@ def test_a_videos_scenes_are_rows_found_by_their_words_with_their_keyframes(tmp_
     ]
     answer = service(sm).search({"owner_id": "o", "text": "tests", "mode": "text"})
     (hit,) = answer["hits"]
-    assert "scene_text" in hit["channels"] and hit["thumbnail_url"] == thumbnail("o", "clip", 3)
-    assert hit["media_url"] == "memory://uploads/o/clip/v.mp4#t=0" and hit["modality"] == "video"
+    # the transcript window that says it joins the scene that says it: one hit, the scene's span
+    assert set(hit["channels"]) == {"scene_text", "transcript"} and hit["thumbnail_url"] == thumbnail(
+        "o", "clip", 3
+    )
+    assert (hit["start_s"], hit["end_s"], hit["text"]) == (0.75, 1.0, "tests")
+    assert hit["media_url"] == "memory://uploads/o/clip/v.mp4#t=0.75" and hit["modality"] == "video"
     # MiniLM finds a scene by its words (the fake embedder: the same text, the same vector)
     vec = service(sm).search({"owner_id": "o", "text": "transcript", "mode": "vector"})["hits"]
     assert vec[0]["thumbnail_url"] == thumbnail("o", "clip", 1)

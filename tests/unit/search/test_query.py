@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from shared.errors import InvalidInput
-from shared.search.engine import FRAME, ITEM, TEXT, TRANSCRIPT_WINDOW, VISUAL, Hit, SearchEngine
+from shared.search.engine import FRAME, ITEM, SCENE, TEXT, TRANSCRIPT_WINDOW, VISUAL, Hit, SearchEngine
 from shared.search.query import Fused, NotFound, Searcher, merge_moments, parse_request, rrf
 from shared.search.settings import SearchSettings
 
@@ -102,6 +102,27 @@ def test_overlapping_and_adjacent_hits_of_one_item_merge():
     ]
     best = moments[1]
     assert best.score == 0.03 and best.text == "second" and best.channels == {"transcript", "video_clip"}
+
+
+def test_a_scene_is_its_own_moment_and_a_frame_inside_it_is_where_playback_starts():
+    moments = merge_moments(
+        _fused(
+            [
+                (hit("s1", start=40, end=52, kind=SCENE, channel="scenes"), 0.02),
+                (hit("s2", start=52, end=70, kind=SCENE, channel="scenes"), 0.015),
+                # a frame inside s1 (the better of two), a window overlapping both scenes (joins the
+                # better-scoring s1, not widening it), a frame inside s2, and a window far from any scene
+                (hit("f1", start=44, end=44, kind=FRAME, channel="video_clip"), 0.03),
+                (hit("f2", start=49, end=49, kind=FRAME, channel="video_clip"), 0.01),
+                (hit("w1", start=35, end=60, text="said here"), 0.025),
+                (hit("f3", start=61, end=61, kind=FRAME, channel="video_clip"), 0.005),
+                (hit("w9", start=100, end=120, text="far"), 0.001),
+            ]
+        )
+    )
+    got = [(m.start_s, m.end_s, m.answer(200)["at_s"], m.scene) for m in moments]
+    assert got == [(40, 52, 44, "s1"), (52, 70, 61, "s2"), (100, 120, 100, "")]
+    assert moments[0].text == "said here" and moments[0].channels == {"scenes", "video_clip", "transcript"}
 
 
 def test_merging_stops_at_the_max_moment_span():

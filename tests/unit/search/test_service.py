@@ -60,6 +60,7 @@ class StandIn:
                 "score": 1.0,
                 "start_s": s,
                 "end_s": s + 5,
+                "at_s": s,
                 "channels": [],
                 "text": t,
             }
