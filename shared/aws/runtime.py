@@ -41,9 +41,11 @@ def build_pipeline(
     text_model: Any = None,
     metric: Callable[[str, float], None] = lambda name, value: None,
     webhook: bool = True,
+    ledger: Any = None,
 ) -> Pipeline:
     """`webhook` False: no webhook key (a pipeline that neither dispatches nor applies results, e.g.
-    `se reindex`)."""
+    `se reindex`). `ledger`: another adapter of the Ledger port than the DynamoDB table (the local
+    stack's in-memory ledger, for a load bench whose emulator cannot keep up)."""
     env = os.environ if env is None else env
     settings = PipelineSettings.from_env(env)
     runpod = None
@@ -62,7 +64,7 @@ def build_pipeline(
     storage = Storage(client("s3", env), settings.bucket)
     return Pipeline(
         settings,
-        Ledger(client("dynamodb", env), settings.table),
+        ledger if ledger is not None else Ledger(client("dynamodb", env), settings.table),
         storage,
         text_model=text_model,
         runpod=runpod,

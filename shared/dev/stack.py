@@ -542,7 +542,12 @@ class LocalStack:
         wrap: Callable[[str, Callable[[Any, Any], dict]], Callable[[Any, Any], dict]] | None = None,
         pump_workers: int = 1,
         function_log: TextIO | None = None,
+        memory_ledger: bool = False,
     ) -> None:
+        """`memory_ledger`: every function shares one in-memory ledger (shared.dev.memory_ledger: the
+        Ledger port's other adapter) instead of the stack's DynamoDB table, S3 and SQS staying moto's.
+        For load benches only: moto's transact_write_items deep-copies the whole table on every call, so
+        a 1,000-item burst is quadratic in the emulator."""
         # where the in-process functions' Powertools JSON lines go (stdout, as in Lambda, when None); the
         # pipeline's own loggers stay with this process's logging (shared.logs)
         self.function_log = function_log
@@ -564,6 +569,7 @@ class LocalStack:
         self.handlers: dict[str, Callable[[Any, Any], dict]] = {}
         self.envs: dict[str, dict[str, str]] = {}
         self.pipelines: dict[str, Any] = {}
+        self.memory_ledger = memory_ledger
 
     # endpoints any AWS client can be pointed at
     def endpoints(self) -> dict[str, Any]:
@@ -625,10 +631,15 @@ class LocalStack:
             "EmbedTextFunctionUrl": self.urls.url("embed_text"),
             "ReprocessFunctionUrl": self.urls.url("reprocess"),
         }
+        shared_ledger = None
+        if self.memory_ledger:
+            from shared.dev.memory_ledger import memory_ledger
+
+            shared_ledger = memory_ledger()
         for name in ("on_upload", "on_job_done", "sweeper", "reprocess"):
             self.envs[name] = function_env(res, FUNCTIONS[name], self.local_env())
             self.handlers[name] = lambdas.build(
-                name, self.envs[name], log_stream=self.function_log, adopt_loggers=False
+                name, self.envs[name], log_stream=self.function_log, adopt_loggers=False, ledger=shared_ledger
             )
             self.pipelines[name] = self.handlers[name].pipeline  # type: ignore[attr-defined]
             if self.wrap is not None:

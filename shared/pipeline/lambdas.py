@@ -281,7 +281,12 @@ FUNCTIONS = tuple(_BUILDERS)
 
 
 def build(
-    function: str, env: Mapping[str, str] | None = None, *, log_stream: Any = None, adopt_loggers: bool = True
+    function: str,
+    env: Mapping[str, str] | None = None,
+    *,
+    log_stream: Any = None,
+    adopt_loggers: bool = True,
+    ledger: Any = None,
 ) -> Handler:
     """One orchestration function's handler from its environment (the handler modules call this at
     init with os.environ; the local stack and `se invoke` with the environment template.yaml gives it):
@@ -289,7 +294,8 @@ def build(
 
     Logging (shared.logs): the function's JSON lines go to `log_stream` (stdout, as in Lambda, by
     default); `adopt_loggers` gives the pipeline's own loggers the same handler, as in Lambda. A process
-    that hosts several functions (the local stack, `se invoke`) passes False and keeps its logging."""
+    that hosts several functions (the local stack, `se invoke`) passes False and keeps its logging.
+    `ledger`: build_pipeline's (the local stack's in-memory ledger)."""
     from shared.aws.clients import client
     from shared.aws.runtime import build_pipeline
     from shared.lambda_text import ObservabilitySettings
@@ -303,7 +309,9 @@ def build(
     logger = lambda_logger(obs.service, level, log_stream, adopt=adopt_loggers)
     metrics = Metrics(namespace=obs.namespace, service=obs.service)
     model = MiniLMOnnx.load(TextSettings.from_env(env))
-    pipeline = build_pipeline(env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics))
+    pipeline = build_pipeline(
+        env, dispatch=dispatch, text_model=model, metric=metric_sink(metrics), ledger=ledger
+    )
     quiet = env.get("POWERTOOLS_METRICS_DISABLED", "").lower() in ("1", "true")
     extra = {"sqs": client("sqs", env)} if function == "reprocess" else {}
     handler = builder(pipeline, logger, metrics, cold_start=not quiet, **extra)
