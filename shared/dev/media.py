@@ -388,13 +388,15 @@ class ShotVideo:
         return [self.video.frame_times[i] for i in self.cuts]
 
 
-def _shot_image(seed: int, width: int, height: int) -> np.ndarray:
-    """A shot's look: coloured 8 px blocks over a base hue, different enough between seeds to be a cut."""
+def _shot_image(seed: int, width: int, height: int, block: int = 8) -> np.ndarray:
+    """A shot's look: coloured `block`-px blocks over a base hue, different enough between seeds to be a
+    cut. Small blocks are all fine detail (a pan changes every pixel between frames seconds apart);
+    larger ones are closer to a camera's picture."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, size=3)
-    blocks = rng.integers(-60, 61, size=(height // 8 + 2, width // 8 + 2, 3))
-    img = (base + blocks).clip(0, 255).astype(np.uint8).repeat(8, 0).repeat(8, 1)
-    return img[: height + 8, : width + 8]
+    blocks = rng.integers(-60, 61, size=(height // block + 2, width // block + 2, 3))
+    img = (base + blocks).clip(0, 255).astype(np.uint8).repeat(block, 0).repeat(block, 1)
+    return img[: height + block, : width + block]
 
 
 def make_shot_video(
@@ -404,6 +406,7 @@ def make_shot_video(
     fps: float = 10,
     size: tuple[int, int] = (64, 48),
     seed: int = 0,
+    block: int = 8,
 ) -> ShotVideo:
     """Encode shots back to back (h264, every frame a keyframe-free GOP of 2 s). Each entry is
     (kind, frames): "pan" (a shot whose picture drifts 1 px a frame), "static" (one still picture) or
@@ -412,7 +415,7 @@ def make_shot_video(
     path = Path(path)
     width, height = size
     cuts: list[int] = []
-    looks = [_shot_image(seed * 1000 + i, width, height) for i in range(len(shots) + 1)]
+    looks = [_shot_image(seed * 1000 + i, width, height, block) for i in range(len(shots) + 1)]
 
     def frame_of(look: np.ndarray, j: int, moving: bool) -> np.ndarray:
         return np.roll(look, j if moving else 0, axis=1)[:height, :width]
