@@ -10,7 +10,7 @@ from dataclasses import dataclass, fields
 
 from shared.errors import ConfigError
 
-# (low, high) for each field, inclusive. A field that is not here is not bounded (there is none).
+# (low, high) for each numeric field, inclusive (parallel_lists, ann_index: checked below).
 BOUNDS: dict[str, tuple[float, float]] = {
     "window_target_s": (5.0, 60.0),
     "window_max_s": (5.0, 120.0),
@@ -67,6 +67,9 @@ class SearchSettings:
     merge_gap_s: float = 1.0  # hits of one item this close (or overlapping) merge into one moment ...
     max_moment_s: float = 60.0  # ... while the merged span stays within this
     snippet_chars: int = 280
+    # run a request's ranked lists (their query embeddings and index queries) side by side, on a
+    # process-wide pool; False: one after another. The answer is the same either way.
+    parallel_lists: bool = True
     # index lifecycle
     ann_min_rows: int = 50_000  # below this, exact (flat) search; optimize() builds the ANN index past it
     ann_index: str = "IVF_PQ"  # or IVF_HNSW_SQ
@@ -94,6 +97,8 @@ class SearchSettings:
             raise ConfigError("search setting window_overlap_s must be below half of window_target_s")
         if self.default_k > self.max_k:
             raise ConfigError("search setting default_k must be <= max_k")
+        if not isinstance(self.parallel_lists, bool):
+            raise ConfigError("search setting parallel_lists must be true or false")
         if self.ann_index not in ANN_INDEX_TYPES:
             raise ConfigError(f"search setting ann_index must be one of {ANN_INDEX_TYPES}")
 
