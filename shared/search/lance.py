@@ -391,10 +391,14 @@ class LanceSearch:
         if tbl is None:
             return
         if self.settings.ann_index == "IVF_PQ":
-            # LanceDB's default codes (dims / 16 sub-vectors: 2.3x faster to build here than dims / 8);
-            # recall comes from the refine step, which re-ranks k * ann_refine_factor candidates on the
-            # full vectors (bench_search.py: recall@10 vs exact)
-            config: Any = IvfPq(distance_type="cosine")
+            # 4-bit codes (16 centroids per sub-vector), dims / 8 sub-vectors: 32 bytes a 512-d vector, as
+            # LanceDB's default (8-bit, dims / 16) has. The default's build is mostly training 256
+            # centroids for each sub-vector on a 65k-vector sample, a fixed cost whatever the rows (25 s
+            # of a 27 s build at 30k rows here; 60-100 s at 100k on this shared 2-vCPU machine);
+            # 16 centroids train in ~2 s. Recall comes from the refine step, which re-ranks k *
+            # ann_refine_factor candidates on the full vectors (bench_search.py: recall@10 vs exact).
+            dims = SPACES[space][1]
+            config: Any = IvfPq(distance_type="cosine", num_bits=4, num_sub_vectors=dims // 8)
         else:
             config = HnswSq(distance_type="cosine")
         tbl.create_index("vector", config=config, replace=True)
