@@ -1,10 +1,11 @@
-"""Search benchmark (issue 21): quality on a labelled corpus, speed at 10k / 100k (/ 1M) rows, cold start.
+"""Search benchmark (issue 21): quality on a labelled corpus, speed at 10k / 100k / 1M rows, cold start, cost.
 
-    .venv/bin/python bench/bench_search.py                       # quality + speed at 10k, 100k (~6 min here)
-    .venv/bin/python bench/bench_search.py --sizes 10000         # quick
-    .venv/bin/python bench/bench_search.py --sizes 10000,100000,1000000 --json out.json
-    options: --model-dir DIR (default <repo>/.models, filled by `se setup-models`) --queries 200
-             --skip-quality --skip-speed --ann IVF_PQ|IVF_HNSW_SQ --work DIR (default a temp folder)
+    .venv/bin/python bench/bench_search.py                       # quality + speed at 10k, 100k + cold start
+    .venv/bin/python bench/bench_search.py --skip-quality --sizes 10000,100000,1000000 --work DIR
+    options: --s3-sizes 10000,100000 (of --sizes, also on moto's S3; '' for none) --queries 200
+             --model-dir DIR (dev models, MiniLM; default <repo>/.models) --bench-models DIR (default
+             <repo>/.models/bench-search: MiniLM + the full-size CLIP text tower, built once, minutes)
+             --skip-quality --skip-speed --skip-cold --work DIR (keeps and reuses built tables) --json F
 
 (a) Quality. A labelled corpus built here: 24 items ("videos"), each a transcript of ~30 Whisper-like
     segments (3-6 s each) of natural filler sentences from a small grammar, with the labelled
@@ -16,18 +17,25 @@
     vector-only (MiniLM) and hybrid (RRF of both): recall@1 and recall@5 (the right item among the
     first 1 / 5 moments) and moment accuracy (the first hit of the right item has a span overlapping
     the labelled sentence's time), per query kind and overall.
-(b) Speed, per size N, on a local folder: an owner index with N text rows (grammar sentences +
-    MiniLM-like 384-d vectors) and N visual rows (512-d), vectors drawn around 256 topics x 16
-    sub-topics (`clustered`; uniform random 512-d vectors defeat any ANN index and say nothing).
-    Write rows/s (one batch), the ANN index build (rows/s), then over --queries held-out query
-    vectors drawn around the same centres: ANN recall@10 against exact search (numpy), and warm
-    p50/p99 of: LanceDB's bare vector query (the same table, nprobes/refine as the engine),
-    LanceSearch.vector_search, BM25 alone, MiniLM embedding one query, and the whole hybrid query
-    through Searcher.search with the real MiniLM embedding the query text (the CLIP text tower is not
-    exported yet: a random vector seeded by the text stands in, costing ~0).
-(c) Cold start: a fresh interpreter importing shared.search.lance + query, then open + first query.
+(b) Speed, per size N: one owner's tables as the pipeline and optimize() leave them (written in
+    250k-row adds, compacted, FTS, the ANN index per table + BTREE): N text rows whose vectors are REAL
+    MiniLM vectors of 4,096 grammar sentences + noise (each row says its sentence), and N visual rows
+    (512-d) drawn around 256 topics x 16 sub-topics (uniform random vectors defeat any ANN index).
+    Queried through the search function's own path: shared.search.api.encoders (the real MiniLM and a
+    FULL-SIZE CLIP ViT-B-32 text tower, random weights, built by open_clip and exported by
+    shared.models.clip_text_export: the real cost per query), api.query_side (Indexes, Searchers) and
+    SearchService (presigned links; only the ledger's reads are an in-memory stand-in). The CLIP
+    tower's output is swapped for a vector near the visual centres (BenchClip: its time stays real).
+    Per query, in turn, on the same tables: LanceDB's bare vector query (k=10, nprobes and re-ranking
+    as the engine's), each encoder, BM25, the whole hybrid query with the lists one after another and
+    side by side. ANN recall@10 against exact (numpy) search, and the recall of a list's own k=50
+    query. On a local folder, and on moto's S3 (the tables uploaded file for file; moto's server in its
+    own process, counting the S3 requests each query makes). Cost per 1M queries on Lambda from the
+    measured times (template.yaml's SearchMemorySize, the published prices in PRICES).
+(c) Cold start: a fresh interpreter doing the search function's init (shared.search.api.service_from_env:
+    LanceDB, both encoders loaded and checked against their probes, clients) and a first hybrid query.
 
-Prints a table (markdown) with the command, the date and the machine. Numbers from this machine only.
+Prints tables (markdown) with the command, the date and the machine. Numbers from this machine only.
 """
 
 from __future__ import annotations
@@ -763,6 +771,7 @@ def speed(sizes: list[int], s3_sizes: list[int], corpus: Corpus, minilm, clip: B
 COLD = """
 import time, sys, os
 t0 = time.perf_counter()
+os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # as handlers/aws_lambda/search.py
 from shared.search import api
 t1 = time.perf_counter()
 service = api.service_from_env(os.environ)
@@ -774,9 +783,10 @@ print(t1 - t0, t2 - t1, t3 - t2, len(out["hits"]))
 
 
 def cold_start(model_dir: Path, index: Path, runs: int = 3) -> dict:
-    """A fresh interpreter doing what the search function's init does (shared.search.api:
-    service_from_env: settings, LanceDB, both encoders loaded and checked, clients) and its first
-    query (the owner's tables opened, a hybrid query). Median of `runs`; total = process start to answer."""
+    """A fresh interpreter doing what the search function's init does (handlers/aws_lambda/search.py ->
+    shared.search.api.service_from_env: settings, LanceDB, both encoders loaded and checked, clients)
+    and its first query (the owner's tables opened, a hybrid query; the owner's version is given, not
+    read from the ledger: DynamoDB is not here). Median of `runs`; total = process start to answer."""
     env = {**os.environ, "MODEL_DIR": str(model_dir), "SEARCH_INDEX_URI": str(index), "MEDIA_BUCKET": BUCKET,
            "LEDGER_TABLE": "bench", "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "testing",
            "AWS_SECRET_ACCESS_KEY": "testing", "PYTHONPATH": str(REPO)}  # fmt: skip
