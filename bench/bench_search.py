@@ -595,7 +595,9 @@ def services(env: dict[str, str], minilm, clip: BenchClip):
     return out
 
 
-def measure(n: int, corpus: Corpus, env: dict[str, str], minilm, clip: BenchClip, s3=None) -> dict:
+def measure(
+    n: int, corpus: Corpus, env: dict[str, str], minilm, clip: BenchClip, s3=None, queries: int | None = None
+) -> dict:
     """Warm timings over the owner's tables where env's SEARCH_INDEX_URI points, every call per query
     in turn (same tables, same moment): LanceDB's bare vector query (k=10, the engine's nprobes, refine
     and columns), the two encoders, BM25 alone, the whole hybrid query through SearchService with the lists
@@ -614,12 +616,14 @@ def measure(n: int, corpus: Corpus, env: dict[str, str], minilm, clip: BenchClip
             .to_arrow()
         )  # fmt: skip
 
-    texts = corpus.queries
+    texts = corpus.queries[:queries]
     q_vis = np.stack([clip.vector(t) for t in texts])
     q_txt = np.asarray(minilm.embed(texts), dtype=np.float32)
-    res: dict = {"rows": n}
-    data = rows(n, corpus)
+    res: dict = {"rows": n, "queries": len(texts)}
+    data = rows(n, corpus) if s3 is None else {}  # S3 holds the same files: the same answers
     for space, tbl, qs in ((VISUAL, vis, q_vis), (TEXT, txt, q_txt)):
+        if space not in data:
+            continue
         ids, vecs, _ = data[space]
         exact = exact_top(vecs, ids, qs, st.candidates)
         top10 = [set(e[:10]) for e in exact]
@@ -744,7 +748,16 @@ class CountingS3:
         return time.perf_counter() - t0
 
 
-def speed(sizes: list[int], s3_sizes: list[int], corpus: Corpus, minilm, clip: BenchClip, work: Path) -> list:
+def speed(
+    sizes: list[int],
+    s3_sizes: list[int],
+    corpus: Corpus,
+    minilm,
+    clip: BenchClip,
+    work: Path,
+    s3_queries: int,
+    partial: Path | None = None,
+) -> list:
     settings = SearchSettings()
     out = []
     base_env = {"MEDIA_BUCKET": BUCKET, "LEDGER_TABLE": "bench", "AWS_REGION": "us-east-1",
@@ -758,12 +771,17 @@ def speed(sizes: list[int], s3_sizes: list[int], corpus: Corpus, minilm, clip: B
             local = measure(n, corpus, {**base_env, "SEARCH_INDEX_URI": str(folder)}, minilm, clip)
             out.append({"storage": "local folder", **built, **local})
             print(f"# {n:,} rows, local folder: done", file=sys.stderr, flush=True)
+            if partial:
+                partial.write_text(json.dumps(out, indent=2, default=float))
             if s3 and n in s3_sizes:
                 upload_s = s3.upload(folder)
                 env = {**base_env, **s3.env(), "SEARCH_INDEX_URI": f"s3://{BUCKET}"}
-                got = measure(n, corpus, env, minilm, clip, s3=s3)
-                out.append({"storage": "S3 (moto)", **built, "upload_s": upload_s, **got})
+                got = measure(n, corpus, env, minilm, clip, s3=s3, queries=s3_queries)
+                recall = {k: v for k, v in local.items() if "recall" in k}
+                out.append({"storage": "S3 (moto)", **built, "upload_s": upload_s, **recall, **got})
                 print(f"# {n:,} rows, S3: done", file=sys.stderr, flush=True)
+                if partial:
+                    partial.write_text(json.dumps(out, indent=2, default=float))
     return out
 
 
@@ -847,6 +865,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes", default="10000,100000", help="rows per table, on a local folder")
     ap.add_argument("--s3-sizes", default="10000,100000", help="of --sizes, also on moto's S3 ('' for none)")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--s3-queries", type=int, default=50, help="timed queries on S3 (moto serves ~20 GETs/s)")
     ap.add_argument("--model-dir", default=None, help="the dev models (MiniLM); default <repo>/.models")
     ap.add_argument("--bench-models", default=None, help="default <repo>/.models/bench-search")
     ap.add_argument("--skip-quality", action="store_true")
@@ -893,7 +912,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_speed:
             sizes = [int(x) for x in args.sizes.split(",") if x]
             s3_sizes = [int(x) for x in args.s3_sizes.split(",") if x]
-            report["speed"] = speed(sizes, s3_sizes, corpus, minilm, BenchClip(tower, corpus.c512), work)
+            clip = BenchClip(tower, corpus.c512)
+            partial = work / "speed.partial.json"
+            report["speed"] = speed(sizes, s3_sizes, corpus, minilm, clip, work, args.s3_queries, partial)
         if not args.skip_cold:
             small = work / "rows10000"
             build(10_000, corpus, small, SearchSettings())
@@ -949,7 +970,7 @@ def print_report(r: dict) -> None:
             ratio = (f"{s['hybrid_p50'] / s['bare_vector_p50']:.1f}x, "
                      f"{s['hybrid_p99'] / s['bare_vector_p99']:.1f}x")  # fmt: skip
             print(
-                f"| {s['rows']:,} | {s['storage']} | {s['write_rows_per_s']:,.0f} | "
+                f"| {s['rows']:,} | {s['storage']}, {s['queries']} queries | {s['write_rows_per_s']:,.0f} | "
                 f"{s['visual_ann_build_s']:.1f} / {s['text_ann_build_s']:.1f} | {s['ann_rows_per_s']:,.0f} | "
                 f"{s['recall@10_visual']:.3f} / {s['recall@10_text']:.3f} | "
                 f"{s['list_recall@50_visual']:.3f} / {s['list_recall@50_text']:.3f} | "
