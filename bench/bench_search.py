@@ -972,7 +972,8 @@ def print_report(r: dict) -> None:
         d = SearchSettings()
         print(
             f"(b) speed: IVF_PQ (4-bit, dims/8 sub-vectors), nprobes {d.ann_nprobes}, the "
-            f"{d.ann_refine_rows} nearest by code re-ranked exactly (k=10: refine_factor 30); warm, ms "
+            f"{d.ann_refine_rows} nearest by code re-ranked exactly (k=10: refine_factor "
+            f"{-(-d.ann_refine_rows // 10)}); warm, ms "
             f"p50 / p99; ONNX threads {r.get('threads')}\n"
         )
         print(
