@@ -25,7 +25,9 @@ Logged per query: owner, mode, k, hits, took_ms, spec version; never the query's
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -43,8 +45,9 @@ from shared.lambda_text.proxy import (
     read_json_body,
 )
 from shared.pipeline.settings import PipelineSettings
-from shared.search.query import MODES
-from shared.search.service import SearchService
+from shared.search.query import MODES, Encoder
+from shared.search.service import Searchers, SearchService
+from shared.search.settings import DEFAULTS, SearchSettings
 from shared.settings import Parser, TextSettings, read_settings, setting
 
 Handler = Callable[[Any, Any], dict]
@@ -123,19 +126,14 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
     from shared.aws.clients import client
     from shared.aws.search_directory import LedgerDirectory
     from shared.aws.storage import Storage
-    from shared.models.clip_text_onnx import ClipTextOnnx
-    from shared.models.minilm_onnx import MiniLMOnnx
-    from shared.search import lance  # noqa: F401  LanceDB: seconds to import, paid at the cold start
-    from shared.search.indexes import Indexes, storage_options
-    from shared.search.service import Searchers
 
-    minilm = MiniLMOnnx.load(text)
-    minilm.warmup()
-    clip = ClipTextOnnx.load(text.model_dir, threads=text.threads)
-    clip.warmup()
-    options = storage_options(env) if settings.index_uri.startswith("s3://") else {}
-    indexes = Indexes(settings.index_uri, storage_options=options)
-    searchers = Searchers(indexes.engine, embed_text=minilm.embed, clip_text=clip.embed)
+    # LanceDB takes seconds to import (most of the cold start: its REST client's pydantic models, which
+    # a folder or S3 never uses) and is imported here on purpose, at init, not by the first query; on a
+    # thread, beside the encoders' loading (ONNX Runtime builds its sessions without the GIL)
+    lance = _import_beside("shared.search.lance")
+    minilm, clip = encoders(text)
+    lance.join()
+    searchers = query_side(settings, env, embed_text=minilm.embed, clip_text=clip.embed)
     storage = Storage(client("s3", env), settings.bucket)
     return SearchService(
         searchers,
@@ -144,6 +142,61 @@ def service_from_env(env: Mapping[str, str]) -> SearchService:
         url_expires_s=settings.url_expires_s,
         cache_s=settings.cache_s,
     )
+
+
+def encoders(text: TextSettings) -> tuple[Any, Any]:
+    """(MiniLM, CLIP's text tower) from MODEL_DIR on ONNX Runtime, each checked against its baked
+    probes and warmed up: the query encoders of the search function (and of bench_search.py)."""
+    from shared.models.clip_text_onnx import ClipTextOnnx
+    from shared.models.minilm_onnx import MiniLMOnnx
+
+    minilm = MiniLMOnnx.load(text)
+    minilm.warmup()
+    clip = ClipTextOnnx.load(text.model_dir, threads=text.threads)
+    clip.warmup()
+    return minilm, clip
+
+
+def query_side(
+    settings: SearchApiSettings,
+    env: Mapping[str, str],
+    *,
+    embed_text: Encoder,
+    clip_text: Encoder,
+    search: SearchSettings = DEFAULTS,
+) -> Searchers:
+    """One Searcher per spec version over the index (SEARCH_INDEX_URI: S3 with LanceDB's options from
+    the environment, or a folder): what SearchService queries. bench_search.py times this very path."""
+    from shared.search.indexes import Indexes, storage_options
+    from shared.search.service import Searchers
+
+    options = storage_options(env) if settings.index_uri.startswith("s3://") else {}
+    indexes = Indexes(settings.index_uri, storage_options=options, settings=search)
+    return Searchers(indexes.engine, embed_text=embed_text, clip_text=clip_text, settings=search)
+
+
+class _Beside:
+    """An import on a daemon thread; join() waits for it and raises what it raised."""
+
+    def __init__(self, module: str) -> None:
+        self.module, self.error = module, None
+        self.thread = threading.Thread(target=self._run, name=f"import {module}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            importlib.import_module(self.module)
+        except BaseException as e:  # re-raised by join(), in the caller's thread
+            self.error = e
+
+    def join(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+def _import_beside(module: str) -> _Beside:
+    return _Beside(module)
 
 
 class NoRoute(InvalidInput):

@@ -312,12 +312,16 @@ class LanceSearch:
         # another process (the scheduled optimize) has built the index, with no index state cached here
         q = q.nprobes(self.settings.ann_nprobes)
         if self.settings.ann_index == "IVF_PQ":
-            q = q.refine_factor(self.settings.ann_refine_factor)
+            q = q.refine_factor(self.refine_factor(k))
         else:
             q = q.ef(self.settings.ann_ef)
         if item_id is not None:
             q = q.where(f"item_id = '{self._item(item_id)}'", prefilter=True)
         return q
+
+    def refine_factor(self, k: int) -> int:
+        """LanceDB's refine_factor for a k-row IVF_PQ query: ann_refine_rows candidates re-ranked."""
+        return max(1, -(-self.settings.ann_refine_rows // max(1, int(k))))
 
     def vector_search(
         self, owner_id: str, space: str, vector: np.ndarray, *, k: int, item_id: str | None = None
@@ -391,10 +395,15 @@ class LanceSearch:
         if tbl is None:
             return
         if self.settings.ann_index == "IVF_PQ":
-            # LanceDB's default codes (dims / 16 sub-vectors: 2.3x faster to build here than dims / 8);
-            # recall comes from the refine step, which re-ranks k * ann_refine_factor candidates on the
-            # full vectors (bench_search.py: recall@10 vs exact)
-            config: Any = IvfPq(distance_type="cosine")
+            # 4-bit codes (16 centroids per sub-vector), dims / 8 sub-vectors: 32 bytes a 512-d vector, as
+            # LanceDB's default (8-bit, dims / 16) has. The default's build is mostly training 256
+            # centroids for each sub-vector on a 65k-vector sample, a fixed cost whatever the rows (25 s
+            # of a 27 s build at 30k rows here; 60-100 s at 100k on this shared 2-vCPU machine);
+            # 16 centroids train in ~2 s. Recall comes from the refine step, which re-ranks
+            # the ann_refine_rows nearest by their codes on the full vectors (bench_search.py: recall@10
+            # vs exact).
+            dims = SPACES[space][1]
+            config: Any = IvfPq(distance_type="cosine", num_bits=4, num_sub_vectors=dims // 8)
         else:
             config = HnswSq(distance_type="cosine")
         tbl.create_index("vector", config=config, replace=True)

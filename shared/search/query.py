@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -267,6 +269,25 @@ def _encode(encoder: Encoder, text: str, dims: int, what: str) -> np.ndarray:
     return v[0]
 
 
+_ENCODER_NAMES = {"text_vec": "MiniLM", "clip_vec": "CLIP"}
+LIST_THREADS = 8  # the pool's threads: a request runs at most 4 lists; jobs never wait on one another
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """One pool per process, made on the first query that runs lists side by side."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=LIST_THREADS, thread_name_prefix="search-list")
+        return _POOL
+
+
+def _call(job: Callable[[], Any]) -> Any:
+    return job()
+
+
 class Searcher:
     """Runs requests over one engine (one spec version). `embed_text`: MiniLM (texts -> [n, 384]);
     `clip_text`: the CLIP text tower (texts -> [n, 512]), optional: without it the clip_vec list is
@@ -287,47 +308,93 @@ class Searcher:
         self.settings = settings
         self.clock = clock
 
+    def _plan(self, req: SearchRequest) -> list[tuple[str, str, Callable[[], Any] | None]]:
+        """The request's ranked lists in fusion order: (name, table, job); job None: no encoder. A
+        job embeds the query (vector lists) and runs the engine's query; the person's returns None for
+        an unknown person."""
+        s, owner, item = self.settings, req.owner_id, req.item_id
+        n = max(s.candidates, req.k)
+        engine = self.engine
+        plan: list[tuple[str, str, Callable[[], Any] | None]] = []
+
+        def vector_list(encoder: Encoder, space: str, what: str, floor: float) -> Callable[[], list[Hit]]:
+            def job() -> list[Hit]:
+                v = _encode(encoder, req.text, SPACES[space][1], what)
+                hits = engine.vector_search(owner, space, v, k=n, item_id=item)
+                return [h for h in hits if h.score >= floor]
+
+            return job
+
+        if req.person is not None:
+            person = req.person
+
+            def person_job() -> list[Hit] | None:
+                vector = engine.person_vector(owner, person)
+                if vector is None:
+                    return None
+                return engine.vector_search(owner, VISUAL, vector, k=n, item_id=item)
+
+            plan.append(("person", VISUAL, person_job))
+        if req.text:
+            if req.mode in ("text", "hybrid"):
+                plan.append(("bm25", TEXT, lambda: engine.text_search(owner, req.text, k=n, item_id=item)))
+            if req.mode in ("vector", "hybrid"):
+                plan.append(
+                    (
+                        "text_vec",
+                        TEXT,
+                        None
+                        if self.embed_text is None
+                        else vector_list(self.embed_text, TEXT, "embed_text", s.min_text_similarity),
+                    )
+                )
+                plan.append(
+                    (
+                        "clip_vec",
+                        VISUAL,
+                        None
+                        if self.clip_text is None
+                        else vector_list(self.clip_text, VISUAL, "clip_text", s.min_clip_similarity),
+                    )
+                )
+        return plan
+
     def search(self, request: Mapping[str, Any] | SearchRequest) -> dict[str, Any]:
         start = self.clock()
         s = self.settings
         req = parse_request(request, s)
+        plan = self._plan(req)
+        # every list's job (its query embedding and its engine call) starts now, beside the owner's
+        # row counts: they are independent (ONNX Runtime and LanceDB release the GIL). A job of a list
+        # that then turns out to have no rows is dropped unread, errors included, so the answer, its
+        # `skipped` and its errors are the ones running the lists one after another gives.
+        jobs = [job for _, _, job in plan if job is not None]
+        if s.parallel_lists and len(jobs) > 1:
+            pool = _pool()
+            running = {id(job): pool.submit(job) for job in jobs}
+
+            def result(job: Callable[[], Any]) -> Any:
+                return running[id(job)].result()
+        else:
+            result = _call
         counts = self.engine.counts(req.owner_id)
         if not counts:
             raise NotFound("has no search index", field="owner_id")
         lists: dict[str, list[Hit]] = {}
         skipped: list[str] = []
-        n = max(s.candidates, req.k)
-
-        def has(space: str, name: str) -> bool:
-            if counts.get(space):
-                return True
-            skipped.append(f"{name}: the owner has no {space} rows")
-            return False
-
-        if req.person is not None:
-            vector = self.engine.person_vector(req.owner_id, req.person)
-            if vector is None:
-                raise NotFound("has no query vector (unknown person, or no ready photo)", field="person")
-            if has(VISUAL, "person"):
-                lists["person"] = self.engine.vector_search(
-                    req.owner_id, VISUAL, vector, k=n, item_id=req.item_id
-                )
-        if req.text:
-            if req.mode in ("text", "hybrid") and has(TEXT, "bm25"):
-                lists["bm25"] = self.engine.text_search(req.owner_id, req.text, k=n, item_id=req.item_id)
-            if req.mode in ("vector", "hybrid"):
-                if self.embed_text is None:
-                    skipped.append("text_vec: no MiniLM text encoder configured")
-                elif has(TEXT, "text_vec"):
-                    v = _encode(self.embed_text, req.text, SPACES[TEXT][1], "embed_text")
-                    hits = self.engine.vector_search(req.owner_id, TEXT, v, k=n, item_id=req.item_id)
-                    lists["text_vec"] = [h for h in hits if h.score >= s.min_text_similarity]
-                if self.clip_text is None:
-                    skipped.append("clip_vec: no CLIP text encoder configured")
-                elif has(VISUAL, "clip_vec"):
-                    v = _encode(self.clip_text, req.text, SPACES[VISUAL][1], "clip_text")
-                    hits = self.engine.vector_search(req.owner_id, VISUAL, v, k=n, item_id=req.item_id)
-                    lists["clip_vec"] = [h for h in hits if h.score >= s.min_clip_similarity]
+        for name, space, job in plan:
+            if job is None:
+                skipped.append(f"{name}: no {_ENCODER_NAMES[name]} text encoder configured")
+                continue
+            hits = None
+            if name == "person":  # an unknown person is a 404 whatever the owner's tables hold
+                hits = result(job)
+                if hits is None:
+                    raise NotFound("has no query vector (unknown person, or no ready photo)", field="person")
+            if not counts.get(space):
+                skipped.append(f"{name}: the owner has no {space} rows")
+                continue
+            lists[name] = result(job) if hits is None else hits
         for name, hits in lists.items():  # defence in depth: the layout already guarantees it
             foreign = [h for h in hits if h.owner_id != req.owner_id]
             if foreign:

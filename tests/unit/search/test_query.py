@@ -334,3 +334,70 @@ def test_hybrid_weighs_bm25_hits_by_query_term_coverage():
         weight=lambda name, h: (1 / 3) ** 3 if name == "bm25" else 1.0,
     )
     assert cov[0].hit.id == "r"
+
+
+# ---- the lists run side by side -------------------------------------------------------------------
+REQUESTS = [
+    {"owner_id": "o1", "text": "ferry noon", "k": 5},
+    {"owner_id": "o1", "text": "lunch", "mode": "vector"},
+    {"owner_id": "o1", "text": "lunch menu", "mode": "text"},
+    {"owner_id": "o1", "text": "ferry", "person": "alice"},
+    {"owner_id": "o1", "person": "alice", "item_id": "a"},
+    {"owner_id": "o2", "text": "ferry noon"},  # no visual table: skipped, said so
+]
+
+
+@pytest.mark.parametrize("clip", [True, False])
+def test_parallel_lists_answer_exactly_as_sequential_ones(clip):
+    def run(parallel):
+        s = Searcher(
+            engine(),
+            embed_text=encoder(384),
+            clip_text=encoder(512) if clip else None,
+            settings=SearchSettings(parallel_lists=parallel, min_clip_similarity=-1.0),
+            clock=lambda: 0.0,
+        )
+        return [s.search(r) for r in REQUESTS]
+
+    assert run(True) == run(False)
+
+
+def test_the_lists_of_one_query_run_at_the_same_time():
+    """Every list's embedding and index query must be in flight together: each waits at a barrier the
+    others must reach too (one after another, the first would time out)."""
+    import threading
+
+    barrier = threading.Barrier(3, timeout=5)
+
+    class Slow(FakeEngine):
+        def vector_search(self, *a, **kw):
+            barrier.wait()
+            return super().vector_search(*a, **kw)
+
+        def text_search(self, *a, **kw):
+            barrier.wait()
+            return super().text_search(*a, **kw)
+
+    e = engine()
+    slow = Slow(e.rows)
+    slow.persons = e.persons
+    s = Searcher(slow, embed_text=encoder(384), clip_text=encoder(512))
+    out = s.search({"owner_id": "o1", "text": "ferry noon"})
+    assert out["hits"][0]["item_id"] == "a" and out["skipped"] == []
+
+
+def test_errors_and_404s_are_the_sequential_ones_when_lists_run_side_by_side():
+    def bad(texts):
+        raise InvalidInput("the encoder failed", field="embed_text")
+
+    s = Searcher(engine(), embed_text=bad, clip_text=encoder(512))
+    with pytest.raises(InvalidInput) as e:
+        s.search({"owner_id": "o1", "text": "ferry"})
+    assert e.value.field == "embed_text"
+    # o2 has no visual rows: the clip list's failure is never read, the answer is BM25 + MiniLM's
+    s = Searcher(engine(), embed_text=encoder(384), clip_text=bad)
+    out = s.search({"owner_id": "o2", "text": "ferry noon"})
+    assert out["skipped"] == ["clip_vec: the owner has no visual rows"]
+    with pytest.raises(NotFound) as e:
+        s.search({"owner_id": "o1", "text": "ferry", "person": "bob"})
+    assert e.value.field == "person"
