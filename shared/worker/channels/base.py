@@ -126,3 +126,16 @@ def check_clip_model(runner: ChannelRunner, settings: WorkerSettings) -> None:
             f"{runner.name} out of WORKER_CHANNELS, e.g. "
             "WORKER_CHANNELS=video_mae,audio_wav2vec2,transcript"
         )
+
+
+class ClipChannel(ChannelRunner):
+    """A channel whose vectors come from the worker's CLIP model (CLIP_MODEL, run on its "clip_image"
+    thread): the model is the settings', held to the spec's by check_clip_model at start."""
+
+    role: ClassVar[str] = "clip"
+
+    def model_name(self, settings: WorkerSettings) -> str:
+        return settings.clip_model
+
+    def check_settings(self, settings: WorkerSettings) -> None:
+        check_clip_model(self, settings)

@@ -18,10 +18,9 @@ from shared.errors import ConfigError
 from shared.media.image import DecodePlan, plan_decode, split_tiles, tile_count
 from shared.worker.channels.base import (
     Artifact,
-    ChannelRunner,
+    ClipChannel,
     Decoded,
     WorkerContext,
-    check_clip_model,
     vector_artifact,
 )
 
@@ -62,20 +61,16 @@ def prepare_views(clip: Any, image: Any, *, tta: bool, settings: Any) -> Any:
     return PreparedImage(torch.cat(views), len(parts))
 
 
-class ImageClip(ChannelRunner):
+class ImageClip(ClipChannel):
     name = "image_clip"
     needs = "image"
-    role = "clip"
-
-    def model_name(self, settings) -> str:
-        return settings.clip_model  # CLIP_MODEL; check_settings holds it to the spec
 
     def spec_tta(self) -> bool:
         return self.spec.preprocessing.get("tta") not in (None, False, "none")
 
     def check_settings(self, settings) -> None:
         pp = self.spec.preprocessing
-        check_clip_model(self, settings)
+        super().check_settings(settings)
         if self.spec_tta() != settings.tta:
             raise ConfigError(
                 f"ENABLE_TTA={int(settings.tta)} but channel {self.name} is specified with "

@@ -31,10 +31,9 @@ from shared.errors import ConfigError
 from shared.models.backend import check_unit_rows, l2_normalize
 from shared.worker.channels.base import (
     Artifact,
-    ChannelRunner,
+    ClipChannel,
     Decoded,
     WorkerContext,
-    check_clip_model,
     vector_artifact,
 )
 
@@ -125,16 +124,12 @@ def jpeg(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-class Scenes(ChannelRunner):
+class Scenes(ClipChannel):
     name = "scenes"
     needs = "frames"
-    role = "clip"
-
-    def model_name(self, settings) -> str:
-        return settings.clip_model  # CLIP_MODEL; check_settings holds it to the spec
 
     def check_settings(self, settings) -> None:
-        check_clip_model(self, settings)
+        super().check_settings(settings)
         try:  # at start, not on the first video: a worker that cannot detect shots does not start
             import scenedetect  # noqa: F401
         except ImportError as e:

@@ -13,24 +13,16 @@ import numpy as np
 from shared.models.backend import check_unit_rows, l2_normalize
 from shared.worker.channels.base import (
     Artifact,
-    ChannelRunner,
+    ClipChannel,
     Decoded,
     WorkerContext,
-    check_clip_model,
     vector_artifact,
 )
 
 
-class VideoClip(ChannelRunner):
+class VideoClip(ClipChannel):
     name = "video_clip"
     needs = "frames"
-    role = "clip"  # the image tower runs on the worker's "clip_image" thread
-
-    def model_name(self, settings) -> str:
-        return settings.clip_model  # CLIP_MODEL; check_settings holds it to the spec
-
-    def check_settings(self, settings) -> None:
-        check_clip_model(self, settings)
 
     async def compute(self, ctx: WorkerContext, decoded: Decoded) -> Artifact:
         frames = decoded.frames
